@@ -135,6 +135,18 @@ opaque_handles! {
     CUgraphNode => CUgraphNode_st,
 }
 
+/// `CUexecAffinityParam`: an execution-affinity request of `cuCtxCreate_v3` (never read here).
+#[repr(C)]
+pub struct CUexecAffinityParam {
+    _private: [u8; 0],
+}
+
+/// `CUctxCreateParams`: the creation parameters of `cuCtxCreate_v4` (never read here).
+#[repr(C)]
+pub struct CUctxCreateParams {
+    _private: [u8; 0],
+}
+
 /// `CU_STREAM_LEGACY`: the legacy default stream, usable from any context.
 pub const CU_STREAM_LEGACY: CUstream = 0x1 as CUstream;
 /// `CU_STREAM_PER_THREAD`: the per-thread default stream.
@@ -556,6 +568,8 @@ entry_points! { SIGNATURES;
     fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) -> CUresult;
     fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint) -> CUresult;
     fn cuCtxCreate_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> CUresult;
+    fn cuCtxCreate_v3(pctx: *mut CUcontext, paramsArray: *mut CUexecAffinityParam, numParams: c_int, flags: c_uint, dev: CUdevice) -> CUresult;
+    fn cuCtxCreate_v4(pctx: *mut CUcontext, ctxCreateParams: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> CUresult;
     fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult;
     fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;
     fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult;

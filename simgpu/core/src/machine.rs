@@ -1,0 +1,669 @@
+//! The shared state file of one simulated machine, and every operation on it.
+//!
+//! Layout (all little-endian, `#[repr(C)]`, atomics only; nothing in it is a pointer):
+//!
+//! ```text
+//! [0, 4096)            Header: magic, version, shape, ready flag
+//! [DEV_OFF, ...)       DeviceState × devices: timeline lock, tail, busy total, memory used, ring head
+//! [RING_OFF, ...)      Interval × RING_LEN × devices: recent busy spans (start, end, pid)
+//! [SLOT_OFF, ...)      ProcSlot × MAX_PROCS: one per live process (memory, contexts, busy time)
+//! ```
+//!
+//! Creation is race-free: the file is created with `O_EXCL` by one process, which holds an
+//! open-file-description lock on byte 0 while it initialises and then sets `ready`. Openers wait
+//! for `ready`; if the creator died half-way (the lock is free and `ready` is still 0), the
+//! opener takes the lock and initialises it itself.
+//!
+//! Each live process owns a slot and holds an OFD lock on the slot's first byte; the kernel
+//! drops the lock when the process dies, so [`Machine::reap`] can tell a dead process from a
+//! live one without trusting PIDs, and gives the dead one's memory back exactly once.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use crate::config::{MAX_DEVICES, SimConfig};
+use crate::now_ns;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"SIMGPU\0\x01");
+const VERSION: u32 = 1;
+/// Process slots per machine.
+pub const MAX_PROCS: u32 = 1024;
+/// Busy intervals remembered per device.
+pub const RING_LEN: u64 = 1 << 16;
+const HEADER_LEN: usize = 4096;
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    version: AtomicU32,
+    devices: AtomicU32,
+    sms: AtomicU32,
+    max_procs: AtomicU32,
+    memory: AtomicU64,
+    file_size: AtomicU64,
+    ready: AtomicU32,
+    /// Highest slot index ever claimed + 1: scans stop there.
+    slots_high: AtomicU32,
+}
+
+#[repr(C, align(64))]
+struct DeviceState {
+    /// PID of the process appending to the timeline, 0 when free.
+    lock: AtomicU32,
+    _pad: u32,
+    /// When the last queued kernel ends (ns, CLOCK_MONOTONIC).
+    tail: AtomicU64,
+    /// Sum of all kernel durations ever queued.
+    busy_total: AtomicU64,
+    /// Device memory in use by all processes.
+    used: AtomicU64,
+    /// Number of intervals ever appended to the ring.
+    ring_head: AtomicU64,
+}
+
+#[repr(C)]
+struct Interval {
+    /// `2*index+1` while being written, `2*index+2` once complete.
+    seq: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+    pid: AtomicU64,
+}
+
+#[repr(C, align(64))]
+struct ProcSlot {
+    pid: AtomicU32,
+    _pad: u32,
+    started: AtomicU64,
+    contexts: [AtomicU32; MAX_DEVICES as usize],
+    used: [AtomicU64; MAX_DEVICES as usize],
+    busy: [AtomicU64; MAX_DEVICES as usize],
+}
+
+const DEV_OFF: usize = HEADER_LEN;
+fn ring_off(devices: u32) -> usize {
+    (DEV_OFF + devices as usize * size_of::<DeviceState>()).next_multiple_of(4096)
+}
+fn slot_off(devices: u32) -> usize {
+    (ring_off(devices) + devices as usize * RING_LEN as usize * size_of::<Interval>()).next_multiple_of(4096)
+}
+fn file_len(devices: u32) -> usize {
+    (slot_off(devices) + MAX_PROCS as usize * size_of::<ProcSlot>()).next_multiple_of(4096)
+}
+
+/// A process using the simulated device, as NVML reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessUsage {
+    /// Process id.
+    pub pid: u32,
+    /// Device memory the process holds.
+    pub used: u64,
+    /// Contexts the process has on the device.
+    pub contexts: u32,
+}
+
+/// One process's view of a mapped machine.
+pub struct Machine {
+    base: *mut u8,
+    len: usize,
+    fd: libc::c_int,
+    devices: u32,
+    memory: u64,
+    sms: u32,
+    pid: u32,
+    slot: u32,
+}
+
+// SAFETY: the mapping is only accessed through atomics, and the fd is only used for fcntl locks.
+unsafe impl Send for Machine {}
+// SAFETY: as above; every shared field is an atomic.
+unsafe impl Sync for Machine {}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `open`, and `fd` is ours.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+            libc::close(self.fd);
+        }
+    }
+}
+
+fn os_err(what: &str, path: &Path) -> String {
+    format!("{what} {}: {}", path.display(), io::Error::last_os_error())
+}
+
+impl Machine {
+    /// Opens (creating if needed) the machine described by `config` and registers this process.
+    pub fn open(config: &SimConfig) -> Result<Machine, String> {
+        let path = &config.state_path;
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                use std::os::unix::fs::DirBuilderExt;
+                let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+            }
+        }
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("SIMGPU_STATE {}: contains a NUL byte", path.display()))?;
+        let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: open(2) on a valid NUL-terminated path.
+        let mut fd = unsafe { libc::open(cpath.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, 0o600) };
+        let created = fd >= 0;
+        if !created {
+            // SAFETY: as above.
+            fd = unsafe { libc::open(cpath.as_ptr(), flags) };
+            if fd < 0 {
+                return Err(os_err("cannot open simgpu state file", path));
+            }
+        }
+        let len = file_len(config.devices);
+        if created {
+            lock_byte(fd, 0, true);
+            // SAFETY: ftruncate on our own fd.
+            if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+                let e = os_err("cannot size simgpu state file", path);
+                // SAFETY: closing our own fd.
+                unsafe { libc::close(fd) };
+                return Err(e);
+            }
+        }
+        let size = file_size(fd);
+        let map_len = if created { len } else { size.max(HEADER_LEN) };
+        // SAFETY: a shared mapping of our fd; the length is checked against the header below
+        // before anything past the header is touched.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+        if base == libc::MAP_FAILED {
+            let e = os_err("cannot map simgpu state file", path);
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut m = Machine {
+            base: base.cast(),
+            len: map_len,
+            fd,
+            devices: config.devices,
+            memory: config.memory,
+            sms: config.sms,
+            // SAFETY: getpid cannot fail.
+            pid: unsafe { libc::getpid() } as u32,
+            slot: u32::MAX,
+        };
+        if created {
+            m.initialise(len);
+        } else {
+            m.await_ready(config, len)?;
+        }
+        m.slot = m.claim_slot().ok_or_else(|| format!("simgpu state {}: all {MAX_PROCS} process slots are taken", path.display()))?;
+        Ok(m)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    fn initialise(&self, len: usize) {
+        let h = self.header();
+        h.version.store(VERSION, Relaxed);
+        h.devices.store(self.devices, Relaxed);
+        h.sms.store(self.sms, Relaxed);
+        h.max_procs.store(MAX_PROCS, Relaxed);
+        h.memory.store(self.memory, Relaxed);
+        h.file_size.store(len as u64, Relaxed);
+        h.magic.store(MAGIC, Relaxed);
+        h.ready.store(1, Release);
+        unlock_byte(self.fd, 0);
+    }
+
+    fn await_ready(&mut self, config: &SimConfig, len: usize) -> Result<(), String> {
+        let path = &config.state_path;
+        let deadline = now_ns() + 5_000_000_000;
+        loop {
+            if file_size(self.fd) >= HEADER_LEN && self.header().ready.load(Acquire) == 1 {
+                break;
+            }
+            // Nobody initialising it (the creator died, or the file is foreign and empty):
+            // take the init lock and do it ourselves if it is still not ready.
+            if lock_byte(self.fd, 0, false) {
+                if self.header().ready.load(Acquire) != 1 && self.header().magic.load(Relaxed) == 0 && file_size(self.fd) <= len {
+                    // SAFETY: ftruncate on our own fd, then remap to the full length.
+                    if unsafe { libc::ftruncate(self.fd, len as libc::off_t) } != 0 {
+                        unlock_byte(self.fd, 0);
+                        return Err(os_err("cannot size simgpu state file", path));
+                    }
+                    self.remap(len).map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
+                    self.initialise(len);
+                    break;
+                }
+                unlock_byte(self.fd, 0);
+                // Nobody is initialising it and it is not ours to initialise: a foreign or
+                // stale file; validation below says which.
+                break;
+            }
+            if now_ns() > deadline {
+                return Err(format!("simgpu state file {} never became ready (not a simgpu state file?)", path.display()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let h = self.header();
+        let shape = (h.magic.load(Relaxed), h.version.load(Relaxed));
+        if shape.0 != MAGIC {
+            return Err(format!("{} is not a simgpu state file (bad magic)", path.display()));
+        }
+        if shape.1 != VERSION {
+            return Err(format!("simgpu state file {} has layout version {}, this simgpu reads {VERSION}: remove it", path.display(), shape.1));
+        }
+        let (d, mem, sms) = (h.devices.load(Relaxed), h.memory.load(Relaxed), h.sms.load(Relaxed));
+        if (d, mem, sms) != (config.devices, config.memory, config.sms) {
+            return Err(format!(
+                "simgpu state file {} is a machine of {d} device(s) x {mem} bytes x {sms} SMs, but SIMGPU_DEVICES/SIMGPU_MEMORY/SIMGPU_SMS ask for {} x {} x {}: use another SIMGPU_STATE",
+                path.display(),
+                config.devices,
+                config.memory,
+                config.sms
+            ));
+        }
+        if h.file_size.load(Relaxed) != len as u64 || file_size(self.fd) < len || h.max_procs.load(Relaxed) != MAX_PROCS {
+            return Err(format!("simgpu state file {} has the wrong size: remove it", path.display()));
+        }
+        if self.len < len {
+            self.remap(len).map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn remap(&mut self, len: usize) -> io::Result<()> {
+        // SAFETY: a fresh shared mapping of our fd; the old one is unmapped only after success.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, self.fd, 0) };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the old mapping is ours and nothing borrows it across this call (&mut self).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+        self.base = base.cast();
+        self.len = len;
+        Ok(())
+    }
+
+    fn device(&self, dev: u32) -> &DeviceState {
+        assert!(dev < self.devices, "device {dev} out of range");
+        // SAFETY: in bounds of the validated mapping, 64-byte aligned.
+        unsafe { &*(self.base.add(DEV_OFF).cast::<DeviceState>().add(dev as usize)) }
+    }
+
+    fn interval(&self, dev: u32, index: u64) -> &Interval {
+        let i = dev as usize * RING_LEN as usize + (index % RING_LEN) as usize;
+        // SAFETY: in bounds of the validated mapping.
+        unsafe { &*(self.base.add(ring_off(self.devices)).cast::<Interval>().add(i)) }
+    }
+
+    fn slot_at(&self, i: u32) -> &ProcSlot {
+        assert!(i < MAX_PROCS);
+        // SAFETY: in bounds of the validated mapping, 64-byte aligned.
+        unsafe { &*(self.base.add(slot_off(self.devices)).cast::<ProcSlot>().add(i as usize)) }
+    }
+
+    fn slot_byte(&self, i: u32) -> i64 {
+        (slot_off(self.devices) + i as usize * size_of::<ProcSlot>()) as i64
+    }
+
+    fn my_slot(&self) -> &ProcSlot {
+        self.slot_at(self.slot)
+    }
+
+    fn claim_slot(&self) -> Option<u32> {
+        self.reap();
+        for i in 0..MAX_PROCS {
+            let s = self.slot_at(i);
+            if s.pid.load(Acquire) != 0 || !lock_byte(self.fd, self.slot_byte(i), false) {
+                continue;
+            }
+            if s.pid.compare_exchange(0, self.pid, AcqRel, Relaxed).is_err() {
+                unlock_byte(self.fd, self.slot_byte(i));
+                continue;
+            }
+            s.started.store(now_ns(), Relaxed);
+            self.header().slots_high.fetch_max(i + 1, AcqRel);
+            return Some(i);
+        }
+        None
+    }
+
+    /// Returns the memory of every dead process to its device, exactly once. Returns how many
+    /// slots were reclaimed.
+    pub fn reap(&self) -> u32 {
+        let high = self.header().slots_high.load(Acquire).min(MAX_PROCS);
+        let mut reaped = 0;
+        for i in 0..high {
+            if i == self.slot {
+                continue;
+            }
+            let s = self.slot_at(i);
+            if s.pid.load(Acquire) == 0 || holder_alive(self.fd, self.slot_byte(i)) {
+                continue;
+            }
+            // Take the slot's lock: only one reaper wins, and a live owner cannot hold it.
+            if !lock_byte(self.fd, self.slot_byte(i), false) {
+                continue;
+            }
+            if s.pid.load(Acquire) != 0 {
+                for d in 0..self.devices {
+                    let bytes = s.used[d as usize].swap(0, AcqRel);
+                    sub_saturating(&self.device(d).used, bytes);
+                    s.contexts[d as usize].store(0, Relaxed);
+                    s.busy[d as usize].store(0, Relaxed);
+                }
+                s.pid.store(0, Release);
+                reaped += 1;
+            }
+            unlock_byte(self.fd, self.slot_byte(i));
+        }
+        reaped
+    }
+
+    /// Number of devices.
+    pub fn devices(&self) -> u32 {
+        self.devices
+    }
+
+    /// Bytes of memory per device.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
+    /// SMs per device.
+    pub fn sms(&self) -> u32 {
+        self.sms
+    }
+
+    /// Memory in use on `dev` by every process of the machine.
+    pub fn used(&self, dev: u32) -> u64 {
+        self.device(dev).used.load(Acquire).min(self.memory)
+    }
+
+    /// Charges `bytes` of `dev` to this process if they fit; false is out of memory.
+    pub fn charge(&self, dev: u32, bytes: u64) -> bool {
+        let d = self.device(dev);
+        let fits = |d: &DeviceState| {
+            d.used.fetch_update(AcqRel, Acquire, |u| u.checked_add(bytes).filter(|n| *n <= self.memory)).is_ok()
+        };
+        if !fits(d) && (self.reap() == 0 || !fits(d)) {
+            return false;
+        }
+        self.my_slot().used[dev as usize].fetch_add(bytes, AcqRel);
+        true
+    }
+
+    /// Returns `bytes` of `dev` charged earlier by this process.
+    pub fn uncharge(&self, dev: u32, bytes: u64) {
+        sub_saturating(&self.my_slot().used[dev as usize], bytes);
+        sub_saturating(&self.device(dev).used, bytes);
+    }
+
+    /// Counts a context of this process on `dev` (NVML lists processes that have one).
+    pub fn context_created(&self, dev: u32) {
+        self.my_slot().contexts[dev as usize].fetch_add(1, AcqRel);
+    }
+
+    /// Forgets a context of this process on `dev`.
+    pub fn context_destroyed(&self, dev: u32) {
+        let _ = self.my_slot().contexts[dev as usize].fetch_update(AcqRel, Acquire, |c| c.checked_sub(1));
+    }
+
+    /// Processes with a context or memory on `dev`, after reaping the dead.
+    pub fn processes(&self, dev: u32) -> Vec<ProcessUsage> {
+        self.reap();
+        let high = self.header().slots_high.load(Acquire).min(MAX_PROCS);
+        (0..high)
+            .filter_map(|i| {
+                let s = self.slot_at(i);
+                let pid = s.pid.load(Acquire);
+                let used = s.used[dev as usize].load(Acquire);
+                let contexts = s.contexts[dev as usize].load(Acquire);
+                (pid != 0 && (used > 0 || contexts > 0)).then_some(ProcessUsage { pid, used, contexts })
+            })
+            .collect()
+    }
+
+    /// Queues `duration_ns` of work on `dev`'s timeline after everything queued before, by any
+    /// process. Returns (start, end) in `CLOCK_MONOTONIC` nanoseconds.
+    pub fn enqueue(&self, dev: u32, duration_ns: u64) -> (u64, u64) {
+        let d = self.device(dev);
+        self.lock_timeline(d);
+        let start = now_ns().max(d.tail.load(Relaxed));
+        let end = start.saturating_add(duration_ns);
+        d.tail.store(end, Release);
+        d.busy_total.fetch_add(duration_ns, Relaxed);
+        self.record_interval(dev, d, start, end);
+        d.lock.store(0, Release);
+        self.my_slot().busy[dev as usize].fetch_add(duration_ns, Relaxed);
+        (start, end)
+    }
+
+    /// When the last kernel queued on `dev` (by anyone) ends.
+    pub fn tail(&self, dev: u32) -> u64 {
+        self.device(dev).tail.load(Acquire)
+    }
+
+    /// Total simulated GPU time this process has queued on `dev`.
+    pub fn my_busy_ns(&self, dev: u32) -> u64 {
+        self.my_slot().busy[dev as usize].load(Relaxed)
+    }
+
+    fn record_interval(&self, dev: u32, d: &DeviceState, start: u64, end: u64) {
+        let head = d.ring_head.load(Relaxed);
+        if head > 0 {
+            let last = self.interval(dev, head - 1);
+            if last.pid.load(Relaxed) == u64::from(self.pid) && last.end.load(Relaxed) == start {
+                last.end.store(end, Release);
+                return;
+            }
+        }
+        let e = self.interval(dev, head);
+        e.seq.store(2 * head + 1, Release);
+        e.start.store(start, Relaxed);
+        e.end.store(end, Relaxed);
+        e.pid.store(u64::from(self.pid), Relaxed);
+        e.seq.store(2 * head + 2, Release);
+        d.ring_head.store(head + 1, Release);
+    }
+
+    fn lock_timeline(&self, d: &DeviceState) {
+        let mut spins = 0u32;
+        let mut since = 0u64;
+        loop {
+            let holder = d.lock.load(Relaxed);
+            if holder == 0 {
+                if d.lock.compare_exchange_weak(0, self.pid, Acquire, Relaxed).is_ok() {
+                    return;
+                }
+                continue;
+            }
+            spins += 1;
+            if spins < 200 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+            // The lock is held for nanoseconds; a holder that has sat on it for 50 ms and no
+            // longer exists died inside: take it over.
+            let now = now_ns();
+            if since == 0 {
+                since = now;
+            } else if now - since > 50_000_000 && !pid_exists(holder) {
+                let _ = d.lock.compare_exchange(holder, self.pid, Acquire, Relaxed);
+                since = 0;
+            }
+        }
+    }
+
+    /// Busy nanoseconds of `dev` within `[t0, t1)`, for all processes or one `pid`, read from
+    /// the recent-interval ring (older history than the ring holds is not counted).
+    pub fn busy_between(&self, dev: u32, t0: u64, t1: u64, pid: Option<u32>) -> u64 {
+        let mut total = 0;
+        self.for_intervals(dev, t0, |s, e, p| {
+            if pid.is_none_or(|want| u64::from(want) == p) {
+                total += overlap(s, e, t0, t1);
+            }
+        });
+        total
+    }
+
+    /// Busy nanoseconds per process of `dev` within `[t0, t1)`.
+    pub fn busy_by_process(&self, dev: u32, t0: u64, t1: u64) -> Vec<(u32, u64)> {
+        let mut out: Vec<(u32, u64)> = Vec::new();
+        self.for_intervals(dev, t0, |s, e, p| {
+            let ns = overlap(s, e, t0, t1);
+            if ns == 0 {
+                return;
+            }
+            match out.iter_mut().find(|(q, _)| u64::from(*q) == p) {
+                Some(entry) => entry.1 += ns,
+                None => out.push((p as u32, ns)),
+            }
+        });
+        out
+    }
+
+    fn for_intervals(&self, dev: u32, t0: u64, mut f: impl FnMut(u64, u64, u64)) {
+        let head = self.device(dev).ring_head.load(Acquire);
+        let oldest = head.saturating_sub(RING_LEN - 1);
+        let mut i = head;
+        while i > oldest {
+            i -= 1;
+            let e = self.interval(dev, i);
+            let seq = e.seq.load(Acquire);
+            let (s, end, p) = (e.start.load(Relaxed), e.end.load(Acquire), e.pid.load(Relaxed));
+            if seq != 2 * i + 2 || e.seq.load(Acquire) != seq {
+                continue;
+            }
+            if end <= t0 {
+                break;
+            }
+            f(s, end, p);
+        }
+    }
+}
+
+fn overlap(s: u64, e: u64, t0: u64, t1: u64) -> u64 {
+    e.min(t1).saturating_sub(s.max(t0))
+}
+
+fn sub_saturating(a: &AtomicU64, n: u64) {
+    let _ = a.fetch_update(AcqRel, Acquire, |v| Some(v.saturating_sub(n)));
+}
+
+fn file_size(fd: libc::c_int) -> usize {
+    // SAFETY: fstat on our fd into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return 0;
+    }
+    st.st_size as usize
+}
+
+fn flock_at(kind: libc::c_short, offset: i64) -> libc::flock {
+    // SAFETY: flock is plain data; zero is a valid start.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+/// Takes an OFD write lock on one byte; `wait` blocks for it. True when held.
+fn lock_byte(fd: libc::c_int, offset: i64, wait: bool) -> bool {
+    let fl = flock_at(libc::F_WRLCK as libc::c_short, offset);
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    // SAFETY: fcntl with a valid flock pointer on our fd.
+    unsafe { libc::fcntl(fd, cmd, &fl) == 0 }
+}
+
+fn unlock_byte(fd: libc::c_int, offset: i64) {
+    let fl = flock_at(libc::F_UNLCK as libc::c_short, offset);
+    // SAFETY: fcntl with a valid flock pointer on our fd.
+    unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) };
+}
+
+/// True when another open file description holds the lock on that byte.
+fn holder_alive(fd: libc::c_int, offset: i64) -> bool {
+    let mut fl = flock_at(libc::F_WRLCK as libc::c_short, offset);
+    // SAFETY: fcntl with a valid flock pointer on our fd.
+    let rc = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
+    rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
+fn pid_exists(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, memory: u64) -> SimConfig {
+        crate::config::from_lookup(|k| match k {
+            "SIMGPU_STATE" => Some(dir.join("state").display().to_string()),
+            "SIMGPU_MEMORY" => Some(memory.to_string()),
+            "SIMGPU_DEVICES" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("simgpu-test-{}-{}", std::process::id(), now_ns()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn memory_is_shared_and_bounded() {
+        let dir = tempdir();
+        let cfg = config(&dir, 1000);
+        let a = Machine::open(&cfg).unwrap();
+        let b = Machine::open(&cfg).unwrap();
+        assert!(a.charge(0, 600));
+        assert!(!b.charge(0, 500), "the device is shared: 600 + 500 > 1000");
+        assert!(b.charge(0, 400));
+        assert_eq!(a.used(0), 1000);
+        assert_eq!(a.used(1), 0);
+        a.uncharge(0, 600);
+        assert_eq!(b.used(0), 400);
+    }
+
+    #[test]
+    fn timeline_is_fifo_across_openers() {
+        let dir = tempdir();
+        let cfg = config(&dir, 1 << 30);
+        let a = Machine::open(&cfg).unwrap();
+        let b = Machine::open(&cfg).unwrap();
+        let (s1, e1) = a.enqueue(0, 10_000_000);
+        let (s2, e2) = b.enqueue(0, 1_000);
+        assert!(s2 >= e1, "b's kernel waits for a's");
+        assert_eq!(e2 - s2, 1_000);
+        assert_eq!(a.busy_between(0, s1, e2, None), 10_001_000);
+        assert_eq!(a.tail(0), e2);
+    }
+
+    #[test]
+    fn wrong_shape_is_refused() {
+        let dir = tempdir();
+        let _a = Machine::open(&config(&dir, 1000)).unwrap();
+        let err = Machine::open(&config(&dir, 2000)).err().unwrap();
+        assert!(err.contains("use another SIMGPU_STATE"), "{err}");
+        std::fs::write(dir.join("junk"), vec![7u8; 8192]).unwrap();
+        let mut c = config(&dir, 1000);
+        c.state_path = dir.join("junk");
+        assert!(Machine::open(&c).err().unwrap().contains("not a simgpu state file"));
+    }
+}
