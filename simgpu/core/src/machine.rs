@@ -138,8 +138,19 @@ fn os_err(what: &str, path: &Path) -> String {
 }
 
 impl Machine {
-    /// Opens (creating if needed) the machine described by `config` and registers this process.
+    /// Opens (creating if needed) the machine described by `config` and registers this process
+    /// as a user of its devices (what libcuda does).
     pub fn open(config: &SimConfig) -> Result<Machine, String> {
+        Self::open_as(config, true)
+    }
+
+    /// Opens the machine without registering this process: an observer (what NVML does). An
+    /// observer may read and reap, but must not charge memory, count contexts or launch.
+    pub fn observe(config: &SimConfig) -> Result<Machine, String> {
+        Self::open_as(config, false)
+    }
+
+    fn open_as(config: &SimConfig, register: bool) -> Result<Machine, String> {
         let path = &config.state_path;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -197,7 +208,9 @@ impl Machine {
         } else {
             m.await_ready(config, len)?;
         }
-        m.slot = m.claim_slot().ok_or_else(|| format!("simgpu state {}: all {MAX_PROCS} process slots are taken", path.display()))?;
+        if register {
+            m.slot = m.claim_slot().ok_or_else(|| format!("simgpu state {}: all {MAX_PROCS} process slots are taken", path.display()))?;
+        }
         Ok(m)
     }
 
@@ -312,6 +325,7 @@ impl Machine {
     }
 
     fn my_slot(&self) -> &ProcSlot {
+        assert!(self.slot != u32::MAX, "an observer has no process slot");
         self.slot_at(self.slot)
     }
 
