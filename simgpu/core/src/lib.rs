@@ -11,10 +11,12 @@
 //! * [`config`]: `SIMGPU_*` variables, read once.
 //! * [`machine`]: the shared state file and every operation on it.
 //! * [`cost`]: how long a kernel takes, from its name and grid.
+//! * [`identity`]: names, UUIDs and PCI ids the devices report.
 //! * [`layout`]: puts the built libraries under their SONAMEs in one directory.
 
 pub mod config;
 pub mod cost;
+pub mod identity;
 pub mod layout;
 pub mod machine;
 
