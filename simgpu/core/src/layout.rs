@@ -25,7 +25,10 @@ pub fn layout(artifacts: &Path, out: &Path) -> io::Result<PathBuf> {
         if !src.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{} is missing: build the workspace first (cargo build --workspace)", src.display()),
+                format!(
+                    "{} is missing: build the workspace first (cargo build --workspace)",
+                    src.display()
+                ),
             ));
         }
         let tmp = out.join(format!(".{soname}.{}", std::process::id()));

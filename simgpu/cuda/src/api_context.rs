@@ -1,0 +1,238 @@
+//! Primary and created contexts, the context stack, context synchronisation.
+use std::ffi::{c_int, c_uint};
+
+use cuda_sys::driver::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUresult};
+
+use crate::api_memory::{free_alloc, trim_pools};
+use crate::state::{self, Ctx, Driver, Inner, driver, handle};
+use crate::{exports, out};
+use CUresult as R;
+
+/// Creates a context on `ordinal`, charging the device a context's memory.
+pub(crate) fn create_ctx(
+    d: &Driver,
+    inner: &mut Inner,
+    ordinal: c_int,
+    primary: bool,
+) -> Result<u64, R> {
+    let dev = d.physical(ordinal)?;
+    if !d.machine.charge(dev, d.cfg.context_memory) {
+        return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
+    }
+    d.machine.context_created(dev);
+    let c = d.new_id();
+    inner.contexts.insert(
+        c,
+        Ctx {
+            ordinal: ordinal as u32,
+            dev,
+            primary,
+            null_stream: Default::default(),
+            last_end: 0,
+        },
+    );
+    Ok(c)
+}
+
+/// Destroys a context and everything it owns, as the real driver does: its allocations are
+/// freed and its streams, events, modules and arrays become invalid handles.
+pub(crate) fn destroy_ctx(d: &Driver, inner: &mut Inner, c: u64) {
+    let Some(ctx) = inner.contexts.remove(&c) else {
+        return;
+    };
+    let addrs: Vec<u64> = inner
+        .allocs
+        .iter()
+        .filter(|(_, a)| a.ctx == c)
+        .map(|(k, _)| *k)
+        .collect();
+    for a in addrs {
+        free_alloc(d, inner, a);
+    }
+    inner.streams.retain(|_, s| s.ctx != c);
+    inner.events.retain(|_, e| e.ctx != c);
+    inner.modules.retain(|_, m| m.ctx != c);
+    inner.functions.retain(|_, f| f.ctx != c);
+    let arrays: Vec<u64> = inner
+        .arrays
+        .iter()
+        .filter(|(_, a)| a.ctx == c)
+        .map(|(k, _)| *k)
+        .collect();
+    for a in arrays {
+        if let Some(arr) = inner.arrays.remove(&a) {
+            d.machine.uncharge(arr.dev, arr.bytes);
+        }
+    }
+    d.machine.uncharge(ctx.dev, d.cfg.context_memory);
+    d.machine.context_destroyed(ctx.dev);
+    state::forget_current(c);
+}
+
+/// Waits until all work queued in context `c` has finished, then lets pools release memory
+/// above their thresholds (as the real driver does at synchronisation).
+pub(crate) fn synchronize_ctx(d: &Driver, c: u64) {
+    let until = d.lock().contexts.get(&c).map_or(0, |x| x.last_end);
+    simgpu::sleep_until(until);
+    trim_pools(d, &mut d.lock(), None);
+}
+
+fn create(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> Result<(), R> {
+    let d = driver()?;
+    if pctx.is_null() || flags & !0x1f != 0 {
+        return Err(R::CUDA_ERROR_INVALID_VALUE);
+    }
+    let mut inner = d.lock();
+    let c = create_ctx(d, &mut inner, dev, false)?;
+    state::push_current(c);
+    // SAFETY: checked non-null above; valid per the API contract.
+    unsafe { out(pctx, handle(c)) }
+}
+
+exports! {
+    fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) {
+        let d = driver()?;
+        if pctx.is_null() {
+            return Err(R::CUDA_ERROR_INVALID_VALUE);
+        }
+        d.physical(dev)?;
+        let mut inner = d.lock();
+        let c = match inner.primary[dev as usize].ctx {
+            Some(c) => c,
+            None => {
+                let c = create_ctx(d, &mut inner, dev, true)?;
+                inner.primary[dev as usize].ctx = Some(c);
+                c
+            }
+        };
+        inner.primary[dev as usize].refs += 1;
+        out(pctx, handle(c))
+    }
+
+    fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) {
+        let d = driver()?;
+        d.physical(dev)?;
+        let mut inner = d.lock();
+        let p = &mut inner.primary[dev as usize];
+        if p.refs == 0 {
+            return Err(R::CUDA_ERROR_INVALID_CONTEXT);
+        }
+        p.refs -= 1;
+        if p.refs == 0
+            && let Some(c) = p.ctx.take() {
+                destroy_ctx(d, &mut inner, c);
+            }
+        Ok(())
+    }
+
+    fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) {
+        let d = driver()?;
+        d.physical(dev)?;
+        let mut inner = d.lock();
+        let p = &mut inner.primary[dev as usize];
+        p.refs = 0;
+        p.flags = 0;
+        if let Some(c) = p.ctx.take() {
+            destroy_ctx(d, &mut inner, c);
+        }
+        Ok(())
+    }
+
+    fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) {
+        let d = driver()?;
+        d.physical(dev)?;
+        if flags.is_null() || active.is_null() {
+            return Err(R::CUDA_ERROR_INVALID_VALUE);
+        }
+        let inner = d.lock();
+        let p = &inner.primary[dev as usize];
+        out(flags, p.flags)?;
+        out(active, c_int::from(p.ctx.is_some()))
+    }
+
+    fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint) {
+        let d = driver()?;
+        d.physical(dev)?;
+        if flags & !0x1f != 0 {
+            return Err(R::CUDA_ERROR_INVALID_VALUE);
+        }
+        d.lock().primary[dev as usize].flags = flags;
+        Ok(())
+    }
+
+    fn cuCtxCreate_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) {
+        create(pctx, flags, dev)
+    }
+
+    /// Execution-affinity parameters are accepted and ignored (no SM partitioning here).
+    fn cuCtxCreate_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num_params: c_int, flags: c_uint, dev: CUdevice) {
+        if num_params < 0 || (num_params > 0 && params.is_null()) {
+            return Err(R::CUDA_ERROR_INVALID_VALUE);
+        }
+        create(pctx, flags, dev)
+    }
+
+    /// Creation parameters (affinity, CIG) are accepted and ignored.
+    fn cuCtxCreate_v4(pctx: *mut CUcontext, _params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) {
+        create(pctx, flags, dev)
+    }
+
+    fn cuCtxDestroy_v2(ctx: CUcontext) {
+        let d = driver()?;
+        let mut inner = d.lock();
+        let c = inner.ctx_arg(ctx)?;
+        if inner.contexts[&c].primary {
+            return Err(R::CUDA_ERROR_INVALID_CONTEXT);
+        }
+        destroy_ctx(d, &mut inner, c);
+        Ok(())
+    }
+
+    fn cuCtxSetCurrent(ctx: CUcontext) {
+        let d = driver()?;
+        if ctx.is_null() {
+            state::set_current(None);
+            return Ok(());
+        }
+        let c = d.lock().ctx_arg(ctx)?;
+        state::set_current(Some(c));
+        Ok(())
+    }
+
+    fn cuCtxGetCurrent(pctx: *mut CUcontext) {
+        driver()?;
+        let live = state::current_raw().filter(|c| driver().is_ok_and(|d| d.lock().contexts.contains_key(c)));
+        out(pctx, live.map_or(std::ptr::null_mut(), handle))
+    }
+
+    fn cuCtxPushCurrent_v2(ctx: CUcontext) {
+        let d = driver()?;
+        let c = d.lock().ctx_arg(ctx)?;
+        state::push_current(c);
+        Ok(())
+    }
+
+    fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) {
+        let d = driver()?;
+        let c = state::current(&d.lock())?;
+        state::pop_current();
+        if !pctx.is_null() {
+            out(pctx, handle(c))?;
+        }
+        Ok(())
+    }
+
+    fn cuCtxGetDevice(device: *mut CUdevice) {
+        let d = driver()?;
+        let inner = d.lock();
+        let c = state::current(&inner)?;
+        out(device, inner.contexts[&c].ordinal as CUdevice)
+    }
+
+    fn cuCtxSynchronize() {
+        let d = driver()?;
+        let c = state::current(&d.lock())?;
+        synchronize_ctx(d, c);
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! Streams and events.
+use std::ffi::{c_int, c_uint};
+
+use cuda_sys::driver::{CU_EVENT_DISABLE_TIMING, CUevent, CUresult, CUstream};
+use simgpu::{now_ns, sleep_until};
+
+use crate::api_memory::trim_pools;
+use crate::state::{self, Event, Stream, StreamRef, driver, handle, id};
+use crate::{exports, out};
+use CUresult as R;
+
+fn create_stream(ph: *mut CUstream, flags: c_uint) -> Result<(), R> {
+    let d = driver()?;
+    if ph.is_null() || flags > 1 {
+        return Err(R::CUDA_ERROR_INVALID_VALUE);
+    }
+    let mut inner = d.lock();
+    let ctx = state::current(&inner)?;
+    let h = d.new_id();
+    inner.streams.insert(
+        h,
+        Stream {
+            ctx,
+            state: Default::default(),
+        },
+    );
+    // SAFETY: checked non-null above.
+    unsafe { out(ph, handle(h)) }
+}
+
+/// Waits for a stream's queued work, then lets pools release memory above their thresholds.
+fn synchronize(stream: CUstream) -> Result<(), R> {
+    let d = driver()?;
+    let until = {
+        let mut inner = d.lock();
+        let s = inner.stream(stream)?;
+        let st = inner.stream_state(s);
+        if st.capture.is_some() {
+            return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        st.last_end
+    };
+    sleep_until(until);
+    let mut inner = d.lock();
+    if let Ok(s) = inner.stream(stream) {
+        inner.stream_state(s).pending.clear();
+    }
+    trim_pools(d, &mut inner, None);
+    Ok(())
+}
+
+fn query(stream: CUstream) -> Result<(), R> {
+    let d = driver()?;
+    let mut inner = d.lock();
+    let s = inner.stream(stream)?;
+    if inner.stream_state(s).last_end > now_ns() {
+        Err(R::CUDA_ERROR_NOT_READY)
+    } else {
+        Ok(())
+    }
+}
+
+fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> {
+    let d = driver()?;
+    if flags > 1 {
+        return Err(R::CUDA_ERROR_INVALID_VALUE);
+    }
+    let mut inner = d.lock();
+    let s = inner.stream(stream)?;
+    let t = inner
+        .events
+        .get(&id(event))
+        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?
+        .time
+        .unwrap_or(0);
+    let st = inner.stream_state(s);
+    st.last_end = st.last_end.max(t);
+    Ok(())
+}
+
+/// Records an event: it completes when the stream's queued work does.
+fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
+    let d = driver()?;
+    let mut inner = d.lock();
+    let s = inner.stream(stream)?;
+    let ectx = inner
+        .events
+        .get(&id(event))
+        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?
+        .ctx;
+    if ectx != inner.stream_ctx(s) {
+        return Err(R::CUDA_ERROR_INVALID_HANDLE);
+    }
+    let st = inner.stream_state(s);
+    if st.capture.is_some() {
+        // An event record node; the replay's timing is not observable through it here.
+        return Ok(());
+    }
+    let t = st.last_end.max(now_ns());
+    inner
+        .events
+        .get_mut(&id(event))
+        .expect("checked above")
+        .time = Some(t);
+    Ok(())
+}
+
+fn elapsed(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), R> {
+    let d = driver()?;
+    let inner = d.lock();
+    let time = |e: CUevent| -> Result<u64, R> {
+        let ev = inner
+            .events
+            .get(&id(e))
+            .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+        if ev.flags & CU_EVENT_DISABLE_TIMING != 0 {
+            return Err(R::CUDA_ERROR_INVALID_HANDLE);
+        }
+        let t = ev.time.ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+        if t > now_ns() {
+            Err(R::CUDA_ERROR_NOT_READY)
+        } else {
+            Ok(t)
+        }
+    };
+    let (t0, t1) = (time(start)?, time(end)?);
+    // SAFETY: the API contract makes `ms` valid for a write when non-null.
+    unsafe { out(ms, (t1 as f64 - t0 as f64) as f32 / 1e6) }
+}
+
+exports! {
+    fn cuStreamCreate(ph: *mut CUstream, flags: c_uint) { create_stream(ph, flags) }
+
+    /// Priorities are accepted and do not change scheduling here.
+    fn cuStreamCreateWithPriority(ph: *mut CUstream, flags: c_uint, _priority: c_int) { create_stream(ph, flags) }
+
+    fn cuStreamDestroy_v2(h: CUstream) {
+        let d = driver()?;
+        let mut inner = d.lock();
+        match inner.stream(h)? {
+            StreamRef::Created(s) => {
+                inner.streams.remove(&s);
+                Ok(())
+            }
+            StreamRef::Null(_) => Err(R::CUDA_ERROR_INVALID_HANDLE),
+        }
+    }
+
+    fn cuStreamSynchronize(h: CUstream) { synchronize(h) }
+    fn cuStreamSynchronize_ptsz(h: CUstream) { synchronize(h) }
+    fn cuStreamQuery(h: CUstream) { query(h) }
+    fn cuStreamQuery_ptsz(h: CUstream) { query(h) }
+    fn cuStreamWaitEvent(h: CUstream, e: CUevent, flags: c_uint) { wait_event(h, e, flags) }
+    fn cuStreamWaitEvent_ptsz(h: CUstream, e: CUevent, flags: c_uint) { wait_event(h, e, flags) }
+
+    fn cuEventCreate(ph: *mut CUevent, flags: c_uint) {
+        let d = driver()?;
+        if ph.is_null() || flags & !0xf != 0 {
+            return Err(R::CUDA_ERROR_INVALID_VALUE);
+        }
+        let mut inner = d.lock();
+        let ctx = state::current(&inner)?;
+        let h = d.new_id();
+        inner.events.insert(h, Event { ctx, flags, time: None });
+        out(ph, handle(h))
+    }
+
+    fn cuEventDestroy_v2(e: CUevent) {
+        let d = driver()?;
+        d.lock().events.remove(&id(e)).map(|_| ()).ok_or(R::CUDA_ERROR_INVALID_HANDLE)
+    }
+
+    fn cuEventRecord(e: CUevent, s: CUstream) { record(e, s) }
+    fn cuEventRecord_ptsz(e: CUevent, s: CUstream) { record(e, s) }
+
+    fn cuEventQuery(e: CUevent) {
+        let d = driver()?;
+        let t = d.lock().events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time;
+        match t {
+            Some(t) if t > now_ns() => Err(R::CUDA_ERROR_NOT_READY),
+            _ => Ok(()),
+        }
+    }
+
+    fn cuEventSynchronize(e: CUevent) {
+        let d = driver()?;
+        let t = d.lock().events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time;
+        sleep_until(t.unwrap_or(0));
+        trim_pools(d, &mut d.lock(), None);
+        Ok(())
+    }
+
+    fn cuEventElapsedTime(ms: *mut f32, start: CUevent, end: CUevent) { elapsed(ms, start, end) }
+    fn cuEventElapsedTime_v2(ms: *mut f32, start: CUevent, end: CUevent) { elapsed(ms, start, end) }
+}
