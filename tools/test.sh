@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# vgpu's whole test suite: the README's test command, and what .ci/run calls.
+#
+# Builds every crate (the cdylibs and binaries the end-to-end tests start as child processes
+# are only produced by a build, never by `cargo test`), checks formatting and lints, then runs
+# every test. First runs fetch NVIDIA's headers and the Python clients from PyPI into target/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "tools/test.sh: '$1' is required: $2" >&2; exit 1; }
+}
+need cargo "install Rust (rustup)"
+need gcc "apt-get install gcc"
+need python3 "apt-get install python3 python3-venv"
+python3 -m venv --help >/dev/null 2>&1 || { echo "tools/test.sh: python3 lacks venv: apt-get install python3-venv" >&2; exit 1; }
+
+# In CI nothing may be skipped silently: the header conformance test and the Python clients
+# must run for real.
+if [[ "${CI:-}" == "true" ]]; then
+    export VGPU_REQUIRE_HEADERS=1 VGPU_REQUIRE_PYTHON=1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "build"
+cargo build --workspace --all-targets --locked
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "test"
+cargo test --workspace --locked
