@@ -231,3 +231,115 @@ pub fn build_c(source: &Path, name: &str) -> PathBuf {
     });
     out
 }
+
+/// A child process running in the background whose stdout is read line by line, so a test can
+/// act at a point the child announces (e.g. "memory is allocated") while it keeps running.
+/// Dropping it kills the child.
+pub struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    /// Starts `cmd` with stdout and stderr piped.
+    pub fn spawn(cmd: &mut Command) -> Background {
+        use std::io::{BufRead, Read};
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Background {
+            child,
+            lines,
+            seen: String::new(),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Waits until a stdout line contains `needle` and returns that line. Panics, with the
+    /// output so far, if the child closes stdout first or `limit` passes.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no line with {needle:?} from the background child ({e:?}); stdout so far:\n{}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// The stdout lines read so far.
+    pub fn stdout_so_far(&self) -> &str {
+        &self.seen
+    }
+
+    /// Waits for the child to exit (killing it after `limit`) and returns its status, its whole
+    /// stdout and its stderr.
+    pub fn finish(&mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The reader thread ends at EOF, once the child (and anything it forked) has exited.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, self.seen.clone(), stderr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
