@@ -2,8 +2,13 @@
 //! when a launch may run. This crate never calls CUDA; it knows the driver only through
 //! `cuda-sys` types.
 //!
-//! Today it holds the size syntax shared by the quotas and by simgpu's `SIMGPU_MEMORY`; the
-//! configuration, the shared accounting region and the token bucket are built on it.
+//! * [`config`]: the HAMi contract read from the environment, every bad value a clear error.
+//! * [`size`]: the size syntax shared by the quotas and by simgpu's `SIMGPU_MEMORY`.
+//! * [`region`]: the container's shared accounting region: quotas, usage, process slots.
+//! * [`allocations`]: the lock-free map of this process's allocations.
 #![deny(unsafe_code)]
 
+pub mod allocations;
+pub mod config;
+pub mod region;
 pub mod size;

@@ -1,0 +1,232 @@
+//! Deterministic unit tests of the region's rules. Cross-process races and crashes are in
+//! `limiter/tests/` (real processes).
+use super::*;
+
+pub(crate) fn tempdir() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "vgpu-region-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn quotas(q0: Option<u64>) -> [Option<u64>; MAX_DEVICES] {
+    let mut q = [None; MAX_DEVICES];
+    q[0] = q0;
+    q
+}
+
+impl Region {
+    /// Vanishes like a killed process: mapping and descriptor gone, slot untouched.
+    fn die(self) {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: our own mapping and descriptor.
+        unsafe {
+            libc::munmap(me.base.cast(), FILE_SIZE);
+            libc::close(me.fd);
+        }
+    }
+}
+
+#[test]
+fn reserve_commit_release_within_the_quota() {
+    let path = tempdir().join("r");
+    let r = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    let a = r.reserve(0, 600).unwrap();
+    a.commit(0x1000);
+    assert_eq!(
+        r.reserve(0, 401).err(),
+        Some(Refused {
+            quota: 1000,
+            used: 600,
+            requested: 401
+        })
+    );
+    let b = r.reserve(0, 400).unwrap();
+    assert_eq!(r.usage(0), (1000, 0, Some(1000)));
+    drop(b);
+    assert_eq!(
+        r.usage(0),
+        (600, 400, Some(1000)),
+        "a dropped reservation rolls back"
+    );
+    assert_eq!(r.release(0x1000), Some((0, 600)));
+    assert_eq!(r.release(0x1000), None, "released once");
+    assert_eq!(
+        r.release(0x2000),
+        None,
+        "a pointer we never saw is not ours"
+    );
+    assert_eq!(r.usage(0), (0, 1000, Some(1000)));
+    let v = r.device_view(0);
+    assert_eq!(
+        (v.used + v.free, v.refusals, v.peak, v.unattributed),
+        (1000, 1, 1000, 0)
+    );
+}
+
+#[test]
+fn shrink_returns_the_surplus() {
+    let path = tempdir().join("r");
+    let r = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    let mut a = r.reserve(0, 800).unwrap();
+    a.shrink_to(500);
+    a.commit(7 << 12);
+    assert_eq!(r.usage(0).0, 500);
+    assert_eq!(r.release(7 << 12), Some((0, 500)));
+    assert_eq!(r.my_usage(0), 0);
+}
+
+#[test]
+fn unlimited_devices_count_but_never_refuse() {
+    let path = tempdir().join("r");
+    let r = Region::open(&path, &quotas(None), 0o600).unwrap();
+    let a = r.reserve(3, u64::MAX / 2).unwrap();
+    assert_eq!(r.quota(3), None);
+    assert_eq!(r.usage(3), (u64::MAX / 2, 0, None));
+    drop(a);
+}
+
+#[test]
+fn processes_share_the_quota_and_the_dead_give_back_once() {
+    let path = tempdir().join("r");
+    let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    let b = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    a.reserve(0, 700).unwrap().commit(0x10000);
+    assert!(
+        b.reserve(0, 400).is_err(),
+        "700 + 400 > 1000 across processes"
+    );
+    assert_eq!(b.processes().iter().filter(|p| p.alive).count(), 2);
+    a.die();
+    // b's reservation would fail: the lazy reap finds a dead, returns its 700, and retries.
+    b.reserve(0, 400).unwrap().commit(0x20000);
+    assert_eq!(b.usage(0), (400, 600, Some(1000)));
+    assert_eq!(
+        b.reap(),
+        0,
+        "nothing left to reap: a dead process is reaped exactly once"
+    );
+    assert_eq!(b.processes().len(), 1);
+}
+
+#[test]
+fn a_new_process_reaps_the_dead() {
+    let path = tempdir().join("r");
+    let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    a.reserve(0, 900).unwrap().commit(0x1000);
+    a.die();
+    let c = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    assert_eq!(c.usage(0), (0, 1000, Some(1000)));
+}
+
+#[test]
+fn quotas_follow_the_configuration_only_when_nobody_lives() {
+    let path = tempdir().join("r");
+    let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    match Region::open(&path, &quotas(Some(2000)), 0o600) {
+        Err(RegionError::QuotaMismatch {
+            device: 0,
+            region: 1000,
+            requested: 2000,
+            ..
+        }) => {}
+        other => panic!("{:?}", other.err()),
+    }
+    drop(a);
+    let b = Region::open(&path, &quotas(Some(2000)), 0o600).unwrap();
+    assert_eq!(b.quota(0), Some(2000));
+}
+
+#[test]
+fn foreign_files_are_refused() {
+    let dir = tempdir();
+    let q = quotas(Some(1));
+    std::fs::write(dir.join("junk"), vec![0xabu8; FILE_SIZE]).unwrap();
+    assert!(matches!(
+        Region::open(&dir.join("junk"), &q, 0o600),
+        Err(RegionError::BadMagic { .. })
+    ));
+    std::fs::write(dir.join("short"), b"VGPUREG\0 and then nothing").unwrap();
+    assert!(matches!(
+        Region::open(&dir.join("short"), &q, 0o600),
+        Err(RegionError::WrongSize { .. })
+    ));
+    std::fs::write(dir.join("long"), vec![0u8; FILE_SIZE + 1]).unwrap();
+    assert!(matches!(
+        Region::open(&dir.join("long"), &q, 0o600),
+        Err(RegionError::WrongSize { .. })
+    ));
+    std::os::unix::fs::symlink(dir.join("junk"), dir.join("link")).unwrap();
+    assert!(matches!(
+        Region::open(&dir.join("link"), &q, 0o600),
+        Err(RegionError::Symlink { .. })
+    ));
+    std::fs::create_dir(dir.join("dir")).unwrap();
+    assert!(matches!(
+        Region::open(&dir.join("dir"), &q, 0o600),
+        Err(RegionError::NotRegular { .. })
+    ));
+    assert!(matches!(
+        Region::open(Path::new("/nonexistent-dir/r"), &q, 0o600),
+        Err(RegionError::Io { .. })
+    ));
+    // Another layout version.
+    let v = Region::open(&dir.join("v"), &q, 0o600).unwrap();
+    v.header().version.store(99, Relaxed);
+    match Region::open(&dir.join("v"), &q, 0o600) {
+        Err(e @ RegionError::VersionMismatch { found: 99, .. }) => {
+            assert!(e.to_string().contains("version 99"))
+        }
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_file_of_another_user_is_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to give a file away");
+        return;
+    }
+    let dir = tempdir();
+    let p = dir.join("theirs");
+    drop(Region::open(&p, &quotas(Some(1)), 0o600).unwrap());
+    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    assert!(matches!(
+        Region::open(&p, &quotas(Some(1)), 0o600),
+        Err(RegionError::WrongOwner { owner: 65534, .. })
+    ));
+}
+
+#[test]
+fn a_region_whose_creator_died_before_publishing_is_initialised_by_the_next() {
+    let dir = tempdir();
+    let p = dir.join("r");
+    // A creator that made the file and died before sizing or initialising it.
+    std::fs::File::create(&p).unwrap();
+    let r = Region::open(&p, &quotas(Some(5)), 0o600).unwrap();
+    assert_eq!(r.quota(0), Some(5));
+    r.reserve(0, 5).unwrap().commit(0x1000);
+}
+
+#[test]
+fn errors_are_one_line_and_name_the_file() {
+    let e = RegionError::QuotaMismatch {
+        path: "/x/r".into(),
+        device: 2,
+        region: 10,
+        requested: UNLIMITED,
+    };
+    let s = e.to_string();
+    assert!(
+        s.contains("/x/r")
+            && s.contains("device 2")
+            && s.contains("unlimited")
+            && !s.contains('\n'),
+        "{s}"
+    );
+}
