@@ -180,6 +180,38 @@ impl AllocationMap {
         self.len() == 0
     }
 
+    /// Removes every entry of `device`, returning their total bytes (a context's allocations
+    /// die with it in the driver).
+    pub fn drain_device(&self, device: u32) -> u64 {
+        let mut total = 0;
+        for i in 0..=self.mask {
+            let e = self.entry(i);
+            let k = e.key.load(Acquire);
+            if k == EMPTY || k >= CLAIMED {
+                continue;
+            }
+            let (d, bytes) = unpack(e.value.load(Relaxed));
+            if d == device
+                && e.key
+                    .compare_exchange(k, TOMBSTONE, AcqRel, Acquire)
+                    .is_ok()
+            {
+                self.len.fetch_sub(1, Relaxed);
+                total += bytes;
+            }
+        }
+        let mut overflow = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+        overflow.retain(|_, v| {
+            let (d, bytes) = unpack(*v);
+            if d == device {
+                total += bytes;
+                self.len.fetch_sub(1, Relaxed);
+            }
+            d != device
+        });
+        total
+    }
+
     /// Removes every entry (after `fork`, the child holds none of its parent's allocations).
     pub fn clear(&self) {
         for i in 0..=self.mask {

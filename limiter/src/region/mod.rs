@@ -212,6 +212,34 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// An allocation taken out of the books by [`Region::take`], not yet given back.
+#[must_use = "release or keep it"]
+pub struct Held<'r> {
+    region: &'r Region,
+    key: u64,
+    device: usize,
+    bytes: u64,
+}
+
+impl Held<'_> {
+    /// Its device and bytes.
+    pub fn device_bytes(&self) -> (usize, u64) {
+        (self.device, self.bytes)
+    }
+
+    /// The driver freed it: its bytes go back to the device.
+    pub fn release(self) {
+        self.region.give_back(self.device, self.bytes);
+    }
+
+    /// The driver did not free it: it stays recorded under its key.
+    pub fn keep(self) {
+        self.region
+            .allocations
+            .insert(self.key, self.device as u32, self.bytes);
+    }
+}
+
 /// One device's figures as the shim and the CLI show them; `used + free == quota` always.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceView {
@@ -718,6 +746,37 @@ impl Region {
         let (device, bytes) = self.allocations.remove(key)?;
         self.give_back(device as usize, bytes);
         Some((device as usize, bytes))
+    }
+
+    /// Takes the allocation committed under `key` out of the books without returning its
+    /// bytes yet: the caller frees it in the driver, then [`Held::release`]s it (or
+    /// [`Held::keep`]s it if the driver refused). Between the two the key is unknown, so an
+    /// address the driver hands out again cannot be confused with this one.
+    pub fn take(&self, key: u64) -> Option<Held<'_>> {
+        let (device, bytes) = self.allocations.remove(key)?;
+        Some(Held {
+            region: self,
+            key,
+            device: device as usize,
+            bytes,
+        })
+    }
+
+    /// Charges `bytes` of `device` whether or not they fit the quota (what the driver has
+    /// already taken, such as a context's own memory). Views clamp at the quota.
+    pub fn force_charge(&self, device: usize, bytes: u64) {
+        let l = self.ledger(device);
+        let before = l.used.fetch_add(bytes, AcqRel);
+        self.my_slot().used[device].fetch_add(bytes, AcqRel);
+        l.peak.fetch_max(before.saturating_add(bytes), Relaxed);
+    }
+
+    /// Releases every allocation this process recorded on `device` (its contexts there are
+    /// gone, and the driver freed their memory with them). Returns the bytes given back.
+    pub fn release_device(&self, device: usize) -> u64 {
+        let bytes = self.allocations.drain_device(device as u32);
+        self.give_back(device, bytes);
+        bytes
     }
 
     /// The (device, bytes) committed under `key`, if any.

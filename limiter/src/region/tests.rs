@@ -230,3 +230,26 @@ fn errors_are_one_line_and_name_the_file() {
         "{s}"
     );
 }
+
+#[test]
+fn take_then_release_or_keep() {
+    let path = tempdir().join("r");
+    let r = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    r.reserve(0, 300).unwrap().commit(0x4000);
+    let h = r.take(0x4000).unwrap();
+    assert_eq!(h.device_bytes(), (0, 300));
+    assert!(r.take(0x4000).is_none(), "taken once");
+    h.keep();
+    assert_eq!(r.usage(0).0, 300);
+    r.take(0x4000).unwrap().release();
+    assert_eq!(r.usage(0).0, 0);
+    r.force_charge(0, 5000);
+    assert_eq!(
+        r.usage(0),
+        (1000, 0, Some(1000)),
+        "views clamp at the quota"
+    );
+    assert!(r.reserve(0, 1).is_err());
+    r.uncharge(0, 5000);
+    assert_eq!(r.usage(0), (0, 1000, Some(1000)));
+}

@@ -1,0 +1,218 @@
+//! The shim's per-process state: read once on the first hooked call (never in a library
+//! constructor), and renewed in a child after `fork`.
+//!
+//! * **Active**: limits are configured; allocations go through the container's region.
+//! * **PassThrough**: `CUDA_DISABLE_CONTROL=true`, or nothing to enforce: every hook forwards.
+//! * **Failed**: the configuration or the region is unusable: one line on stderr, then every
+//!   hooked call fails (fail closed: a typo must not lift a tenant's quota).
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+
+use vgpu_limiter::config::{self, Config, MAX_DEVICES};
+use vgpu_limiter::region::Region;
+
+use crate::log;
+
+/// What the shim does in this process (one value per process, so its size is no concern).
+#[allow(clippy::large_enum_variant)]
+pub enum Mode {
+    /// Enforcing limits.
+    Active(Shim),
+    /// Forwarding everything.
+    PassThrough,
+    /// Refusing everything (bad configuration or region).
+    Failed,
+}
+
+/// The enforcing state.
+pub struct Shim {
+    /// The configuration read at start.
+    pub config: Config,
+    region: AtomicPtr<Region>,
+    broken: AtomicBool,
+    /// Contexts per device, and what creating them cost.
+    pub contexts: ContextBook,
+    /// Memory pools and the device each belongs to.
+    pub pools: PoolTable,
+}
+
+/// Live contexts per device in this process and the memory their creation took.
+#[derive(Default)]
+pub struct ContextBook {
+    /// Live contexts (primary counted once while retained) per device.
+    pub live: [AtomicU32; MAX_DEVICES],
+    /// Retains of each device's primary context.
+    pub primary_refs: [AtomicU32; MAX_DEVICES],
+    /// Bytes charged for each device's primary context.
+    pub primary_cost: [AtomicU64; MAX_DEVICES],
+    /// Created contexts: handle → (device, bytes charged).
+    pub created: Mutex<HashMap<usize, (usize, u64)>>,
+}
+
+impl ContextBook {
+    fn reset(&self) {
+        for d in 0..MAX_DEVICES {
+            self.live[d].store(0, Relaxed);
+            self.primary_refs[d].store(0, Relaxed);
+            self.primary_cost[d].store(0, Relaxed);
+        }
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Memory pools seen being created or fetched, and their device: a small lock-free table
+/// (the stream-ordered allocation path reads it).
+pub struct PoolTable {
+    entries: [(AtomicU64, AtomicU32); 64],
+}
+
+impl Default for PoolTable {
+    fn default() -> Self {
+        PoolTable {
+            entries: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU32::new(0))),
+        }
+    }
+}
+
+impl PoolTable {
+    /// Records that `pool` lives on `device` (a full table forgets nothing already recorded;
+    /// unknown pools are attributed to the current device).
+    pub fn record(&self, pool: u64, device: usize) {
+        if pool == 0 {
+            return;
+        }
+        for (p, d) in &self.entries {
+            let cur = p.load(Acquire);
+            if cur == pool {
+                d.store(device as u32, Release);
+                return;
+            }
+            if cur == 0 && p.compare_exchange(0, pool, AcqRel, Acquire).is_ok() {
+                d.store(device as u32, Release);
+                return;
+            }
+        }
+    }
+
+    /// The device of `pool`, if recorded.
+    pub fn device(&self, pool: u64) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(p, _)| p.load(Acquire) == pool)
+            .map(|(_, d)| d.load(Acquire) as usize)
+    }
+
+    fn clear(&self) {
+        for (p, d) in &self.entries {
+            p.store(0, Relaxed);
+            d.store(0, Relaxed);
+        }
+    }
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// The shim's mode, initialised on first use.
+pub fn mode() -> &'static Mode {
+    MODE.get_or_init(init)
+}
+
+extern "C" fn after_fork_in_child() {
+    FORKED.store(true, Release);
+}
+
+fn default_region_path() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    PathBuf::from(format!("/tmp/vgpu-{}.region", unsafe { libc::geteuid() }))
+}
+
+fn init() -> Mode {
+    let config = match config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error(format_args!(
+                "{e}; every CUDA and NVML call fails until it is fixed"
+            ));
+            return Mode::Failed;
+        }
+    };
+    log::set_level(config.log_level);
+    if config.control_disabled {
+        log::debug(format_args!(
+            "CUDA_DISABLE_CONTROL is set: passing every call through"
+        ));
+        return Mode::PassThrough;
+    }
+    let limited =
+        (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
+    if !limited {
+        log::debug(format_args!(
+            "no limit configured: passing every call through"
+        ));
+        return Mode::PassThrough;
+    }
+    let region_path = config
+        .region_path
+        .clone()
+        .unwrap_or_else(default_region_path);
+    let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| config.memory_limit(d));
+    let region = match Region::open(&region_path, &quotas, 0o600) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(format_args!(
+                "{e}; every CUDA and NVML call fails until it is fixed"
+            ));
+            return Mode::Failed;
+        }
+    };
+    // SAFETY: registering a handler that only stores to an atomic.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    Mode::Active(Shim {
+        config,
+        region: AtomicPtr::new(Box::into_raw(Box::new(region))),
+        broken: AtomicBool::new(false),
+        contexts: ContextBook::default(),
+        pools: PoolTable::default(),
+    })
+}
+
+impl Shim {
+    /// The region, renewed first if this process is a child that has not yet done so.
+    /// `None` once renewing failed (every call then fails closed).
+    pub fn region(&self) -> Option<&Region> {
+        if FORKED.load(Relaxed) && FORKED.swap(false, AcqRel) {
+            self.renew_after_fork();
+        }
+        if self.broken.load(Relaxed) {
+            return None;
+        }
+        // SAFETY: the pointer is a leaked Box that is only replaced after fork, in the one
+        // thread a child starts with; it is never freed.
+        Some(unsafe { &*self.region.load(Acquire) })
+    }
+
+    fn renew_after_fork(&self) {
+        self.contexts.reset();
+        self.pools.clear();
+        let old = self.region.load(Acquire);
+        // SAFETY: the parent's handle, inherited; nobody else uses it in this child.
+        let inherited = unsafe { Box::from_raw(old) };
+        match inherited.reopen_after_fork() {
+            Ok(r) => self.region.store(Box::into_raw(Box::new(r)), Release),
+            Err(e) => {
+                log::error(format_args!(
+                    "after fork: {e}; CUDA calls in this child fail"
+                ));
+                self.broken.store(true, Release);
+            }
+        }
+    }
+}

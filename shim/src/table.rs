@@ -1,0 +1,197 @@
+//! The one table of hooks. Each line names the real library, the exported symbol with its C
+//! signature, and the safe function that implements it. From that one line the macro makes:
+//!
+//! * the `#[no_mangle]` export, which catches panics (a panic returns the library's
+//!   "unknown error" code, never unwinds into C) and whose signature is pinned to
+//!   `cuda_sys`'s function-pointer type, itself checked against NVIDIA's headers;
+//! * a typed slot for the real function, resolved lazily in the real library
+//!   (`real::cuMemAlloc_v2()`);
+//! * an entry of [`HOOKS`], which the `dlsym` and `cuGetProcAddress` hooks consult.
+//!
+//! `uses` lines make only the typed real slot: functions the hooks call but do not replace.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
+use std::sync::atomic::AtomicPtr;
+
+use cuda_sys::driver::*;
+use cuda_sys::nvml::*;
+
+use crate::hooks::{context, init, memory, nvml, proc_address, views};
+use crate::real::Lib;
+
+/// What an export returns when its body panicked.
+pub trait OnPanic {
+    /// The library's "unknown error".
+    const ON_PANIC: Self;
+}
+impl OnPanic for CUresult {
+    const ON_PANIC: Self = CUresult::CUDA_ERROR_UNKNOWN;
+}
+impl OnPanic for nvmlReturn_t {
+    const ON_PANIC: Self = nvmlReturn_t::NVML_ERROR_UNKNOWN;
+}
+
+/// Runs a hook body, turning a panic into the library's error code.
+pub fn guard<R: OnPanic>(body: impl FnOnce() -> R) -> R {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(R::ON_PANIC)
+}
+
+/// One hooked symbol.
+pub struct Hook {
+    /// Exported name.
+    pub name: &'static str,
+    /// Exported name, NUL-terminated.
+    pub cname: &'static std::ffi::CStr,
+    /// Library it replaces a function of.
+    pub lib: Lib,
+    /// Our export.
+    pub export: *const (),
+    /// The real function's slot (null until resolved).
+    pub real: &'static AtomicPtr<c_void>,
+}
+
+// SAFETY: the table is immutable; `export` is a function address.
+unsafe impl Sync for Hook {}
+
+macro_rules! pfn {
+    (Cuda, $n:ident) => {
+        cuda_sys::driver::pfn::$n
+    };
+    (Nvml, $n:ident) => {
+        cuda_sys::nvml::pfn::$n
+    };
+}
+
+macro_rules! hook_table {
+    (
+        hooks { $( $lib:ident fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty => $body:path; )* }
+        uses { $( $ulib:ident fn $uname:ident; )* }
+    ) => {
+        /// Cached addresses of the real functions, one per hooked or used symbol.
+        pub mod slots {
+            #![allow(non_upper_case_globals)]
+            use std::sync::atomic::AtomicPtr;
+            $( #[doc = concat!("Real `", stringify!($name), "`.")] pub static $name: AtomicPtr<std::ffi::c_void> = AtomicPtr::new(std::ptr::null_mut()); )*
+            $( #[doc = concat!("Real `", stringify!($uname), "`.")] pub static $uname: AtomicPtr<std::ffi::c_void> = AtomicPtr::new(std::ptr::null_mut()); )*
+        }
+
+        /// The real functions, typed, resolved on first use; `None` if the real library (or
+        /// the symbol) is missing.
+        pub mod real {
+            #![allow(non_snake_case)]
+            use crate::real::{Lib, resolve};
+            $(
+                #[doc = concat!("Real `", stringify!($name), "`.")]
+                #[inline]
+                pub fn $name() -> Option<pfn!($lib, $name)> {
+                    // SAFETY: the name literal is NUL-terminated.
+                    let name = unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) };
+                    let p = resolve(Lib::$lib, name, &super::slots::$name);
+                    // SAFETY: the real library's symbol of this name has this C signature.
+                    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut std::ffi::c_void, pfn!($lib, $name)>(p) })
+                }
+            )*
+            $(
+                #[doc = concat!("Real `", stringify!($uname), "`.")]
+                #[inline]
+                pub fn $uname() -> Option<pfn!($ulib, $uname)> {
+                    // SAFETY: the name literal is NUL-terminated.
+                    let name = unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($uname), "\0").as_bytes()) };
+                    let p = resolve(Lib::$ulib, name, &super::slots::$uname);
+                    // SAFETY: the real library's symbol of this name has this C signature.
+                    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut std::ffi::c_void, pfn!($ulib, $uname)>(p) })
+                }
+            )*
+        }
+
+        $(
+            #[doc = concat!("Hooked `", stringify!($name), "`.")]
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: the arguments are the caller's, passed on under the driver's contract.
+                guard(|| unsafe { $body($($arg),*) })
+            }
+            const _: pfn!($lib, $name) = $name;
+        )*
+
+        /// Every hooked symbol.
+        pub static HOOKS: &[Hook] = &[
+            $( Hook {
+                name: stringify!($name),
+                // SAFETY: the name literal is NUL-terminated.
+                cname: unsafe { std::ffi::CStr::from_bytes_with_nul_unchecked(concat!(stringify!($name), "\0").as_bytes()) },
+                lib: Lib::$lib,
+                export: $name as *const (),
+                real: &slots::$name,
+            }, )*
+        ];
+    };
+}
+
+hook_table! {
+    hooks {
+        Cuda fn cuInit(flags: c_uint) -> CUresult => init::cu_init;
+        Cuda fn cuGetProcAddress(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult => proc_address::get_proc_address;
+        Cuda fn cuGetProcAddress_v2(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64, status: *mut CUdriverProcAddressQueryResult) -> CUresult => proc_address::get_proc_address_v2;
+
+        Cuda fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> CUresult => context::primary_retain;
+        Cuda fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult => context::primary_release;
+        Cuda fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult => context::primary_reset;
+        Cuda fn cuCtxCreate_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v2;
+        Cuda fn cuCtxCreate_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num: c_int, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v3;
+        Cuda fn cuCtxCreate_v4(pctx: *mut CUcontext, params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v4;
+        Cuda fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult => context::destroy;
+
+        Cuda fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult => memory::mem_alloc;
+        Cuda fn cuMemAllocPitch_v2(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> CUresult => memory::mem_alloc_pitch;
+        Cuda fn cuMemAllocManaged(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) -> CUresult => memory::mem_alloc_managed;
+        Cuda fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult => memory::mem_free;
+        Cuda fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async;
+        Cuda fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async_ptsz;
+        Cuda fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async;
+        Cuda fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async_ptsz;
+        Cuda fn cuMemAllocFromPoolAsync(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
+        Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool_ptsz;
+        Cuda fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult => memory::pool_create;
+        Cuda fn cuDeviceGetDefaultMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult => memory::device_default_pool;
+        Cuda fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult => memory::device_pool;
+        Cuda fn cuMemCreate(handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp, flags: c_ulonglong) -> CUresult => memory::mem_create;
+        Cuda fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> CUresult => memory::mem_release;
+        Cuda fn cuArrayCreate_v2(handle: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) -> CUresult => memory::array_create;
+        Cuda fn cuArray3DCreate_v2(handle: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult => memory::array3d_create;
+        Cuda fn cuArrayDestroy(handle: CUarray) -> CUresult => memory::array_destroy;
+        Cuda fn cuMipmappedArrayCreate(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> CUresult => memory::mipmapped_create;
+        Cuda fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult => memory::mipmapped_destroy;
+
+        Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
+        Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;
+
+        Nvml fn nvmlInit_v2() -> nvmlReturn_t => nvml::init_v2;
+        Nvml fn nvmlInitWithFlags(flags: c_uint) -> nvmlReturn_t => nvml::init_with_flags;
+        Nvml fn nvmlDeviceGetMemoryInfo(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t => nvml::memory_info;
+        Nvml fn nvmlDeviceGetMemoryInfo_v2(device: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> nvmlReturn_t => nvml::memory_info_v2;
+    }
+    uses {
+        Cuda fn cuCtxGetDevice;
+        Cuda fn cuDeviceGetCount;
+        Cuda fn cuDeviceGetUuid_v2;
+        Nvml fn nvmlDeviceGetUUID;
+        Nvml fn nvmlDeviceGetHandleByIndex_v2;
+        Nvml fn nvmlDeviceGetIndex;
+        Nvml fn nvmlDeviceGetHandleByUUID;
+    }
+}
+
+/// Our export of a hooked symbol, by exact name.
+pub fn export_of(name: &str) -> Option<*const ()> {
+    HOOKS.iter().find(|h| h.name == name).map(|h| h.export)
+}
+
+/// The hook for a NUL-terminated symbol name (no allocation: the `dlsym` path).
+pub fn hook_for(name: &[u8]) -> Option<&'static Hook> {
+    if !(name.starts_with(b"cu") || name.starts_with(b"nvml")) {
+        return None;
+    }
+    HOOKS.iter().find(|h| h.name.as_bytes() == name)
+}
