@@ -30,4 +30,6 @@ cargo build --workspace --all-targets --locked
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "test"
-cargo test --workspace --locked
+cargo test --workspace --locked -- --skip conformance_with_nvidia_headers
+step "header conformance"
+cargo test -p cuda-sys --test conformance --locked -- --nocapture conformance_with_nvidia_headers
