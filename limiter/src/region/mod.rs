@@ -274,6 +274,129 @@ pub struct ProcessView {
     pub used: [u64; MAX_DEVICES],
 }
 
+/// A read-only view of a region, for tools (`vgpu ps`, the exporter): it never registers,
+/// reaps, writes or waits, so it cannot disturb the processes using the region.
+pub struct Observer {
+    inner: Region,
+}
+
+impl Observer {
+    /// Opens `path` read-only. The file must be a complete, published region of this layout
+    /// (any owner: a node's tools read every container's region).
+    pub fn open(path: &Path) -> Result<Observer, RegionError> {
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| RegionError::Io {
+            path: path.to_path_buf(),
+            op: "open",
+            err: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+        })?;
+        // SAFETY: open(2) with a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                cpath.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::ELOOP) => RegionError::Symlink {
+                    path: path.to_path_buf(),
+                },
+                _ => RegionError::Io {
+                    path: path.to_path_buf(),
+                    op: "open",
+                    err,
+                },
+            });
+        }
+        let fail = |e: RegionError| {
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Err(e)
+        };
+        // SAFETY: fstat into a zeroed buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return fail(io_err(path, "fstat"));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return fail(RegionError::NotRegular {
+                path: path.to_path_buf(),
+            });
+        }
+        if st.st_size as u64 != FILE_SIZE as u64 {
+            return fail(RegionError::WrongSize {
+                path: path.to_path_buf(),
+                found: st.st_size as u64,
+                expected: FILE_SIZE as u64,
+            });
+        }
+        // SAFETY: a read-only shared mapping of a file of exactly FILE_SIZE bytes.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                FILE_SIZE,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return fail(io_err(path, "mmap"));
+        }
+        let inner = Region {
+            base: p.cast(),
+            fd,
+            path: path.to_path_buf(),
+            slot: usize::MAX,
+            generation: 0,
+            allocations: AllocationMap::with_capacity(0),
+        };
+        let h = inner.header();
+        if h.magic.load(Acquire) != MAGIC {
+            return Err(RegionError::BadMagic {
+                path: path.to_path_buf(),
+            });
+        }
+        let version = h.version.load(Acquire);
+        if version != LAYOUT_VERSION {
+            return Err(RegionError::VersionMismatch {
+                path: path.to_path_buf(),
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        if h.ready.load(Acquire) != 1 {
+            return Err(RegionError::NotReady {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Observer { inner })
+    }
+
+    /// The device's figures; `used + free == quota`.
+    pub fn device_view(&self, device: usize) -> DeviceView {
+        self.inner.device_view(device)
+    }
+
+    /// Every claimed slot, live or dead-not-yet-reaped.
+    pub fn processes(&self) -> Vec<ProcessView> {
+        self.inner.processes()
+    }
+
+    /// The SM bucket line of `device` (read-only).
+    pub fn sm_bucket(&self, device: usize) -> &SmBucket {
+        self.inner.sm_bucket(device)
+    }
+
+    /// The region's path.
+    pub fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
 /// This process's handle on a region: the mapping, its slot, and its allocations.
 pub struct Region {
     base: *mut u8,

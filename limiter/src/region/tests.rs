@@ -253,3 +253,29 @@ fn take_then_release_or_keep() {
     r.uncharge(0, 5000);
     assert_eq!(r.usage(0), (0, 1000, Some(1000)));
 }
+
+#[test]
+fn observers_see_without_touching() {
+    let path = tempdir().join("r");
+    let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    a.reserve(0, 250).unwrap().commit(0x1000);
+    let o = Observer::open(&path).unwrap();
+    let v = o.device_view(0);
+    assert_eq!((v.quota, v.used, v.free), (Some(1000), 250, 750));
+    let procs = o.processes();
+    assert_eq!(procs.len(), 1);
+    assert!(procs[0].alive);
+    assert_eq!(procs[0].used[0], 250);
+    a.die();
+    let procs = o.processes();
+    assert!(
+        !procs[0].alive,
+        "dead, not yet reaped: the observer reports it and reaps nothing"
+    );
+    assert_eq!(o.device_view(0).used, 250);
+    std::fs::write(path.with_extension("junk"), b"x").unwrap();
+    assert!(matches!(
+        Observer::open(&path.with_extension("junk")),
+        Err(RegionError::WrongSize { .. })
+    ));
+}
