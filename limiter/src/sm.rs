@@ -1,0 +1,530 @@
+//! The SM share: how much GPU time a container's launches may take.
+//!
+//! * [`Bucket`]: a GCRA token bucket of **GPU time** in the container's region, one cache line
+//!   per device, drawn by every process of the container (N processes never get N shares). A
+//!   launch is charged its estimated GPU time scaled by the controller's factor and divided by
+//!   the share; the state is one word (the theoretical arrival time), so admitting a launch is
+//!   one compare-and-swap when tokens are available.
+//! * [`CostModel`]: per process, the GPU time of each kernel (function and grid) or graph,
+//!   learned from sampled event timings: a new measurement below the estimate replaces it
+//!   (queueing behind other work only inflates a measurement), one above raises it slowly.
+//! * [`next_scale`]: the controller. Every tick it compares the container's measured share
+//!   with the target and corrects the factor by which estimates are charged, so errors in the
+//!   estimates (or work the estimates never see) do not become errors in the share.
+//!
+//! Everything here is a pure function of its inputs and an injected [`Clock`]: the unit tests
+//! run time forwards without sleeping.
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use crate::region::layout::SmBucket;
+
+/// A source of nanoseconds on a clock every process of the machine shares.
+pub trait Clock {
+    /// Now, in nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
+/// `CLOCK_MONOTONIC`: shared by every process on a host.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: clock_gettime writes one timespec.
+        unsafe {
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts)
+        };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct FakeClock {
+    now: AtomicU64,
+}
+
+impl FakeClock {
+    /// A clock reading `start_ns`.
+    pub fn new(start_ns: u64) -> FakeClock {
+        FakeClock {
+            now: AtomicU64::new(start_ns),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, ns: u64) {
+        self.now.fetch_add(ns, AcqRel);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now_ns(&self) -> u64 {
+        self.now.load(Acquire)
+    }
+}
+
+/// Indices of the bucket line's words.
+pub mod word {
+    /// Theoretical arrival time (ns): when the charged GPU time will have been paid for.
+    pub const TAT: usize = 0;
+    /// The share in permille (0: no limit set).
+    pub const LIMIT: usize = 1;
+    /// Controller factor applied to estimates, fixed point with [`super::SCALE_ONE`] = 1.0.
+    pub const SCALE: usize = 2;
+    /// Last measured share of the container, permille + 1 (0: never measured).
+    pub const ACHIEVED: usize = 3;
+    /// Total time launches waited for tokens (ns).
+    pub const THROTTLED: usize = 4;
+    /// Identity of the process running the controller.
+    pub const LEADER: usize = 5;
+    /// Until when (ns) the leader's lease runs.
+    pub const LEASE_UNTIL: usize = 6;
+    /// 1 when the limit is enforced (another container uses the device, or policy "force").
+    pub const ENFORCE: usize = 7;
+}
+
+/// 1.0 in the controller factor's fixed point.
+pub const SCALE_ONE: u64 = 1 << 16;
+/// How far ahead of its share a container may run (wall time): a burst of this much is free.
+pub const BURST_NS: u64 = 8_000_000;
+/// Longest single wait of a throttled launch: it re-checks at least this often.
+pub const MAX_WAIT_STEP_NS: u64 = 2_000_000;
+
+/// What the bucket says about a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go: the cost was charged.
+    Admitted,
+    /// Not yet: try again after this many nanoseconds (at most [`MAX_WAIT_STEP_NS`]).
+    Wait(u64),
+}
+
+/// A container's bucket on one device (a view of its region line).
+#[derive(Clone, Copy)]
+pub struct Bucket<'a> {
+    w: &'a [AtomicU64; 8],
+}
+
+impl<'a> Bucket<'a> {
+    /// The bucket stored in `line`.
+    pub fn new(line: &'a SmBucket) -> Bucket<'a> {
+        Bucket { w: &line.words }
+    }
+
+    /// Sets the share (percent, 1..=100) and, on first use, a neutral controller factor and
+    /// enforcement on (until the controller decides otherwise).
+    pub fn configure(&self, limit_pct: u8) {
+        self.w[word::LIMIT].store(u64::from(limit_pct.clamp(1, 100)) * 10, Release);
+        let _ = self.w[word::SCALE].compare_exchange(0, SCALE_ONE, AcqRel, Acquire);
+        let _ = self.w[word::ENFORCE].compare_exchange(0, 1, AcqRel, Acquire);
+    }
+
+    /// The share in permille, or `None` when no limit is set.
+    pub fn limit_permille(&self) -> Option<u64> {
+        Some(self.w[word::LIMIT].load(Acquire)).filter(|l| *l > 0)
+    }
+
+    /// Changes the share at run time (e.g. by an operator): takes effect at the next launch.
+    pub fn set_limit_permille(&self, permille: u64) {
+        self.w[word::LIMIT].store(permille.clamp(1, 1000), Release);
+    }
+
+    /// Wall nanoseconds that `gpu_ns` of GPU time costs at this share and factor.
+    fn wall_cost(&self, gpu_ns: u64) -> u64 {
+        let limit = self.w[word::LIMIT].load(Relaxed).max(1);
+        let scale = self.w[word::SCALE].load(Relaxed).max(1);
+        let scaled = (u128::from(gpu_ns) * u128::from(scale)) >> 16;
+        (scaled * 1000 / u128::from(limit)).min(u128::from(u64::MAX / 4)) as u64
+    }
+
+    /// Admits a launch costing `gpu_ns` of GPU time at `now`, or says how long to wait.
+    /// One load and one compare-and-swap when tokens are available.
+    pub fn admit(&self, now: u64, gpu_ns: u64) -> Admission {
+        let inc = self.wall_cost(gpu_ns);
+        let tat = &self.w[word::TAT];
+        let mut cur = tat.load(Acquire);
+        loop {
+            let start = cur.max(now);
+            if start - now > BURST_NS {
+                return Admission::Wait((start - now - BURST_NS).clamp(1, MAX_WAIT_STEP_NS));
+            }
+            match tat.compare_exchange_weak(cur, start + inc, AcqRel, Acquire) {
+                Ok(_) => return Admission::Admitted,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Corrects an earlier charge once the launch's real GPU time is known: `delta_gpu_ns` is
+    /// measured minus estimated (negative gives time back).
+    pub fn correct(&self, now: u64, delta_gpu_ns: i64) {
+        let wall = self.wall_cost(delta_gpu_ns.unsigned_abs());
+        let _ = self.w[word::TAT].fetch_update(AcqRel, Acquire, |t| {
+            Some(if delta_gpu_ns >= 0 {
+                t.max(now).saturating_add(wall)
+            } else {
+                t.saturating_sub(wall)
+            })
+        });
+    }
+
+    /// Records time a launch spent waiting for tokens.
+    pub fn add_throttled(&self, ns: u64) {
+        self.w[word::THROTTLED].fetch_add(ns, Relaxed);
+    }
+
+    /// Total time launches waited for tokens.
+    pub fn throttled_ns(&self) -> u64 {
+        self.w[word::THROTTLED].load(Relaxed)
+    }
+
+    /// The controller's factor (1.0 = estimates charged as they are).
+    pub fn scale(&self) -> f64 {
+        self.w[word::SCALE].load(Acquire) as f64 / SCALE_ONE as f64
+    }
+
+    /// Sets the controller's factor.
+    pub fn set_scale(&self, scale: f64) {
+        self.w[word::SCALE].store(((scale * SCALE_ONE as f64) as u64).max(1), Release);
+    }
+
+    /// The container's last measured share in permille, if measured.
+    pub fn achieved_permille(&self) -> Option<u64> {
+        self.w[word::ACHIEVED].load(Acquire).checked_sub(1)
+    }
+
+    /// Records the container's measured share.
+    pub fn set_achieved_permille(&self, permille: u64) {
+        self.w[word::ACHIEVED].store(permille + 1, Release);
+    }
+
+    /// Whether launches are throttled now.
+    pub fn enforcing(&self) -> bool {
+        self.w[word::ENFORCE].load(Relaxed) == 1
+    }
+
+    /// Turns enforcement on or off (the "default" policy: only while others use the device).
+    pub fn set_enforcing(&self, on: bool) {
+        self.w[word::ENFORCE].store(if on { 1 } else { 2 }, Release);
+    }
+
+    /// Takes or renews the controller lease for `me` (non-zero) until `now + lease_ns`: true
+    /// when `me` is the leader. A leader that dies stops renewing and loses the lease.
+    pub fn lead(&self, me: u64, now: u64, lease_ns: u64) -> bool {
+        let leader = self.w[word::LEADER].load(Acquire);
+        let until = self.w[word::LEASE_UNTIL].load(Acquire);
+        if leader != me && until > now {
+            return false;
+        }
+        if leader != me
+            && self.w[word::LEADER]
+                .compare_exchange(leader, me, AcqRel, Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        self.w[word::LEASE_UNTIL].store(now + lease_ns, Release);
+        true
+    }
+}
+
+/// The controller: the next factor by which estimates are charged, from the target and the
+/// measured share (both fractions of the device) over the last tick, and whether launches had
+/// to wait in it (the container wanted more than it got).
+///
+/// Above target the factor rises in proportion to the overshoot; below target it falls only
+/// if the container was throttled (a container that simply has no more work must not be given
+/// a cheaper rate it would later spend in a burst). Within a dead band nothing changes.
+pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool) -> f64 {
+    const DEAD_BAND: f64 = 0.005;
+    const GAIN: f64 = 0.7;
+    const MIN: f64 = 0.2;
+    const MAX: f64 = 8.0;
+    if target <= 0.0 || !achieved.is_finite() {
+        return scale;
+    }
+    let err = achieved - target;
+    let next = if err > DEAD_BAND || (err < -DEAD_BAND && throttled) {
+        scale * (1.0 + GAIN * err / target)
+    } else {
+        scale
+    };
+    next.clamp(MIN, MAX)
+}
+
+/// GPU time assumed for a kernel never measured: charged, then corrected once measured.
+pub const DEFAULT_KERNEL_NS: u64 = 20_000;
+/// GPU time assumed for a graph never measured.
+pub const DEFAULT_GRAPH_NS: u64 = 100_000;
+const TABLE: usize = 4096;
+const PROBE: usize = 32;
+
+/// Learned GPU time per kernel shape or graph, and which launches to time. Lock-free.
+pub struct CostModel {
+    keys: Box<[AtomicU64]>,
+    estimates: Box<[AtomicU64]>,
+    launches: Box<[AtomicU32]>,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            keys: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
+            estimates: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
+            launches: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+/// A key for a kernel launch: the function and its grid and block shape.
+pub fn kernel_key(function: u64, grid: [u32; 3], block: [u32; 3]) -> u64 {
+    let mut h = function ^ 0x9E37_79B9_7F4A_7C15;
+    for v in grid.iter().chain(block.iter()) {
+        h = (h ^ u64::from(*v))
+            .wrapping_mul(0x1000_0000_01B3)
+            .rotate_left(17);
+    }
+    h | 1
+}
+
+/// A key for a graph replay.
+pub fn graph_key(exec: u64) -> u64 {
+    (exec.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0xA5A5) | 1
+}
+
+impl CostModel {
+    /// The slot of `key` (claiming a free one if `insert`).
+    fn slot(&self, key: u64, insert: bool) -> Option<usize> {
+        let home = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
+        for i in 0..PROBE {
+            let s = (home + i) % TABLE;
+            let k = self.keys[s].load(Acquire);
+            if k == key {
+                return Some(s);
+            }
+            if k == 0 {
+                if !insert {
+                    return None;
+                }
+                match self.keys[s].compare_exchange(0, key, AcqRel, Acquire) {
+                    Ok(_) => return Some(s),
+                    Err(k) if k == key => return Some(s),
+                    Err(_) => continue,
+                }
+            }
+        }
+        None
+    }
+
+    /// The learned GPU time of `key`, if measured.
+    pub fn estimate(&self, key: u64) -> Option<u64> {
+        let s = self.slot(key, false)?;
+        Some(self.estimates[s].load(Acquire)).filter(|e| *e > 0)
+    }
+
+    /// Counts a launch of `key`; true when this launch should be timed (the first few of each
+    /// key, then one in 32).
+    pub fn count_launch(&self, key: u64) -> bool {
+        match self.slot(key, true) {
+            Some(s) => {
+                let n = self.launches[s].fetch_add(1, Relaxed);
+                n < 4 || n % 32 == 0
+            }
+            None => false,
+        }
+    }
+
+    /// Learns from a timing of `key`: lower replaces, higher raises by an eighth of the gap.
+    pub fn observe(&self, key: u64, measured_ns: u64) {
+        let Some(s) = self.slot(key, true) else {
+            return;
+        };
+        let measured = measured_ns.max(1);
+        let _ = self.estimates[s].fetch_update(AcqRel, Acquire, |e| {
+            Some(if e == 0 || measured <= e {
+                measured
+            } else {
+                e + (measured - e) / 8
+            })
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket_line(limit_pct: u8) -> Box<SmBucket> {
+        let line = Box::new(SmBucket {
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        });
+        Bucket::new(&line).configure(limit_pct);
+        line
+    }
+
+    /// Launches `cost_ns` kernels as fast as the bucket allows for `wall_ns`; returns the
+    /// GPU time admitted.
+    fn drive(b: Bucket<'_>, clock: &FakeClock, cost_ns: u64, wall_ns: u64) -> u64 {
+        let end = clock.now_ns() + wall_ns;
+        let mut admitted = 0;
+        while clock.now_ns() < end {
+            match b.admit(clock.now_ns(), cost_ns) {
+                Admission::Admitted => admitted += cost_ns,
+                Admission::Wait(ns) => {
+                    assert!(ns <= MAX_WAIT_STEP_NS, "waits in steps of at most 2 ms");
+                    clock.advance(ns);
+                }
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_share_admits_that_fraction_of_gpu_time() {
+        for pct in [10u8, 30, 50, 70, 90] {
+            let line = bucket_line(pct);
+            let clock = FakeClock::new(1_000_000_000);
+            let admitted = drive(Bucket::new(&line), &clock, 50_000, 10_000_000_000);
+            let share = admitted as f64 / 10e9;
+            assert!(
+                (share - f64::from(pct) / 100.0).abs() < 0.002,
+                "{pct}%: {share}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_big_kernel_is_paid_for_before_the_next() {
+        let line = bucket_line(25);
+        let b = Bucket::new(&line);
+        let clock = FakeClock::new(5_000_000_000);
+        assert_eq!(b.admit(clock.now_ns(), 100_000_000), Admission::Admitted);
+        // 100 ms of GPU at 25 % costs 400 ms of wall: the next launch waits until 400 ms
+        // minus the burst allowance have passed.
+        let mut waited = 0;
+        while let Admission::Wait(ns) = b.admit(clock.now_ns(), 1_000) {
+            clock.advance(ns);
+            waited += ns;
+        }
+        assert_eq!(waited, 400_000_000 - BURST_NS);
+    }
+
+    #[test]
+    fn corrections_charge_what_the_estimate_missed() {
+        let line = bucket_line(50);
+        let b = Bucket::new(&line);
+        let clock = FakeClock::new(1_000_000_000);
+        assert_eq!(
+            b.admit(clock.now_ns(), DEFAULT_KERNEL_NS),
+            Admission::Admitted
+        );
+        // It really took 40 ms: 80 ms of wall at 50 %.
+        b.correct(clock.now_ns(), 40_000_000 - DEFAULT_KERNEL_NS as i64);
+        assert!(matches!(b.admit(clock.now_ns(), 1_000), Admission::Wait(_)));
+        clock.advance(80_000_000 - BURST_NS);
+        assert_eq!(b.admit(clock.now_ns(), 1_000), Admission::Admitted);
+    }
+
+    #[test]
+    fn processes_share_one_bucket() {
+        // Two "processes" drawing on one line get one share between them.
+        let line = bucket_line(40);
+        let clock = FakeClock::new(1_000_000_000);
+        let (a, b) = (Bucket::new(&line), Bucket::new(&line));
+        let mut admitted = 0;
+        let end = clock.now_ns() + 5_000_000_000;
+        while clock.now_ns() < end {
+            let mut waits = Vec::new();
+            for p in [a, b] {
+                match p.admit(clock.now_ns(), 100_000) {
+                    Admission::Admitted => admitted += 100_000,
+                    Admission::Wait(ns) => waits.push(ns),
+                }
+            }
+            if waits.len() == 2 {
+                clock.advance(*waits.iter().min().unwrap());
+            }
+        }
+        let share = admitted as f64 / 5e9;
+        assert!((share - 0.4).abs() < 0.003, "{share}");
+    }
+
+    #[test]
+    fn the_controller_corrects_both_ways_and_holds_when_idle() {
+        let s = next_scale(1.0, 0.3, 0.45, false);
+        assert!(s > 1.3, "overshoot raises the price: {s}");
+        let s = next_scale(1.0, 0.3, 0.2, true);
+        assert!(s < 0.8, "throttled under-delivery lowers it: {s}");
+        assert_eq!(
+            next_scale(1.0, 0.3, 0.1, false),
+            1.0,
+            "an idle container keeps its price"
+        );
+        assert_eq!(next_scale(1.0, 0.3, 0.302, true), 1.0, "dead band");
+        assert_eq!(next_scale(7.9, 0.1, 0.9, false), 8.0, "clamped");
+    }
+
+    #[test]
+    fn the_controller_converges_on_a_misestimated_workload() {
+        // Estimates are half the truth: without correction the share would be double.
+        let line = bucket_line(30);
+        let b = Bucket::new(&line);
+        let clock = FakeClock::new(1_000_000_000);
+        let (true_ns, estimate) = (200_000u64, 100_000u64);
+        let mut last = 0.0;
+        for _tick in 0..40 {
+            let end = clock.now_ns() + 100_000_000;
+            let (mut busy, mut throttled) = (0, false);
+            while clock.now_ns() < end {
+                match b.admit(clock.now_ns(), estimate) {
+                    Admission::Admitted => busy += true_ns,
+                    Admission::Wait(ns) => {
+                        throttled = true;
+                        clock.advance(ns);
+                    }
+                }
+            }
+            last = busy as f64 / 100e6;
+            b.set_scale(next_scale(b.scale(), 0.3, last, throttled));
+        }
+        assert!((last - 0.3).abs() < 0.02, "settled at {last}");
+    }
+
+    #[test]
+    fn the_cost_model_learns_low_fast_and_high_slowly() {
+        let m = CostModel::default();
+        let k = kernel_key(0x1234, [132, 1, 1], [256, 1, 1]);
+        assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
+        assert_eq!(m.estimate(k), None);
+        let sampled: Vec<bool> = (0..70).map(|_| m.count_launch(k)).collect();
+        assert_eq!(
+            sampled.iter().filter(|s| **s).count(),
+            4 + 2,
+            "first four, then 1 in 32"
+        );
+        m.observe(k, 1000);
+        m.observe(k, 5000); // queued behind someone else: barely moves the estimate
+        assert_eq!(m.estimate(k), Some(1500));
+        m.observe(k, 900);
+        assert_eq!(m.estimate(k), Some(900));
+    }
+
+    #[test]
+    fn one_leader_at_a_time_and_a_dead_one_is_replaced() {
+        let line = bucket_line(50);
+        let b = Bucket::new(&line);
+        assert!(b.lead(7, 1_000, 500));
+        assert!(!b.lead(9, 1_200, 500));
+        assert!(b.lead(7, 1_400, 500), "the leader renews");
+        assert!(
+            b.lead(9, 2_000, 500),
+            "the lease ran out: someone else leads"
+        );
+    }
+}
