@@ -334,7 +334,7 @@ impl CostModel {
         match self.slot(key, true) {
             Some(s) => {
                 let n = self.launches[s].fetch_add(1, Relaxed);
-                n < 4 || n % 32 == 0
+                n < 4 || n.is_multiple_of(32)
             }
             None => false,
         }
