@@ -65,12 +65,7 @@ impl AllocationMap {
         if table.is_null() {
             handle_alloc_error(layout);
         }
-        AllocationMap {
-            table,
-            mask: n - 1,
-            len: AtomicUsize::new(0),
-            overflow: Mutex::new(HashMap::new()),
-        }
+        AllocationMap { table, mask: n - 1, len: AtomicUsize::new(0), overflow: Mutex::new(HashMap::new()) }
     }
 
     fn layout(n: usize) -> Layout {
@@ -96,19 +91,14 @@ impl AllocationMap {
         for i in 0..MAX_PROBE {
             let e = self.entry(h + i);
             let k = e.key.load(Acquire);
-            if (k == EMPTY || k == TOMBSTONE)
-                && e.key.compare_exchange(k, CLAIMED, AcqRel, Acquire).is_ok()
-            {
+            if (k == EMPTY || k == TOMBSTONE) && e.key.compare_exchange(k, CLAIMED, AcqRel, Acquire).is_ok() {
                 e.value.store(pack(device, bytes), Relaxed);
                 e.key.store(key, Release);
                 self.len.fetch_add(1, Relaxed);
                 return true;
             }
         }
-        self.overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, pack(device, bytes));
+        self.overflow.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pack(device, bytes));
         self.len.fetch_add(1, Relaxed);
         true
     }
@@ -125,10 +115,7 @@ impl AllocationMap {
             let k = e.key.load(Acquire);
             if k == key {
                 let v = e.value.load(Relaxed);
-                if e.key
-                    .compare_exchange(key, TOMBSTONE, AcqRel, Acquire)
-                    .is_ok()
-                {
+                if e.key.compare_exchange(key, TOMBSTONE, AcqRel, Acquire).is_ok() {
                     self.len.fetch_sub(1, Relaxed);
                     return Some(unpack(v));
                 }
@@ -141,11 +128,7 @@ impl AllocationMap {
         if self.len.load(Relaxed) == 0 {
             return None;
         }
-        let v = self
-            .overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)?;
+        let v = self.overflow.lock().unwrap_or_else(|e| e.into_inner()).remove(&key)?;
         self.len.fetch_sub(1, Relaxed);
         Some(unpack(v))
     }
@@ -163,11 +146,7 @@ impl AllocationMap {
                 break;
             }
         }
-        self.overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .map(|v| unpack(*v))
+        self.overflow.lock().unwrap_or_else(|e| e.into_inner()).get(&key).map(|v| unpack(*v))
     }
 
     /// Number of live entries.
@@ -191,11 +170,7 @@ impl AllocationMap {
                 continue;
             }
             let (d, bytes) = unpack(e.value.load(Relaxed));
-            if d == device
-                && e.key
-                    .compare_exchange(k, TOMBSTONE, AcqRel, Acquire)
-                    .is_ok()
-            {
+            if d == device && e.key.compare_exchange(k, TOMBSTONE, AcqRel, Acquire).is_ok() {
                 self.len.fetch_sub(1, Relaxed);
                 total += bytes;
             }
@@ -219,10 +194,7 @@ impl AllocationMap {
             e.key.store(EMPTY, Relaxed);
             e.value.store(0, Relaxed);
         }
-        self.overflow
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.overflow.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.len.store(0, Release);
     }
 }
@@ -238,11 +210,7 @@ mod tests {
         assert!(m.insert(0x7f00_0000_1000, 3, 4096));
         assert_eq!(m.get(0x7f00_0000_1000), Some((3, 4096)));
         assert_eq!(m.remove(0x7f00_0000_1000), Some((3, 4096)));
-        assert_eq!(
-            m.remove(0x7f00_0000_1000),
-            None,
-            "a second free is not ours"
-        );
+        assert_eq!(m.remove(0x7f00_0000_1000), None, "a second free is not ours");
         assert_eq!(m.remove(0xdead), None);
         assert!(!m.insert(0, 0, 1));
         assert!(m.is_empty());

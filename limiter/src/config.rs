@@ -66,8 +66,7 @@ pub const HAMI_DEFAULT_REGION_PATH: &str = "/tmp/cudevshr.cache";
 /// Accepted spellings of a boolean, for error messages.
 pub const BOOL_SYNTAX: &str = "true or false (as Go's strconv.ParseBool: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)";
 /// Accepted SM shares, for error messages.
-pub const PERCENT_SYNTAX: &str =
-    "a whole percentage from 0 to 100, such as 30 (0 and 100 mean no limit)";
+pub const PERCENT_SYNTAX: &str = "a whole percentage from 0 to 100, such as 30 (0 and 100 mean no limit)";
 /// Accepted policies, for error messages.
 pub const POLICY_SYNTAX: &str = "default, force or disable (any case)";
 /// Accepted log levels, for error messages.
@@ -188,10 +187,7 @@ pub struct ValueError {
 
 impl ValueError {
     fn new(problem: impl Into<String>, expected: &'static str) -> Self {
-        ValueError {
-            problem: problem.into(),
-            expected,
-        }
+        ValueError { problem: problem.into(), expected }
     }
 }
 
@@ -218,12 +214,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(var: &str, value: &str, err: ValueError) -> Self {
-        ConfigError {
-            var: var.to_string(),
-            value: value.to_string(),
-            problem: err.problem,
-            expected: err.expected.to_string(),
-        }
+        ConfigError { var: var.to_string(), value: value.to_string(), problem: err.problem, expected: err.expected.to_string() }
     }
 }
 
@@ -283,21 +274,14 @@ fn parse_small(text: &str, max: u8, expected: &'static str) -> Result<u8, ValueE
         significant.parse().unwrap_or(u16::MAX)
     };
     if value > u16::from(max) {
-        return Err(ValueError::new(
-            format!("{} is out of range", shorten(s)),
-            expected,
-        ));
+        return Err(ValueError::new(format!("{} is out of range", shorten(s)), expected));
     }
     Ok(value as u8)
 }
 
 /// Cuts a digit run for a message.
 fn shorten(s: &str) -> String {
-    if s.len() > 24 {
-        format!("a {}-digit number", s.len())
-    } else {
-        s.to_string()
-    }
+    if s.len() > 24 { format!("a {}-digit number", s.len()) } else { s.to_string() }
 }
 
 /// Parses an SM share: a whole percentage 0..=100 (0 and 100 are read as "no limit" by [`from_lookup`]).
@@ -355,13 +339,7 @@ const UUID_LEN: usize = 36;
 fn is_uuid_prefix(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= UUID_LEN
-        && s.bytes().enumerate().all(|(i, b)| {
-            if UUID_DASHES.contains(&i) {
-                b == b'-'
-            } else {
-                b.is_ascii_hexdigit()
-            }
-        })
+        && s.bytes().enumerate().all(|(i, b)| if UUID_DASHES.contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
         && s.bytes().any(|b| b.is_ascii_hexdigit())
 }
 
@@ -382,10 +360,7 @@ fn parse_visible_token(token: &str, position: usize) -> Result<VisibleDevice, Va
         return Err(e(format!("entry {position} is empty")));
     }
     if token.bytes().all(|b| b.is_ascii_digit()) {
-        return token
-            .parse::<u32>()
-            .map(VisibleDevice::Index)
-            .map_err(|_| e(format!("entry {position} is an index too large")));
+        return token.parse::<u32>().map(VisibleDevice::Index).map_err(|_| e(format!("entry {position} is an index too large")));
     }
     if let Some(rest) = token.strip_prefix("MIG-GPU-") {
         // Old form: MIG-GPU-<uuid>/<gpu instance>/<compute instance>.
@@ -397,37 +372,27 @@ fn parse_visible_token(token: &str, position: usize) -> Result<VisibleDevice, Va
         return if ok {
             Ok(VisibleDevice::Mig(token.to_string()))
         } else {
-            Err(e(format!(
-                "entry {position} ({token:?}) is not MIG-GPU-<full uuid>/<gi>/<ci>"
-            )))
+            Err(e(format!("entry {position} ({token:?}) is not MIG-GPU-<full uuid>/<gi>/<ci>")))
         };
     }
     if let Some(rest) = token.strip_prefix("MIG-") {
         return if is_full_uuid(rest) {
             Ok(VisibleDevice::Mig(token.to_string()))
         } else {
-            Err(e(format!(
-                "entry {position} ({token:?}) is not a full MIG UUID"
-            )))
+            Err(e(format!("entry {position} ({token:?}) is not a full MIG UUID")))
         };
     }
     if let Some(rest) = token.strip_prefix("GPU-") {
         return if is_uuid_prefix(rest) {
             Ok(VisibleDevice::Uuid(token.to_string()))
         } else {
-            Err(e(format!(
-                "entry {position} ({token:?}) is not a GPU UUID or a prefix of one"
-            )))
+            Err(e(format!("entry {position} ({token:?}) is not a GPU UUID or a prefix of one")))
         };
     }
     if first_char_is_minus(token) {
-        return Err(e(format!(
-            "entry {position} ({token:?}) is negative (only a lone -1 means no devices)"
-        )));
+        return Err(e(format!("entry {position} ({token:?}) is negative (only a lone -1 means no devices)")));
     }
-    Err(e(format!(
-        "entry {position} ({token:?}) is not an index, GPU- or MIG- UUID"
-    )))
+    Err(e(format!("entry {position} ({token:?}) is not an index, GPU- or MIG- UUID")))
 }
 
 /// Whether two entries may name the same device: equal indices, equal MIG UUIDs, or GPU UUIDs
@@ -462,10 +427,7 @@ pub fn parse_visible_devices(text: &str) -> Result<Vec<VisibleDevice>, ValueErro
     let mut devices: Vec<VisibleDevice> = Vec::new();
     for (position, token) in s.split(',').enumerate() {
         if devices.len() == MAX_DEVICES {
-            return Err(ValueError::new(
-                format!("more than {MAX_DEVICES} devices"),
-                VISIBLE_DEVICES_SYNTAX,
-            ));
+            return Err(ValueError::new(format!("more than {MAX_DEVICES} devices"), VISIBLE_DEVICES_SYNTAX));
         }
         let device = parse_visible_token(token.trim(), position)?;
         if let Some(earlier) = devices.iter().position(|d| may_alias(d, &device)) {
@@ -487,39 +449,23 @@ fn fetch(get: &dyn Fn(&str) -> Option<Raw>, var: &str) -> Result<Option<String>,
     match get(var) {
         None => Ok(None),
         Some(Ok(v)) => Ok(Some(v)),
-        Some(Err(lossy)) => Err(ConfigError::new(
-            var,
-            &lossy,
-            ValueError::new("not valid UTF-8", "UTF-8 text"),
-        )),
+        Some(Err(lossy)) => Err(ConfigError::new(var, &lossy, ValueError::new("not valid UTF-8", "UTF-8 text"))),
     }
 }
 
 /// Reads and parses one variable, `Ok(None)` when unset.
-fn read<T>(
-    get: &dyn Fn(&str) -> Option<Raw>,
-    var: &str,
-    parse: impl Fn(&str) -> Result<T, ValueError>,
-) -> Result<Option<T>, ConfigError> {
+fn read<T>(get: &dyn Fn(&str) -> Option<Raw>, var: &str, parse: impl Fn(&str) -> Result<T, ValueError>) -> Result<Option<T>, ConfigError> {
     match fetch(get, var)? {
         None => Ok(None),
-        Some(value) => parse(&value)
-            .map(Some)
-            .map_err(|e| ConfigError::new(var, &value, e)),
+        Some(value) => parse(&value).map(Some).map_err(|e| ConfigError::new(var, &value, e)),
     }
 }
 
 /// The indexed-variable prefixes (`CUDA_DEVICE_MEMORY_LIMIT_`, `CUDA_DEVICE_SM_LIMIT_`) and the
 /// expectation for their suffix.
 const INDEXED: [(&str, &str); 2] = [
-    (
-        "CUDA_DEVICE_MEMORY_LIMIT_",
-        "a name CUDA_DEVICE_MEMORY_LIMIT_<i> with i from 0 to 15 in decimal without leading zeros",
-    ),
-    (
-        "CUDA_DEVICE_SM_LIMIT_",
-        "a name CUDA_DEVICE_SM_LIMIT_<i> with i from 0 to 15 in decimal without leading zeros",
-    ),
+    ("CUDA_DEVICE_MEMORY_LIMIT_", "a name CUDA_DEVICE_MEMORY_LIMIT_<i> with i from 0 to 15 in decimal without leading zeros"),
+    ("CUDA_DEVICE_SM_LIMIT_", "a name CUDA_DEVICE_SM_LIMIT_<i> with i from 0 to 15 in decimal without leading zeros"),
 ];
 
 /// Refuses an indexed variable whose suffix is not a device index `0..MAX_DEVICES` written as
@@ -541,12 +487,7 @@ pub fn check_variable_name(name: &str, value: &str) -> Result<(), ConfigError> {
             None
         };
         if let Some(problem) = problem {
-            return Err(ConfigError {
-                var: name.to_string(),
-                value: value.to_string(),
-                problem,
-                expected: expected.to_string(),
-            });
+            return Err(ConfigError { var: name.to_string(), value: value.to_string(), problem, expected: expected.to_string() });
         }
     }
     Ok(())
@@ -554,10 +495,7 @@ pub fn check_variable_name(name: &str, value: &str) -> Result<(), ConfigError> {
 
 /// Builds the configuration from a variable lookup; `names` (all variables set, with values) are
 /// checked by [`check_variable_name`] when the source can enumerate them.
-fn build(
-    get: &dyn Fn(&str) -> Option<Raw>,
-    names: Option<&mut dyn Iterator<Item = (String, String)>>,
-) -> Result<Config, ConfigError> {
+fn build(get: &dyn Fn(&str) -> Option<Raw>, names: Option<&mut dyn Iterator<Item = (String, String)>>) -> Result<Config, ConfigError> {
     let mut config = Config::default();
     if read(get, VAR_DISABLE_CONTROL, parse_bool)? == Some(true) {
         // Pure pass-through: the other variables mean nothing, so none of them can break it.
@@ -608,9 +546,7 @@ fn build(
 /// variable (`CUDA_DEVICE_MEMORY_LIMIT_X`, `_16`, `_01`) is an error, not silently ignored.
 pub fn from_env() -> Result<Config, ConfigError> {
     let lossy = |s: OsString| s.to_string_lossy().into_owned();
-    let get = |name: &str| -> Option<Raw> {
-        std::env::var_os(name).map(|v| v.into_string().map_err(lossy))
-    };
+    let get = |name: &str| -> Option<Raw> { std::env::var_os(name).map(|v| v.into_string().map_err(lossy)) };
     let mut names = std::env::vars_os().map(|(k, v)| (lossy(k), lossy(v)));
     build(&get, Some(&mut names))
 }
@@ -686,35 +622,17 @@ mod tests {
         ] {
             assert_eq!(parse_bool(text), Ok(want), "{text:?}");
         }
-        for text in [
-            "", " ", "yes", "no", "on", "tRuE", " true", "true ", "2", "-1", "truee",
-        ] {
+        for text in ["", " ", "yes", "no", "on", "tRuE", " true", "true ", "2", "-1", "truee"] {
             assert!(parse_bool(text).is_err(), "{text:?}");
         }
     }
 
     #[test]
     fn disable_control() {
-        assert!(
-            vars(&[(VAR_DISABLE_CONTROL, "true")])
-                .unwrap()
-                .control_disabled
-        );
-        assert!(
-            vars(&[(VAR_DISABLE_CONTROL, "1")])
-                .unwrap()
-                .control_disabled
-        );
-        assert!(
-            !vars(&[(VAR_DISABLE_CONTROL, "false")])
-                .unwrap()
-                .control_disabled
-        );
-        assert!(
-            !vars(&[(VAR_DISABLE_CONTROL, "0")])
-                .unwrap()
-                .control_disabled
-        );
+        assert!(vars(&[(VAR_DISABLE_CONTROL, "true")]).unwrap().control_disabled);
+        assert!(vars(&[(VAR_DISABLE_CONTROL, "1")]).unwrap().control_disabled);
+        assert!(!vars(&[(VAR_DISABLE_CONTROL, "false")]).unwrap().control_disabled);
+        assert!(!vars(&[(VAR_DISABLE_CONTROL, "0")]).unwrap().control_disabled);
         let e = err(&[(VAR_DISABLE_CONTROL, "yes")]);
         assert_eq!(e.var, VAR_DISABLE_CONTROL);
         let e = err(&[(VAR_DISABLE_CONTROL, "")]);
@@ -730,129 +648,46 @@ mod tests {
             (VAR_LOG_LEVEL, "9"),
         ])
         .unwrap();
-        assert_eq!(
-            c,
-            Config {
-                control_disabled: true,
-                ..Config::default()
-            }
-        );
+        assert_eq!(c, Config { control_disabled: true, ..Config::default() });
         // Disabled = false: everything is read again.
-        let e = err(&[
-            (VAR_DISABLE_CONTROL, "false"),
-            (VAR_MEMORY_LIMIT, "garbage"),
-        ]);
+        let e = err(&[(VAR_DISABLE_CONTROL, "false"), (VAR_MEMORY_LIMIT, "garbage")]);
         assert_eq!(e.var, VAR_MEMORY_LIMIT);
     }
 
     #[test]
     fn memory_limits_and_their_fallback() {
         // (variables, device 0, device 1, device 15, default)
-        type Row = (
-            &'static [(&'static str, &'static str)],
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-        );
+        type Row = (&'static [(&'static str, &'static str)], Option<u64>, Option<u64>, Option<u64>);
         let table: &[Row] = &[
-            (
-                &[(VAR_MEMORY_LIMIT, "4g")],
-                Some(4 * GIB),
-                Some(4 * GIB),
-                Some(4 * GIB),
-            ),
-            (
-                &[(VAR_MEMORY_LIMIT, "4Gi")],
-                Some(4 * GIB),
-                Some(4 * GIB),
-                Some(4 * GIB),
-            ),
-            (
-                &[(VAR_MEMORY_LIMIT, "1Gi")],
-                Some(GIB),
-                Some(GIB),
-                Some(GIB),
-            ),
-            (
-                &[(VAR_MEMORY_LIMIT, "4096m")],
-                Some(4 * GIB),
-                Some(4 * GIB),
-                Some(4 * GIB),
-            ),
-            (
-                &[(VAR_MEMORY_LIMIT, "1024")],
-                Some(1024),
-                Some(1024),
-                Some(1024),
-            ),
+            (&[(VAR_MEMORY_LIMIT, "4g")], Some(4 * GIB), Some(4 * GIB), Some(4 * GIB)),
+            (&[(VAR_MEMORY_LIMIT, "4Gi")], Some(4 * GIB), Some(4 * GIB), Some(4 * GIB)),
+            (&[(VAR_MEMORY_LIMIT, "1Gi")], Some(GIB), Some(GIB), Some(GIB)),
+            (&[(VAR_MEMORY_LIMIT, "4096m")], Some(4 * GIB), Some(4 * GIB), Some(4 * GIB)),
+            (&[(VAR_MEMORY_LIMIT, "1024")], Some(1024), Some(1024), Some(1024)),
             (&[(VAR_MEMORY_LIMIT, "0")], None, None, None),
-            (
-                &[("CUDA_DEVICE_MEMORY_LIMIT_1", "2048m")],
-                None,
-                Some(2 * GIB),
-                None,
-            ),
-            (
-                &[
-                    (VAR_MEMORY_LIMIT, "4g"),
-                    ("CUDA_DEVICE_MEMORY_LIMIT_1", "1g"),
-                ],
-                Some(4 * GIB),
-                Some(GIB),
-                Some(4 * GIB),
-            ),
+            (&[("CUDA_DEVICE_MEMORY_LIMIT_1", "2048m")], None, Some(2 * GIB), None),
+            (&[(VAR_MEMORY_LIMIT, "4g"), ("CUDA_DEVICE_MEMORY_LIMIT_1", "1g")], Some(4 * GIB), Some(GIB), Some(4 * GIB)),
             (
                 // An indexed 0 is "not set here": the unindexed limit applies (HAMi).
-                &[
-                    (VAR_MEMORY_LIMIT, "4g"),
-                    ("CUDA_DEVICE_MEMORY_LIMIT_1", "0"),
-                ],
+                &[(VAR_MEMORY_LIMIT, "4g"), ("CUDA_DEVICE_MEMORY_LIMIT_1", "0")],
                 Some(4 * GIB),
                 Some(4 * GIB),
                 Some(4 * GIB),
             ),
-            (
-                &[("CUDA_DEVICE_MEMORY_LIMIT_15", "512Mi")],
-                None,
-                None,
-                Some(512 * MIB),
-            ),
-            (
-                &[
-                    ("CUDA_DEVICE_MEMORY_LIMIT_0", "1k"),
-                    ("CUDA_DEVICE_MEMORY_LIMIT_1", " 2k "),
-                ],
-                Some(1024),
-                Some(2048),
-                None,
-            ),
+            (&[("CUDA_DEVICE_MEMORY_LIMIT_15", "512Mi")], None, None, Some(512 * MIB)),
+            (&[("CUDA_DEVICE_MEMORY_LIMIT_0", "1k"), ("CUDA_DEVICE_MEMORY_LIMIT_1", " 2k ")], Some(1024), Some(2048), None),
         ];
         for (pairs, d0, d1, d15) in table {
             let c = vars(pairs).unwrap();
-            assert_eq!(
-                (c.memory_limit(0), c.memory_limit(1), c.memory_limit(15)),
-                (*d0, *d1, *d15),
-                "{pairs:?}"
-            );
-            let via_lookup = from_lookup(|name| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            })
-            .unwrap();
+            assert_eq!((c.memory_limit(0), c.memory_limit(1), c.memory_limit(15)), (*d0, *d1, *d15), "{pairs:?}");
+            let via_lookup = from_lookup(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())).unwrap();
             assert_eq!(via_lookup, c, "{pairs:?}");
         }
     }
 
     #[test]
     fn devices_beyond_the_table_get_the_unindexed_limits() {
-        let c = vars(&[
-            (VAR_MEMORY_LIMIT, "1g"),
-            ("CUDA_DEVICE_MEMORY_LIMIT_0", "2g"),
-            (VAR_SM_LIMIT, "30"),
-        ])
-        .unwrap();
+        let c = vars(&[(VAR_MEMORY_LIMIT, "1g"), ("CUDA_DEVICE_MEMORY_LIMIT_0", "2g"), (VAR_SM_LIMIT, "30")]).unwrap();
         assert_eq!(c.memory_limit(MAX_DEVICES), Some(GIB));
         assert_eq!(c.memory_limit(usize::MAX), Some(GIB));
         assert_eq!(c.sm_limit(MAX_DEVICES), Some(30));
@@ -871,16 +706,8 @@ mod tests {
             (VAR_MEMORY_LIMIT, "0x100", "unknown unit \"x100\""),
             (VAR_MEMORY_LIMIT, "g", "not a whole number of bytes"),
             ("CUDA_DEVICE_MEMORY_LIMIT_1", "4x", "unknown unit \"x\""),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_3",
-                "99999999999999999999",
-                "size does not fit in 64 bits",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_15",
-                "16777216t",
-                "size does not fit in 64 bits",
-            ),
+            ("CUDA_DEVICE_MEMORY_LIMIT_3", "99999999999999999999", "size does not fit in 64 bits"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_15", "16777216t", "size does not fit in 64 bits"),
         ] {
             let e = err(&[(var, value)]);
             assert_eq!((e.var.as_str(), e.value.as_str()), (var, value));
@@ -892,41 +719,24 @@ mod tests {
     #[test]
     fn the_error_message_is_one_line_naming_all() {
         let e = err(&[("CUDA_DEVICE_MEMORY_LIMIT_1", "4x")]);
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "CUDA_DEVICE_MEMORY_LIMIT_1=\"4x\": unknown unit \"x\"; expected {SIZE_SYNTAX}"
-            )
-        );
+        assert_eq!(e.to_string(), format!("CUDA_DEVICE_MEMORY_LIMIT_1=\"4x\": unknown unit \"x\"; expected {SIZE_SYNTAX}"));
         let e = err(&[(VAR_MEMORY_LIMIT, "4\nx\r\u{2028}")]);
         let s = e.to_string();
-        assert!(
-            !s.contains('\n') && !s.contains('\r') && !s.contains('\u{2028}'),
-            "{s}"
-        );
+        assert!(!s.contains('\n') && !s.contains('\r') && !s.contains('\u{2028}'), "{s}");
         assert!(s.starts_with("CUDA_DEVICE_MEMORY_LIMIT=\"4\\nx"), "{s}");
         let long = "9".repeat(10_000);
         let e = err(&[(VAR_SM_LIMIT, &long)]);
         let s = e.to_string();
         assert!(s.len() < 600, "{s}");
-        assert!(
-            s.contains("(10000 bytes)") && s.contains("a 10000-digit number"),
-            "{s}"
-        );
+        assert!(s.contains("(10000 bytes)") && s.contains("a 10000-digit number"), "{s}");
         assert_eq!(e.value, long, "the field keeps the whole value");
     }
 
     #[test]
     fn percents() {
-        for (text, want) in [
-            ("0", 0),
-            ("1", 1),
-            ("50", 50),
-            (" 30 ", 30),
-            ("100", 100),
-            ("007", 7),
-            ("000000000000000000000000000100", 100),
-        ] {
+        for (text, want) in
+            [("0", 0), ("1", 1), ("50", 50), (" 30 ", 30), ("100", 100), ("007", 7), ("000000000000000000000000000100", 100)]
+        {
             assert_eq!(parse_percent(text), Ok(want), "{text:?}");
         }
         for (text, problem) in [
@@ -941,44 +751,21 @@ mod tests {
             ("fifty", "not a whole number"),
             ("٥", "not a whole number"),
         ] {
-            assert_eq!(
-                parse_percent(text).map_err(|e| e.problem),
-                Err(problem.to_string()),
-                "{text:?}"
-            );
+            assert_eq!(parse_percent(text).map_err(|e| e.problem), Err(problem.to_string()), "{text:?}");
         }
         let huge = "1".repeat(100);
-        assert_eq!(
-            parse_percent(&huge).unwrap_err().problem,
-            "a 100-digit number is out of range"
-        );
+        assert_eq!(parse_percent(&huge).unwrap_err().problem, "a 100-digit number is out of range");
     }
 
     #[test]
     fn sm_limits_and_their_fallback() {
-        type Row = (
-            &'static [(&'static str, &'static str)],
-            [Option<u8>; 3],
-            bool,
-        );
+        type Row = (&'static [(&'static str, &'static str)], [Option<u8>; 3], bool);
         let table: &[Row] = &[
-            (
-                &[(VAR_SM_LIMIT, "30")],
-                [Some(30), Some(30), Some(30)],
-                true,
-            ),
+            (&[(VAR_SM_LIMIT, "30")], [Some(30), Some(30), Some(30)], true),
             (&[(VAR_SM_LIMIT, "0")], [None, None, None], false),
             (&[(VAR_SM_LIMIT, "100")], [None, None, None], false),
-            (
-                &[("CUDA_DEVICE_SM_LIMIT_1", "20")],
-                [None, Some(20), None],
-                true,
-            ),
-            (
-                &[(VAR_SM_LIMIT, "30"), ("CUDA_DEVICE_SM_LIMIT_1", "20")],
-                [Some(30), Some(20), Some(30)],
-                true,
-            ),
+            (&[("CUDA_DEVICE_SM_LIMIT_1", "20")], [None, Some(20), None], true),
+            (&[(VAR_SM_LIMIT, "30"), ("CUDA_DEVICE_SM_LIMIT_1", "20")], [Some(30), Some(20), Some(30)], true),
             (
                 // Indexed 0: not set here, the unindexed share applies (HAMi).
                 &[(VAR_SM_LIMIT, "30"), ("CUDA_DEVICE_SM_LIMIT_1", "0")],
@@ -991,19 +778,11 @@ mod tests {
                 [Some(30), None, Some(30)],
                 true,
             ),
-            (
-                &[("CUDA_DEVICE_SM_LIMIT_15", "1")],
-                [None, None, Some(1)],
-                true,
-            ),
+            (&[("CUDA_DEVICE_SM_LIMIT_15", "1")], [None, None, Some(1)], true),
         ];
         for (pairs, [d0, d1, d15], any) in table {
             let c = vars(pairs).unwrap();
-            assert_eq!(
-                [c.sm_limit(0), c.sm_limit(1), c.sm_limit(15)],
-                [*d0, *d1, *d15],
-                "{pairs:?}"
-            );
+            assert_eq!([c.sm_limit(0), c.sm_limit(1), c.sm_limit(15)], [*d0, *d1, *d15], "{pairs:?}");
             assert_eq!(c.any_sm_limit(), *any, "{pairs:?}");
         }
         for value in ["101", "-1", "", "30%", "1k"] {
@@ -1016,55 +795,22 @@ mod tests {
     #[test]
     fn indexed_names_must_be_device_indices() {
         for (name, problem) in [
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_X",
-                "the device index is not a number",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_",
-                "no device index after the underscore",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_16",
-                "the device index is not below 16",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_100",
-                "the device index is not below 16",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_99999999999999999999999",
-                "the device index is not below 16",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_01",
-                "the device index has a leading zero",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_-1",
-                "the device index is not a number",
-            ),
-            (
-                "CUDA_DEVICE_MEMORY_LIMIT_1 ",
-                "the device index is not a number",
-            ),
+            ("CUDA_DEVICE_MEMORY_LIMIT_X", "the device index is not a number"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_", "no device index after the underscore"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_16", "the device index is not below 16"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_100", "the device index is not below 16"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_99999999999999999999999", "the device index is not below 16"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_01", "the device index has a leading zero"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_-1", "the device index is not a number"),
+            ("CUDA_DEVICE_MEMORY_LIMIT_1 ", "the device index is not a number"),
             ("CUDA_DEVICE_SM_LIMIT_X", "the device index is not a number"),
-            (
-                "CUDA_DEVICE_SM_LIMIT_16",
-                "the device index is not below 16",
-            ),
-            (
-                "CUDA_DEVICE_SM_LIMIT_00",
-                "the device index has a leading zero",
-            ),
+            ("CUDA_DEVICE_SM_LIMIT_16", "the device index is not below 16"),
+            ("CUDA_DEVICE_SM_LIMIT_00", "the device index has a leading zero"),
         ] {
             let e = err(&[(name, "1g")]);
             assert_eq!((e.var.as_str(), e.problem.as_str()), (name, problem));
             assert_eq!(e.value, "1g");
-            assert!(
-                e.to_string().starts_with(&format!("{name}=\"1g\": ")),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with(&format!("{name}=\"1g\": ")), "{e}");
         }
         // Neighbouring names are not ours and stay ignored.
         for name in [
@@ -1074,16 +820,10 @@ mod tests {
             "cuda_device_memory_limit_x",
             "CUDA_DEVICE_SM_LIMITS",
         ] {
-            assert_eq!(
-                vars(&[(name, "junk")]).unwrap(),
-                Config::default(),
-                "{name}"
-            );
+            assert_eq!(vars(&[(name, "junk")]).unwrap(), Config::default(), "{name}");
         }
         // All sixteen indices are fine.
-        let names: Vec<String> = (0..MAX_DEVICES)
-            .map(|i| format!("CUDA_DEVICE_MEMORY_LIMIT_{i}"))
-            .collect();
+        let names: Vec<String> = (0..MAX_DEVICES).map(|i| format!("CUDA_DEVICE_MEMORY_LIMIT_{i}")).collect();
         let c = from_vars(names.iter().map(|n| (n.clone(), "1m".to_string()))).unwrap();
         assert_eq!(c.memory_limits, [Some(MIB); MAX_DEVICES]);
         // from_lookup cannot enumerate names: a bad suffix goes unseen there.
@@ -1094,11 +834,7 @@ mod tests {
     #[test]
     fn the_first_bad_name_is_reported_deterministically() {
         for _ in 0..8 {
-            let e = err(&[
-                ("CUDA_DEVICE_SM_LIMIT_Z", "1"),
-                ("CUDA_DEVICE_MEMORY_LIMIT_Y", "1"),
-                ("CUDA_DEVICE_MEMORY_LIMIT_X", "1"),
-            ]);
+            let e = err(&[("CUDA_DEVICE_SM_LIMIT_Z", "1"), ("CUDA_DEVICE_MEMORY_LIMIT_Y", "1"), ("CUDA_DEVICE_MEMORY_LIMIT_X", "1")]);
             assert_eq!(e.var, "CUDA_DEVICE_MEMORY_LIMIT_X");
         }
     }
@@ -1112,10 +848,7 @@ mod tests {
     #[test]
     fn region_path() {
         let c = vars(&[(VAR_REGION_PATH, "/usr/local/vgpu/abc.cache")]).unwrap();
-        assert_eq!(
-            c.region_path,
-            Some(PathBuf::from("/usr/local/vgpu/abc.cache"))
-        );
+        assert_eq!(c.region_path, Some(PathBuf::from("/usr/local/vgpu/abc.cache")));
         for (value, problem) in [
             ("", "empty"),
             ("cudevshr.cache", "not an absolute path"),
@@ -1155,18 +888,10 @@ mod tests {
             let c = vars(&[(VAR_LOG_LEVEL, &level.to_string())]).unwrap();
             assert_eq!(c.log_level, level);
         }
-        for (text, problem) in [
-            ("5", "5 is out of range"),
-            ("255", "255 is out of range"),
-            ("-1", "negative"),
-            ("", "empty"),
-            ("debug", "not a whole number"),
-        ] {
-            assert_eq!(
-                parse_log_level(text).unwrap_err().problem,
-                problem,
-                "{text:?}"
-            );
+        for (text, problem) in
+            [("5", "5 is out of range"), ("255", "255 is out of range"), ("-1", "negative"), ("", "empty"), ("debug", "not a whole number")]
+        {
+            assert_eq!(parse_log_level(text).unwrap_err().problem, problem, "{text:?}");
             let e = err(&[(VAR_LOG_LEVEL, text)]);
             assert_eq!(e.expected, LOG_LEVEL_SYNTAX);
         }
@@ -1193,10 +918,7 @@ mod tests {
             ("GPU-8".into(), vec![Uuid("GPU-8".into())]),
             (mig_new.clone(), vec![Mig(mig_new.clone())]),
             (mig_old.clone(), vec![Mig(mig_old.clone())]),
-            (
-                format!("0, {gpu},{mig_new}"),
-                vec![Index(0), Uuid(gpu.clone()), Mig(mig_new.clone())],
-            ),
+            (format!("0, {gpu},{mig_new}"), vec![Index(0), Uuid(gpu.clone()), Mig(mig_new.clone())]),
         ];
         for (text, want) in table {
             assert_eq!(parse_visible_devices(&text), Ok(want.clone()), "{text:?}");
@@ -1204,10 +926,7 @@ mod tests {
             assert_eq!(c.visible_devices, Some(want), "{text:?}");
         }
         let all: Vec<String> = (0..MAX_DEVICES).map(|i| i.to_string()).collect();
-        assert_eq!(
-            parse_visible_devices(&all.join(",")).unwrap().len(),
-            MAX_DEVICES
-        );
+        assert_eq!(parse_visible_devices(&all.join(",")).unwrap().len(), MAX_DEVICES);
     }
 
     #[test]
@@ -1224,15 +943,9 @@ mod tests {
             ("4294967296".into(), "entry 0 is an index too large"),
             ("0,0".into(), "may name the same device as entry 0"),
             ("1,01".into(), "may name the same device as entry 0"),
-            (
-                "GPU-8932f937,GPU-8932F937-d72c".into(),
-                "may name the same device",
-            ),
+            ("GPU-8932f937,GPU-8932F937-d72c".into(), "may name the same device"),
             (format!("GPU-{UUID},GPU-{UUID}"), "may name the same device"),
-            (
-                format!("MIG-{UUID2},MIG-{}", UUID2.to_uppercase()),
-                "may name the same device",
-            ),
+            (format!("MIG-{UUID2},MIG-{}", UUID2.to_uppercase()), "may name the same device"),
             ("GPU-".into(), "not a GPU UUID"),
             ("GPU--".into(), "not a GPU UUID"),
             ("GPU-xyz".into(), "not a GPU UUID"),
@@ -1257,10 +970,7 @@ mod tests {
             assert!(e.problem.contains(problem), "{text:?}: {}", e.problem);
             assert_eq!(e.expected, VISIBLE_DEVICES_SYNTAX);
             let ce = err(&[(VAR_VISIBLE_DEVICES, &text)]);
-            assert_eq!(
-                (ce.var.as_str(), ce.value.as_str()),
-                (VAR_VISIBLE_DEVICES, text.as_str())
-            );
+            assert_eq!((ce.var.as_str(), ce.value.as_str()), (VAR_VISIBLE_DEVICES, text.as_str()));
         }
     }
 
@@ -1290,9 +1000,7 @@ mod tests {
 
     #[test]
     fn non_utf8_values_are_errors() {
-        let get = |name: &str| -> Option<Raw> {
-            (name == VAR_POLICY).then(|| Err("for\u{FFFD}e".to_string()))
-        };
+        let get = |name: &str| -> Option<Raw> { (name == VAR_POLICY).then(|| Err("for\u{FFFD}e".to_string())) };
         let e = build(&get, None).unwrap_err();
         assert_eq!(e.var, VAR_POLICY);
         assert_eq!(e.problem, "not valid UTF-8");

@@ -99,10 +99,7 @@ mod tests {
         assert_eq!(parse_size("g"), Err(SizeError::NotANumber));
         assert_eq!(parse_size("1.5g"), Err(SizeError::NotANumber));
         assert_eq!(parse_size("4x"), Err(SizeError::UnknownUnit("x".into())));
-        assert_eq!(
-            parse_size("4gig"),
-            Err(SizeError::UnknownUnit("gig".into()))
-        );
+        assert_eq!(parse_size("4gig"), Err(SizeError::UnknownUnit("gig".into())));
         assert_eq!(parse_size("99999999999999999999"), Err(SizeError::Overflow));
         assert_eq!(parse_size("17000000000t"), Err(SizeError::Overflow));
     }

@@ -30,10 +30,7 @@ pub struct MonotonicClock;
 
 impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         #[allow(unsafe_code)]
         // SAFETY: clock_gettime writes one timespec.
         unsafe {
@@ -52,9 +49,7 @@ pub struct FakeClock {
 impl FakeClock {
     /// A clock reading `start_ns`.
     pub fn new(start_ns: u64) -> FakeClock {
-        FakeClock {
-            now: AtomicU64::new(start_ns),
-        }
+        FakeClock { now: AtomicU64::new(start_ns) }
     }
 
     /// Moves the clock forward.
@@ -166,11 +161,7 @@ impl<'a> Bucket<'a> {
     pub fn correct(&self, now: u64, delta_gpu_ns: i64) {
         let wall = self.wall_cost(delta_gpu_ns.unsigned_abs());
         let _ = self.w[word::TAT].fetch_update(AcqRel, Acquire, |t| {
-            Some(if delta_gpu_ns >= 0 {
-                t.max(now).saturating_add(wall)
-            } else {
-                t.saturating_sub(wall)
-            })
+            Some(if delta_gpu_ns >= 0 { t.max(now).saturating_add(wall) } else { t.saturating_sub(wall) })
         });
     }
 
@@ -222,11 +213,7 @@ impl<'a> Bucket<'a> {
         if leader != me && until > now {
             return false;
         }
-        if leader != me
-            && self.w[word::LEADER]
-                .compare_exchange(leader, me, AcqRel, Acquire)
-                .is_err()
-        {
+        if leader != me && self.w[word::LEADER].compare_exchange(leader, me, AcqRel, Acquire).is_err() {
             return false;
         }
         self.w[word::LEASE_UNTIL].store(now + lease_ns, Release);
@@ -243,19 +230,17 @@ impl<'a> Bucket<'a> {
 /// a cheaper rate it would later spend in a burst). Within a dead band nothing changes.
 pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool) -> f64 {
     const DEAD_BAND: f64 = 0.005;
-    const GAIN: f64 = 0.7;
+    const GAIN: f64 = 0.5;
+    /// Largest change in one tick: a wrong sample must not swing the share.
+    const STEP: (f64, f64) = (0.85, 1.18);
     const MIN: f64 = 0.2;
     const MAX: f64 = 8.0;
     if target <= 0.0 || !achieved.is_finite() {
         return scale;
     }
     let err = achieved - target;
-    let next = if err > DEAD_BAND || (err < -DEAD_BAND && throttled) {
-        scale * (1.0 + GAIN * err / target)
-    } else {
-        scale
-    };
-    next.clamp(MIN, MAX)
+    let factor = if err > DEAD_BAND || (err < -DEAD_BAND && throttled) { (1.0 + GAIN * err / target).clamp(STEP.0, STEP.1) } else { 1.0 };
+    (scale * factor).clamp(MIN, MAX)
 }
 
 /// GPU time assumed for a kernel never measured: charged, then corrected once measured.
@@ -270,6 +255,8 @@ pub struct CostModel {
     keys: Box<[AtomicU64]>,
     estimates: Box<[AtomicU64]>,
     launches: Box<[AtomicU32]>,
+    /// Launches charged the default before the first measurement came back.
+    defaulted: Box<[AtomicU32]>,
 }
 
 impl Default for CostModel {
@@ -278,6 +265,7 @@ impl Default for CostModel {
             keys: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
             estimates: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
             launches: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
+            defaulted: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -286,9 +274,7 @@ impl Default for CostModel {
 pub fn kernel_key(function: u64, grid: [u32; 3], block: [u32; 3]) -> u64 {
     let mut h = function ^ 0x9E37_79B9_7F4A_7C15;
     for v in grid.iter().chain(block.iter()) {
-        h = (h ^ u64::from(*v))
-            .wrapping_mul(0x1000_0000_01B3)
-            .rotate_left(17);
+        h = (h ^ u64::from(*v)).wrapping_mul(0x1000_0000_01B3).rotate_left(17);
     }
     h | 1
 }
@@ -328,6 +314,21 @@ impl CostModel {
         Some(self.estimates[s].load(Acquire)).filter(|e| *e > 0)
     }
 
+    /// What to charge a launch of `key`: its estimate, or `default` (remembered, so that the
+    /// first measurement can correct every launch charged before it). Returns (cost, whether
+    /// it was the default).
+    pub fn charge(&self, key: u64, default: u64) -> (u64, bool) {
+        match self.estimate(key) {
+            Some(e) => (e, false),
+            None => {
+                if let Some(s) = self.slot(key, true) {
+                    self.defaulted[s].fetch_add(1, AcqRel);
+                }
+                (default, true)
+            }
+        }
+    }
+
     /// Counts a launch of `key`; true when this launch should be timed (the first few of each
     /// key, then one in 32).
     pub fn count_launch(&self, key: u64) -> bool {
@@ -341,18 +342,14 @@ impl CostModel {
     }
 
     /// Learns from a timing of `key`: lower replaces, higher raises by an eighth of the gap.
-    pub fn observe(&self, key: u64, measured_ns: u64) {
-        let Some(s) = self.slot(key, true) else {
-            return;
-        };
+    /// Returns how many launches were charged the default before this (and now need the
+    /// difference charged), handing each such launch out once.
+    pub fn observe(&self, key: u64, measured_ns: u64) -> u32 {
+        let Some(s) = self.slot(key, true) else { return 0 };
         let measured = measured_ns.max(1);
-        let _ = self.estimates[s].fetch_update(AcqRel, Acquire, |e| {
-            Some(if e == 0 || measured <= e {
-                measured
-            } else {
-                e + (measured - e) / 8
-            })
-        });
+        let _ = self.estimates[s]
+            .fetch_update(AcqRel, Acquire, |e| Some(if e == 0 || measured <= e { measured } else { e + (measured - e) / 8 }));
+        self.defaulted[s].swap(0, AcqRel)
     }
 }
 
@@ -361,9 +358,7 @@ mod tests {
     use super::*;
 
     fn bucket_line(limit_pct: u8) -> Box<SmBucket> {
-        let line = Box::new(SmBucket {
-            words: std::array::from_fn(|_| AtomicU64::new(0)),
-        });
+        let line = Box::new(SmBucket { words: std::array::from_fn(|_| AtomicU64::new(0)) });
         Bucket::new(&line).configure(limit_pct);
         line
     }
@@ -392,10 +387,7 @@ mod tests {
             let clock = FakeClock::new(1_000_000_000);
             let admitted = drive(Bucket::new(&line), &clock, 50_000, 10_000_000_000);
             let share = admitted as f64 / 10e9;
-            assert!(
-                (share - f64::from(pct) / 100.0).abs() < 0.002,
-                "{pct}%: {share}"
-            );
+            assert!((share - f64::from(pct) / 100.0).abs() < 0.002, "{pct}%: {share}");
         }
     }
 
@@ -420,10 +412,7 @@ mod tests {
         let line = bucket_line(50);
         let b = Bucket::new(&line);
         let clock = FakeClock::new(1_000_000_000);
-        assert_eq!(
-            b.admit(clock.now_ns(), DEFAULT_KERNEL_NS),
-            Admission::Admitted
-        );
+        assert_eq!(b.admit(clock.now_ns(), DEFAULT_KERNEL_NS), Admission::Admitted);
         // It really took 40 ms: 80 ms of wall at 50 %.
         b.correct(clock.now_ns(), 40_000_000 - DEFAULT_KERNEL_NS as i64);
         assert!(matches!(b.admit(clock.now_ns(), 1_000), Admission::Wait(_)));
@@ -458,14 +447,11 @@ mod tests {
     #[test]
     fn the_controller_corrects_both_ways_and_holds_when_idle() {
         let s = next_scale(1.0, 0.3, 0.45, false);
-        assert!(s > 1.3, "overshoot raises the price: {s}");
+        assert!(s > 1.15, "overshoot raises the price: {s}");
         let s = next_scale(1.0, 0.3, 0.2, true);
-        assert!(s < 0.8, "throttled under-delivery lowers it: {s}");
-        assert_eq!(
-            next_scale(1.0, 0.3, 0.1, false),
-            1.0,
-            "an idle container keeps its price"
-        );
+        assert!(s < 0.9, "throttled under-delivery lowers it: {s}");
+        assert_eq!(next_scale(1.0, 0.7, 0.07, true), 0.85, "one tick moves it at most so far");
+        assert_eq!(next_scale(1.0, 0.3, 0.1, false), 1.0, "an idle container keeps its price");
         assert_eq!(next_scale(1.0, 0.3, 0.302, true), 1.0, "dead band");
         assert_eq!(next_scale(7.9, 0.1, 0.9, false), 8.0, "clamped");
     }
@@ -503,13 +489,12 @@ mod tests {
         assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
         assert_eq!(m.estimate(k), None);
         let sampled: Vec<bool> = (0..70).map(|_| m.count_launch(k)).collect();
-        assert_eq!(
-            sampled.iter().filter(|s| **s).count(),
-            4 + 2,
-            "first four, then 1 in 32"
-        );
-        m.observe(k, 1000);
-        m.observe(k, 5000); // queued behind someone else: barely moves the estimate
+        assert_eq!(sampled.iter().filter(|s| **s).count(), 4 + 2, "first four, then 1 in 32");
+        assert_eq!(m.charge(k, 20_000), (20_000, true));
+        assert_eq!(m.charge(k, 20_000), (20_000, true));
+        assert_eq!(m.observe(k, 1000), 2, "two launches were charged the default");
+        assert_eq!(m.charge(k, 20_000), (1000, false));
+        assert_eq!(m.observe(k, 5000), 0); // queued behind someone else: barely moves the estimate
         assert_eq!(m.estimate(k), Some(1500));
         m.observe(k, 900);
         assert_eq!(m.estimate(k), Some(900));
@@ -522,9 +507,6 @@ mod tests {
         assert!(b.lead(7, 1_000, 500));
         assert!(!b.lead(9, 1_200, 500));
         assert!(b.lead(7, 1_400, 500), "the leader renews");
-        assert!(
-            b.lead(9, 2_000, 500),
-            "the lease ran out: someone else leads"
-        );
+        assert!(b.lead(9, 2_000, 500), "the lease ran out: someone else leads");
     }
 }

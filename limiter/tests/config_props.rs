@@ -2,9 +2,8 @@
 //! and every refusal is one line naming the variable.
 use proptest::prelude::*;
 use vgpu_limiter::config::{
-    self, Config, MAX_DEVICES, UtilizationPolicy, VisibleDevice, from_lookup, from_vars,
-    parse_bool, parse_log_level, parse_memory_limit, parse_percent, parse_policy,
-    parse_region_path, parse_visible_devices,
+    self, Config, MAX_DEVICES, UtilizationPolicy, VisibleDevice, from_lookup, from_vars, parse_bool, parse_log_level, parse_memory_limit,
+    parse_percent, parse_policy, parse_region_path, parse_visible_devices,
 };
 
 /// Cases per property: enough to find edge cases, few enough to keep the suite fast.
@@ -79,17 +78,12 @@ fn size_text() -> impl Strategy<Value = (String, u64)> {
 
 /// Hex digits of a given length.
 fn hex(len: usize) -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        proptest::sample::select(b"0123456789abcdefABCDEF".to_vec()),
-        len,
-    )
-    .prop_map(|v| String::from_utf8(v).unwrap())
+    proptest::collection::vec(proptest::sample::select(b"0123456789abcdefABCDEF".to_vec()), len).prop_map(|v| String::from_utf8(v).unwrap())
 }
 
 /// A canonical UUID.
 fn uuid() -> impl Strategy<Value = String> {
-    (hex(8), hex(4), hex(4), hex(4), hex(12))
-        .prop_map(|(a, b, c, d, e)| format!("{a}-{b}-{c}-{d}-{e}"))
+    (hex(8), hex(4), hex(4), hex(4), hex(12)).prop_map(|(a, b, c, d, e)| format!("{a}-{b}-{c}-{d}-{e}"))
 }
 
 /// One valid `CUDA_VISIBLE_DEVICES` entry.
@@ -98,8 +92,7 @@ fn visible_device() -> impl Strategy<Value = VisibleDevice> {
         any::<u32>().prop_map(VisibleDevice::Index),
         (uuid(), 1usize..=36).prop_map(|(u, n)| VisibleDevice::Uuid(format!("GPU-{}", &u[..n]))),
         uuid().prop_map(|u| VisibleDevice::Mig(format!("MIG-{u}"))),
-        (uuid(), any::<u32>(), any::<u32>())
-            .prop_map(|(u, g, c)| VisibleDevice::Mig(format!("MIG-GPU-{u}/{g}/{c}"))),
+        (uuid(), any::<u32>(), any::<u32>()).prop_map(|(u, g, c)| VisibleDevice::Mig(format!("MIG-GPU-{u}/{g}/{c}"))),
     ]
 }
 
@@ -120,16 +113,8 @@ fn may_alias(a: &VisibleDevice, b: &VisibleDevice) -> bool {
 fn assert_one_line_naming(e: &config::ConfigError, var: &str) {
     let shown = e.to_string();
     assert_eq!(e.var, var);
-    assert!(
-        shown.starts_with(&format!("{}=\"", var.escape_debug())),
-        "{shown}"
-    );
-    assert!(
-        !shown
-            .chars()
-            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
-        "not one line: {shown:?}"
-    );
+    assert!(shown.starts_with(&format!("{}=\"", var.escape_debug())), "{shown}");
+    assert!(!shown.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'), "not one line: {shown:?}");
     assert!(shown.contains("; expected "), "{shown}");
 }
 

@@ -63,8 +63,7 @@ fn race_worker() {
     let rounds: u32 = param("ROUNDS");
     let quota: u64 = param("QUOTA");
     let chunk = chunk_of(id);
-    let r =
-        Region::open(&region, &quota0(quota), 0o600).unwrap_or_else(|e| panic!("worker {id}: {e}"));
+    let r = Region::open(&region, &quota0(quota), 0o600).unwrap_or_else(|e| panic!("worker {id}: {e}"));
     let rec = ctl.record(id);
     rec[R_PID].store(u64::from(std::process::id()), Release);
     let mut rng = Rng::new(((id as u64) << 32) ^ u64::from(std::process::id()));
@@ -128,11 +127,7 @@ fn race_worker() {
                             }
                         } else {
                             let (k, b) = held.swap_remove(rng.below(held.len() as u64) as usize);
-                            assert_eq!(
-                                r.release(k),
-                                Some((0, b)),
-                                "worker {id}: release of key {k:#x}"
-                            );
+                            assert_eq!(r.release(k), Some((0, b)), "worker {id}: release of key {k:#x}");
                         }
                     }
                 }
@@ -141,22 +136,14 @@ fn race_worker() {
             rec[R_HELD].store(held.iter().map(|h| h.1).sum(), Release);
             rec[R_OK].store(ok, Release);
             rec[R_REFUSED].store(refused, Release);
-            assert_eq!(
-                r.my_usage(0),
-                rec[R_HELD].load(Relaxed),
-                "worker {id}: my slot disagrees with my allocations"
-            );
+            assert_eq!(r.my_usage(0), rec[R_HELD].load(Relaxed), "worker {id}: my slot disagrees with my allocations");
             ctl.bump(word::DONE);
         }
 
         phase += 1;
         ctl.wait_phase(phase);
         for (k, b) in held.drain(..) {
-            assert_eq!(
-                r.release(k),
-                Some((0, b)),
-                "worker {id}: release of key {k:#x}"
-            );
+            assert_eq!(r.release(k), Some((0, b)), "worker {id}: release of key {k:#x}");
         }
         rec[R_HELD].store(0, Release);
         ctl.bump(word::DONE);
@@ -207,23 +194,14 @@ fn race(n: usize, rounds: u32) {
                 let u = raw.used(0);
                 samples += 1;
                 max_sample = max_sample.max(u);
-                assert!(
-                    u <= quota,
-                    "round {round} {kind:?}: used {u} above the quota {quota} while racing"
-                );
+                assert!(u <= quota, "round {round} {kind:?}: used {u} above the quota {quota} while racing");
             });
 
             // Every worker has reported and is parked: the region is quiescent.
-            let held: Vec<u64> = (0..n)
-                .map(|i| ctl.record(i)[R_HELD].load(Acquire))
-                .collect();
+            let held: Vec<u64> = (0..n).map(|i| ctl.record(i)[R_HELD].load(Acquire)).collect();
             let sum: u64 = held.iter().sum();
-            successes += (0..n)
-                .map(|i| ctl.record(i)[R_OK].load(Acquire))
-                .sum::<u64>();
-            refusals += (0..n)
-                .map(|i| ctl.record(i)[R_REFUSED].load(Acquire))
-                .sum::<u64>();
+            successes += (0..n).map(|i| ctl.record(i)[R_OK].load(Acquire)).sum::<u64>();
+            refusals += (0..n).map(|i| ctl.record(i)[R_REFUSED].load(Acquire)).sum::<u64>();
             if sum > quota {
                 over_phases += 1;
                 bytes_beyond += sum - quota;
@@ -232,26 +210,15 @@ fn race(n: usize, rounds: u32) {
             overlap_sum += overlap;
             overlap_max = overlap_max.max(overlap);
             let used = raw.used(0);
-            assert_eq!(
-                used, sum,
-                "round {round} {kind:?}: used {used} != sum held by the workers {sum}"
-            );
+            assert_eq!(used, sum, "round {round} {kind:?}: used {used} != sum held by the workers {sum}");
             let slots = raw.live_slots(0);
             for (i, h) in held.iter().enumerate() {
                 let pid = ctl.record(i)[R_PID].load(Acquire) as u32;
                 let in_slot: Vec<u64> = slots.iter().filter(|s| s.1 == pid).map(|s| s.3).collect();
-                assert_eq!(
-                    in_slot,
-                    vec![*h],
-                    "round {round} {kind:?}: worker {i} (pid {pid}) slot usage vs its report"
-                );
+                assert_eq!(in_slot, vec![*h], "round {round} {kind:?}: worker {i} (pid {pid}) slot usage vs its report");
             }
             if kind == Phase::Fill {
-                assert!(
-                    quota - used < min_chunk,
-                    "round {round}: a fill stopped with {} free, a chunk is {min_chunk}",
-                    quota - used
-                );
+                assert!(quota - used < min_chunk, "round {round}: a fill stopped with {} free, a chunk is {min_chunk}", quota - used);
             }
         }
 
@@ -259,12 +226,7 @@ fn race(n: usize, rounds: u32) {
         ctl.await_count(word::ARRIVED, n32 * phase, timeout, || {});
         ctl.release(phase);
         ctl.await_count(word::DONE, n32 * phase, timeout, || {});
-        assert_eq!(
-            raw.used(0),
-            0,
-            "round {round}: everything released, yet used is {}",
-            raw.used(0)
-        );
+        assert_eq!(raw.used(0), 0, "round {round}: everything released, yet used is {}", raw.used(0));
     }
     workers.join(timeout);
 
@@ -287,14 +249,8 @@ fn race(n: usize, rounds: u32) {
 
 /// The largest number of workers whose work intervals of this round contain one instant.
 fn max_overlap(ctl: &Ctl, n: usize) -> usize {
-    let mut edges: Vec<(u64, i32)> = (0..n)
-        .flat_map(|i| {
-            [
-                (ctl.record(i)[R_T0].load(Acquire), 1),
-                (ctl.record(i)[R_T1].load(Acquire), -1),
-            ]
-        })
-        .collect();
+    let mut edges: Vec<(u64, i32)> =
+        (0..n).flat_map(|i| [(ctl.record(i)[R_T0].load(Acquire), 1), (ctl.record(i)[R_T1].load(Acquire), -1)]).collect();
     edges.sort_unstable_by_key(|e| (e.0, e.1));
     let (mut cur, mut best) = (0i32, 0i32);
     for (_, d) in edges {

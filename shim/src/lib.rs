@@ -14,5 +14,6 @@ pub mod dlsym;
 mod hooks;
 mod log;
 pub mod real;
+mod sm;
 mod state;
 pub mod table;

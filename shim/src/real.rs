@@ -99,10 +99,7 @@ pub fn handle(lib: Lib) -> Option<*mut c_void> {
     let opened = open(lib);
     match opened {
         Ok(h) => {
-            if HANDLES[lib.index()]
-                .compare_exchange(null_mut(), h, AcqRel, Acquire)
-                .is_err()
-            {
+            if HANDLES[lib.index()].compare_exchange(null_mut(), h, AcqRel, Acquire).is_err() {
                 // Another thread won: drop our reference (dlclose only decrements a count).
                 // SAFETY: h came from our own dlopen.
                 unsafe { libc::dlclose(h) };
@@ -124,14 +121,9 @@ fn open(lib: Lib) -> Result<*mut c_void, String> {
         Some(p) => {
             use std::os::unix::ffi::OsStrExt;
             if !p.as_bytes().starts_with(b"/") {
-                return Err(format!(
-                    "{}={:?}: expected an absolute path to the real library",
-                    lib.override_var(),
-                    p
-                ));
+                return Err(format!("{}={:?}: expected an absolute path to the real library", lib.override_var(), p));
             }
-            CString::new(p.as_bytes())
-                .map_err(|_| format!("{} contains a NUL byte", lib.override_var()))?
+            CString::new(p.as_bytes()).map_err(|_| format!("{} contains a NUL byte", lib.override_var()))?
         }
         None => lib.default_name().to_owned(),
     };
@@ -144,14 +136,9 @@ fn open(lib: Lib) -> Result<*mut c_void, String> {
             "unknown error".into()
         } else {
             // SAFETY: a non-null dlerror result is a NUL-terminated string.
-            unsafe { CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
         };
-        return Err(format!(
-            "cannot load the real {}: {why}",
-            path.to_string_lossy()
-        ));
+        return Err(format!("cannot load the real {}: {why}", path.to_string_lossy()));
     }
     let real = real_dlsym().ok_or("libc's dlsym not found")?;
     // SAFETY: dlsym on a live handle with a NUL-terminated name.
@@ -160,11 +147,7 @@ fn open(lib: Lib) -> Result<*mut c_void, String> {
     if !theirs.is_null() && Some(theirs as *const ()) == ours {
         // SAFETY: our own handle.
         unsafe { libc::dlclose(h) };
-        return Err(format!(
-            "{} resolved to libvgpu itself; point {} at the real library",
-            path.to_string_lossy(),
-            lib.override_var()
-        ));
+        return Err(format!("{} resolved to libvgpu itself; point {} at the real library", path.to_string_lossy(), lib.override_var()));
     }
     Ok(h)
 }

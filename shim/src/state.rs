@@ -38,6 +38,8 @@ pub struct Shim {
     pub contexts: ContextBook,
     /// Memory pools and the device each belongs to.
     pub pools: PoolTable,
+    /// The SM share.
+    pub sm: crate::sm::SmState,
 }
 
 /// Live contexts per device in this process and the memory their creation took.
@@ -60,10 +62,7 @@ impl ContextBook {
             self.primary_refs[d].store(0, Relaxed);
             self.primary_cost[d].store(0, Relaxed);
         }
-        self.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -75,9 +74,7 @@ pub struct PoolTable {
 
 impl Default for PoolTable {
     fn default() -> Self {
-        PoolTable {
-            entries: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU32::new(0))),
-        }
+        PoolTable { entries: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU32::new(0))) }
     }
 }
 
@@ -103,10 +100,7 @@ impl PoolTable {
 
     /// The device of `pool`, if recorded.
     pub fn device(&self, pool: u64) -> Option<usize> {
-        self.entries
-            .iter()
-            .find(|(p, _)| p.load(Acquire) == pool)
-            .map(|(_, d)| d.load(Acquire) as usize)
+        self.entries.iter().find(|(p, _)| p.load(Acquire) == pool).map(|(_, d)| d.load(Acquire) as usize)
     }
 
     fn clear(&self) {
@@ -138,49 +132,39 @@ fn init() -> Mode {
     let config = match config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            log::error(format_args!(
-                "{e}; every CUDA and NVML call fails until it is fixed"
-            ));
+            log::error(format_args!("{e}; every CUDA and NVML call fails until it is fixed"));
             return Mode::Failed;
         }
     };
     log::set_level(config.log_level);
     if config.control_disabled {
-        log::debug(format_args!(
-            "CUDA_DISABLE_CONTROL is set: passing every call through"
-        ));
+        log::debug(format_args!("CUDA_DISABLE_CONTROL is set: passing every call through"));
         return Mode::PassThrough;
     }
-    let limited =
-        (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
+    let limited = (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
     if !limited {
-        log::debug(format_args!(
-            "no limit configured: passing every call through"
-        ));
+        log::debug(format_args!("no limit configured: passing every call through"));
         return Mode::PassThrough;
     }
-    let region_path = config
-        .region_path
-        .clone()
-        .unwrap_or_else(default_region_path);
+    let region_path = config.region_path.clone().unwrap_or_else(default_region_path);
     let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| config.memory_limit(d));
     let region = match Region::open(&region_path, &quotas, 0o600) {
         Ok(r) => r,
         Err(e) => {
-            log::error(format_args!(
-                "{e}; every CUDA and NVML call fails until it is fixed"
-            ));
+            log::error(format_args!("{e}; every CUDA and NVML call fails until it is fixed"));
             return Mode::Failed;
         }
     };
     // SAFETY: registering a handler that only stores to an atomic.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    let sm = crate::sm::SmState::new(&config);
     Mode::Active(Shim {
-        config,
         region: AtomicPtr::new(Box::into_raw(Box::new(region))),
         broken: AtomicBool::new(false),
         contexts: ContextBook::default(),
+        config,
         pools: PoolTable::default(),
+        sm,
     })
 }
 
@@ -208,9 +192,7 @@ impl Shim {
         match inherited.reopen_after_fork() {
             Ok(r) => self.region.store(Box::into_raw(Box::new(r)), Release),
             Err(e) => {
-                log::error(format_args!(
-                    "after fork: {e}; CUDA calls in this child fail"
-                ));
+                log::error(format_args!("after fork: {e}; CUDA calls in this child fail"));
                 self.broken.store(true, Release);
             }
         }

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicPtr;
 use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
-use crate::hooks::{context, init, memory, nvml, proc_address, views};
+use crate::hooks::{context, init, launch, memory, nvml, proc_address, views};
 use crate::real::Lib;
 
 /// What an export returns when its body panicked.
@@ -164,6 +164,19 @@ hook_table! {
         Cuda fn cuMipmappedArrayCreate(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> CUresult => memory::mipmapped_create;
         Cuda fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult => memory::mipmapped_destroy;
 
+        Cuda fn cuLaunchKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel;
+        Cuda fn cuLaunchKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ptsz;
+        Cuda fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex;
+        Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex_ptsz;
+        Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative;
+        Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative_ptsz;
+        Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch;
+        Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch_ptsz;
+        Cuda fn cuStreamBeginCapture_v2(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
+        Cuda fn cuStreamBeginCapture_v2_ptsz(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture_ptsz;
+        Cuda fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
+        Cuda fn cuStreamEndCapture_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture_ptsz;
+
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
         Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;
 
@@ -180,6 +193,13 @@ hook_table! {
         Nvml fn nvmlDeviceGetHandleByIndex_v2;
         Nvml fn nvmlDeviceGetIndex;
         Nvml fn nvmlDeviceGetHandleByUUID;
+        Nvml fn nvmlDeviceGetProcessUtilization;
+        Nvml fn nvmlDeviceGetComputeRunningProcesses_v3;
+        Cuda fn cuEventCreate;
+        Cuda fn cuEventRecord;
+        Cuda fn cuEventQuery;
+        Cuda fn cuEventElapsedTime;
+        Cuda fn cuEventDestroy_v2;
     }
 }
 

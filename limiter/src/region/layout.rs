@@ -97,8 +97,7 @@ pub const LEDGERS_OFF: usize = 4096;
 /// Offset of the SM buckets.
 pub const BUCKETS_OFF: usize = LEDGERS_OFF + MAX_DEVICES * size_of::<DeviceLedger>();
 /// Offset of the slots.
-pub const SLOTS_OFF: usize =
-    (BUCKETS_OFF + MAX_DEVICES * size_of::<SmBucket>()).next_multiple_of(4096);
+pub const SLOTS_OFF: usize = (BUCKETS_OFF + MAX_DEVICES * size_of::<SmBucket>()).next_multiple_of(4096);
 /// Size of a region file.
 pub const FILE_SIZE: usize = (SLOTS_OFF + MAX_SLOTS * size_of::<Slot>()).next_multiple_of(4096);
 

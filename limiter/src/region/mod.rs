@@ -37,11 +37,7 @@ use crate::allocations::AllocationMap;
 #[derive(Debug)]
 pub enum RegionError {
     /// A system call failed.
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        err: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, err: io::Error },
     /// The path is a symbolic link (never followed).
     Symlink { path: PathBuf },
     /// The path is not a regular file.
@@ -51,111 +47,49 @@ pub enum RegionError {
     /// The file is not a vgpu region.
     BadMagic { path: PathBuf },
     /// The region was written by a vgpu of another layout version.
-    VersionMismatch {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    VersionMismatch { path: PathBuf, found: u32, expected: u32 },
     /// The file has the wrong size (truncated, or another layout).
-    WrongSize {
-        path: PathBuf,
-        found: u64,
-        expected: u64,
-    },
+    WrongSize { path: PathBuf, found: u64, expected: u64 },
     /// Its creator never finished initialising it.
     NotReady { path: PathBuf },
     /// Live processes use the region with another quota.
-    QuotaMismatch {
-        path: PathBuf,
-        device: usize,
-        region: u64,
-        requested: u64,
-    },
+    QuotaMismatch { path: PathBuf, device: usize, region: u64, requested: u64 },
     /// Every process slot is taken by a live process.
     SlotsExhausted { path: PathBuf },
 }
 
 fn quota_text(q: u64) -> String {
-    if q == UNLIMITED {
-        "unlimited".into()
-    } else {
-        format!("{q} bytes")
-    }
+    if q == UNLIMITED { "unlimited".into() } else { format!("{q} bytes") }
 }
 
 impl fmt::Display for RegionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use RegionError::*;
         match self {
-            Io { path, op, err } => write!(
-                f,
-                "accounting region {}: {op} failed: {err}",
-                path.display()
-            ),
-            Symlink { path } => write!(
-                f,
-                "accounting region {} is a symbolic link; refusing to follow it",
-                path.display()
-            ),
-            NotRegular { path } => write!(
-                f,
-                "accounting region {} is not a regular file",
-                path.display()
-            ),
+            Io { path, op, err } => write!(f, "accounting region {}: {op} failed: {err}", path.display()),
+            Symlink { path } => write!(f, "accounting region {} is a symbolic link; refusing to follow it", path.display()),
+            NotRegular { path } => write!(f, "accounting region {} is not a regular file", path.display()),
             WrongOwner { path, owner, me } => {
-                write!(
-                    f,
-                    "accounting region {} belongs to uid {owner}, not to this process's uid {me}",
-                    path.display()
-                )
+                write!(f, "accounting region {} belongs to uid {owner}, not to this process's uid {me}", path.display())
             }
-            BadMagic { path } => write!(
-                f,
-                "{} is not a vgpu accounting region (bad magic)",
-                path.display()
-            ),
-            VersionMismatch {
-                path,
-                found,
-                expected,
-            } => write!(
+            BadMagic { path } => write!(f, "{} is not a vgpu accounting region (bad magic)", path.display()),
+            VersionMismatch { path, found, expected } => write!(
                 f,
                 "accounting region {} has layout version {found}, this vgpu reads version {expected}; stop its processes and remove it",
                 path.display()
             ),
-            WrongSize {
-                path,
-                found,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "accounting region {} is {found} bytes, expected {expected} (truncated or foreign)",
-                    path.display()
-                )
+            WrongSize { path, found, expected } => {
+                write!(f, "accounting region {} is {found} bytes, expected {expected} (truncated or foreign)", path.display())
             }
-            NotReady { path } => write!(
-                f,
-                "accounting region {} was never initialised by its creator",
-                path.display()
-            ),
-            QuotaMismatch {
-                path,
-                device,
-                region,
-                requested,
-            } => write!(
+            NotReady { path } => write!(f, "accounting region {} was never initialised by its creator", path.display()),
+            QuotaMismatch { path, device, region, requested } => write!(
                 f,
                 "accounting region {} gives device {device} a quota of {}, but this process is configured for {}; live processes use it",
                 path.display(),
                 quota_text(*region),
                 quota_text(*requested)
             ),
-            SlotsExhausted { path } => write!(
-                f,
-                "accounting region {}: all {MAX_SLOTS} process slots are in use",
-                path.display()
-            ),
+            SlotsExhausted { path } => write!(f, "accounting region {}: all {MAX_SLOTS} process slots are in use", path.display()),
         }
     }
 }
@@ -200,9 +134,7 @@ impl Reservation<'_> {
     /// so that [`Region::release`] of that key returns them.
     pub fn commit(self, key: u64) {
         let me = std::mem::ManuallyDrop::new(self);
-        me.region
-            .allocations
-            .insert(key, me.device as u32, me.bytes);
+        me.region.allocations.insert(key, me.device as u32, me.bytes);
     }
 }
 
@@ -234,9 +166,7 @@ impl Held<'_> {
 
     /// The driver did not free it: it stays recorded under its key.
     pub fn keep(self) {
-        self.region
-            .allocations
-            .insert(self.key, self.device as u32, self.bytes);
+        self.region.allocations.insert(self.key, self.device as u32, self.bytes);
     }
 }
 
@@ -290,23 +220,12 @@ impl Observer {
             err: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
         })?;
         // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                cpath.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
+        let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd < 0 {
             let err = io::Error::last_os_error();
             return Err(match err.raw_os_error() {
-                Some(libc::ELOOP) => RegionError::Symlink {
-                    path: path.to_path_buf(),
-                },
-                _ => RegionError::Io {
-                    path: path.to_path_buf(),
-                    op: "open",
-                    err,
-                },
+                Some(libc::ELOOP) => RegionError::Symlink { path: path.to_path_buf() },
+                _ => RegionError::Io { path: path.to_path_buf(), op: "open", err },
             });
         }
         let fail = |e: RegionError| {
@@ -321,28 +240,13 @@ impl Observer {
             return fail(io_err(path, "fstat"));
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return fail(RegionError::NotRegular {
-                path: path.to_path_buf(),
-            });
+            return fail(RegionError::NotRegular { path: path.to_path_buf() });
         }
         if st.st_size as u64 != FILE_SIZE as u64 {
-            return fail(RegionError::WrongSize {
-                path: path.to_path_buf(),
-                found: st.st_size as u64,
-                expected: FILE_SIZE as u64,
-            });
+            return fail(RegionError::WrongSize { path: path.to_path_buf(), found: st.st_size as u64, expected: FILE_SIZE as u64 });
         }
         // SAFETY: a read-only shared mapping of a file of exactly FILE_SIZE bytes.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                FILE_SIZE,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), FILE_SIZE, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
         if p == libc::MAP_FAILED {
             return fail(io_err(path, "mmap"));
         }
@@ -356,22 +260,14 @@ impl Observer {
         };
         let h = inner.header();
         if h.magic.load(Acquire) != MAGIC {
-            return Err(RegionError::BadMagic {
-                path: path.to_path_buf(),
-            });
+            return Err(RegionError::BadMagic { path: path.to_path_buf() });
         }
         let version = h.version.load(Acquire);
         if version != LAYOUT_VERSION {
-            return Err(RegionError::VersionMismatch {
-                path: path.to_path_buf(),
-                found: version,
-                expected: LAYOUT_VERSION,
-            });
+            return Err(RegionError::VersionMismatch { path: path.to_path_buf(), found: version, expected: LAYOUT_VERSION });
         }
         if h.ready.load(Acquire) != 1 {
-            return Err(RegionError::NotReady {
-                path: path.to_path_buf(),
-            });
+            return Err(RegionError::NotReady { path: path.to_path_buf() });
         }
         Ok(Observer { inner })
     }
@@ -424,11 +320,7 @@ impl Drop for Region {
 }
 
 fn io_err(path: &Path, op: &'static str) -> RegionError {
-    RegionError::Io {
-        path: path.to_path_buf(),
-        op,
-        err: io::Error::last_os_error(),
-    }
+    RegionError::Io { path: path.to_path_buf(), op, err: io::Error::last_os_error() }
 }
 
 /// The quota word for an optional limit.
@@ -439,11 +331,7 @@ pub fn quota_word(limit: Option<u64>) -> u64 {
 impl Region {
     /// Opens the region at `path` (creating it with `mode` if absent) for a process whose
     /// configuration gives these per-device quotas, and registers this process in a slot.
-    pub fn open(
-        path: &Path,
-        quotas: &[Option<u64>; MAX_DEVICES],
-        mode: u32,
-    ) -> Result<Region, RegionError> {
+    pub fn open(path: &Path, quotas: &[Option<u64>; MAX_DEVICES], mode: u32) -> Result<Region, RegionError> {
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| RegionError::Io {
             path: path.to_path_buf(),
             op: "open",
@@ -451,13 +339,7 @@ impl Region {
         })?;
         let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
         // SAFETY: open(2) with a NUL-terminated path.
-        let mut fd = unsafe {
-            libc::open(
-                cpath.as_ptr(),
-                flags | libc::O_CREAT | libc::O_EXCL,
-                mode as libc::c_uint,
-            )
-        };
+        let mut fd = unsafe { libc::open(cpath.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, mode as libc::c_uint) };
         let created = fd >= 0;
         if !created {
             // SAFETY: as above.
@@ -466,17 +348,9 @@ impl Region {
         if fd < 0 {
             let err = io::Error::last_os_error();
             return Err(match err.raw_os_error() {
-                Some(libc::ELOOP) => RegionError::Symlink {
-                    path: path.to_path_buf(),
-                },
-                Some(libc::EISDIR) => RegionError::NotRegular {
-                    path: path.to_path_buf(),
-                },
-                _ => RegionError::Io {
-                    path: path.to_path_buf(),
-                    op: "open",
-                    err,
-                },
+                Some(libc::ELOOP) => RegionError::Symlink { path: path.to_path_buf() },
+                Some(libc::EISDIR) => RegionError::NotRegular { path: path.to_path_buf() },
+                _ => RegionError::Io { path: path.to_path_buf(), op: "open", err },
             });
         }
         let close_on_err = |e: RegionError| {
@@ -512,18 +386,12 @@ impl Region {
             return Err(io_err(path, "fstat"));
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(RegionError::NotRegular {
-                path: path.to_path_buf(),
-            });
+            return Err(RegionError::NotRegular { path: path.to_path_buf() });
         }
         // SAFETY: geteuid cannot fail.
         let me = unsafe { libc::geteuid() };
         if st.st_uid != me {
-            return Err(RegionError::WrongOwner {
-                path: path.to_path_buf(),
-                owner: st.st_uid,
-                me,
-            });
+            return Err(RegionError::WrongOwner { path: path.to_path_buf(), owner: st.st_uid, me });
         }
         if created {
             lock(fd, 0, true);
@@ -535,16 +403,7 @@ impl Region {
             Self::await_size(path, fd)?;
         }
         // SAFETY: a shared mapping of a file now known to be FILE_SIZE bytes.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                FILE_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), FILE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
         if p == libc::MAP_FAILED {
             return Err(io_err(path, "mmap"));
         }
@@ -562,11 +421,7 @@ impl Region {
                 return Ok(());
             }
             if size > FILE_SIZE as u64 {
-                return Err(RegionError::WrongSize {
-                    path: path.to_path_buf(),
-                    found: size,
-                    expected: FILE_SIZE as u64,
-                });
+                return Err(RegionError::WrongSize { path: path.to_path_buf(), found: size, expected: FILE_SIZE as u64 });
             }
             if lock(fd, 0, false) {
                 let size = file_size(fd);
@@ -580,16 +435,10 @@ impl Region {
                 if ok {
                     return Ok(());
                 }
-                return Err(RegionError::WrongSize {
-                    path: path.to_path_buf(),
-                    found: size,
-                    expected: FILE_SIZE as u64,
-                });
+                return Err(RegionError::WrongSize { path: path.to_path_buf(), found: size, expected: FILE_SIZE as u64 });
             }
             if now_ns() > deadline {
-                return Err(RegionError::NotReady {
-                    path: path.to_path_buf(),
-                });
+                return Err(RegionError::NotReady { path: path.to_path_buf() });
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
@@ -603,13 +452,7 @@ impl Region {
     fn ledger(&self, device: usize) -> &DeviceLedger {
         assert!(device < MAX_DEVICES, "device index {device} out of range");
         // SAFETY: in bounds and aligned.
-        unsafe {
-            &*self
-                .base
-                .add(LEDGERS_OFF)
-                .cast::<DeviceLedger>()
-                .add(device)
-        }
+        unsafe { &*self.base.add(LEDGERS_OFF).cast::<DeviceLedger>().add(device) }
     }
 
     /// The SM bucket cache line of `device` (for the SM limiter).
@@ -667,40 +510,23 @@ impl Region {
                 }
             }
             if now_ns() > deadline {
-                return Err(RegionError::NotReady {
-                    path: self.path.clone(),
-                });
+                return Err(RegionError::NotReady { path: self.path.clone() });
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         if h.magic.load(Relaxed) != MAGIC {
-            return Err(RegionError::BadMagic {
-                path: self.path.clone(),
-            });
+            return Err(RegionError::BadMagic { path: self.path.clone() });
         }
         let version = h.version.load(Relaxed);
         if version != LAYOUT_VERSION {
-            return Err(RegionError::VersionMismatch {
-                path: self.path.clone(),
-                found: version,
-                expected: LAYOUT_VERSION,
-            });
+            return Err(RegionError::VersionMismatch { path: self.path.clone(), found: version, expected: LAYOUT_VERSION });
         }
         if h.ready.load(Acquire) != 1 {
-            return Err(RegionError::NotReady {
-                path: self.path.clone(),
-            });
+            return Err(RegionError::NotReady { path: self.path.clone() });
         }
         let size = h.file_size.load(Relaxed);
-        if size != FILE_SIZE as u64
-            || h.devices.load(Relaxed) != MAX_DEVICES as u32
-            || h.slots.load(Relaxed) != MAX_SLOTS as u32
-        {
-            return Err(RegionError::WrongSize {
-                path: self.path.clone(),
-                found: size,
-                expected: FILE_SIZE as u64,
-            });
+        if size != FILE_SIZE as u64 || h.devices.load(Relaxed) != MAX_DEVICES as u32 || h.slots.load(Relaxed) != MAX_SLOTS as u32 {
+            return Err(RegionError::WrongSize { path: self.path.clone(), found: size, expected: FILE_SIZE as u64 });
         }
         Ok(())
     }
@@ -708,9 +534,7 @@ impl Region {
     /// Makes the region's quotas ours: equal is fine; different is an error while other
     /// processes live in the region, and an update when none does.
     fn adopt_quotas(&self, quotas: &[Option<u64>; MAX_DEVICES]) -> Result<(), RegionError> {
-        let differs = |r: &Region| {
-            (0..MAX_DEVICES).find(|&d| r.ledger(d).quota.load(Acquire) != quota_word(quotas[d]))
-        };
+        let differs = |r: &Region| (0..MAX_DEVICES).find(|&d| r.ledger(d).quota.load(Acquire) != quota_word(quotas[d]));
         let Some(d) = differs(self) else {
             return Ok(());
         };
@@ -731,25 +555,18 @@ impl Region {
 
     fn live_slots(&self) -> usize {
         let high = (self.header().slots_high.load(Acquire) as usize).min(MAX_SLOTS);
-        (0..high)
-            .filter(|&i| i != self.slot && self.slot_at(i).state.load(Acquire) == state::LIVE)
-            .count()
+        (0..high).filter(|&i| i != self.slot && self.slot_at(i).state.load(Acquire) == state::LIVE).count()
     }
 
     fn claim_slot(&mut self) -> Result<(), RegionError> {
         self.reap();
         for i in 0..MAX_SLOTS {
             let s = self.slot_at(i);
-            if s.state.load(Acquire) != state::FREE
-                || !lock(self.fd, Self::slot_lock_offset(i), false)
-            {
+            if s.state.load(Acquire) != state::FREE || !lock(self.fd, Self::slot_lock_offset(i), false) {
                 continue;
             }
             // Holding the slot's lock: nobody else can claim it, and a reaper sees it alive.
-            if s.state
-                .compare_exchange(state::FREE, state::LIVE, AcqRel, Acquire)
-                .is_err()
-            {
+            if s.state.compare_exchange(state::FREE, state::LIVE, AcqRel, Acquire).is_err() {
                 unlock(self.fd, Self::slot_lock_offset(i));
                 continue;
             }
@@ -763,9 +580,7 @@ impl Region {
             self.generation = generation;
             return Ok(());
         }
-        Err(RegionError::SlotsExhausted {
-            path: self.path.clone(),
-        })
+        Err(RegionError::SlotsExhausted { path: self.path.clone() })
     }
 
     /// Gives this process's bytes back and frees its slot (what dying does, done politely).
@@ -800,8 +615,7 @@ impl Region {
                 continue;
             }
             let s = self.slot_at(i);
-            if s.state.load(Acquire) != state::LIVE || lock_held(self.fd, Self::slot_lock_offset(i))
-            {
+            if s.state.load(Acquire) != state::LIVE || lock_held(self.fd, Self::slot_lock_offset(i)) {
                 continue;
             }
             // The owner is gone. Taking its lock makes us the only reaper of this slot.
@@ -824,35 +638,21 @@ impl Region {
     pub fn reserve(&self, device: usize, bytes: u64) -> Result<Reservation<'_>, Refused> {
         let l = self.ledger(device);
         let quota = l.quota.load(Acquire);
-        let attempt = || {
-            l.used.fetch_update(AcqRel, Acquire, |u| {
-                u.checked_add(bytes).filter(|n| *n <= quota)
-            })
-        };
+        let attempt = || l.used.fetch_update(AcqRel, Acquire, |u| u.checked_add(bytes).filter(|n| *n <= quota));
         let before = match attempt() {
             Ok(u) => u,
-            Err(_) if self.reap() > 0 => {
-                attempt().map_err(|used| self.refuse(device, quota, used, bytes))?
-            }
+            Err(_) if self.reap() > 0 => attempt().map_err(|used| self.refuse(device, quota, used, bytes))?,
             Err(used) => return Err(self.refuse(device, quota, used, bytes)),
         };
         self.my_slot().used[device].fetch_add(bytes, AcqRel);
         l.peak.fetch_max(before + bytes, Relaxed);
-        Ok(Reservation {
-            region: self,
-            device,
-            bytes,
-        })
+        Ok(Reservation { region: self, device, bytes })
     }
 
     fn refuse(&self, device: usize, quota: u64, used: u64, requested: u64) -> Refused {
         self.ledger(device).refusals.fetch_add(1, Relaxed);
         self.my_slot().refusals[device].fetch_add(1, Relaxed);
-        Refused {
-            quota,
-            used,
-            requested,
-        }
+        Refused { quota, used, requested }
     }
 
     /// Returns bytes this process holds on `device` (slot first, then device: a crash between
@@ -877,12 +677,7 @@ impl Region {
     /// address the driver hands out again cannot be confused with this one.
     pub fn take(&self, key: u64) -> Option<Held<'_>> {
         let (device, bytes) = self.allocations.remove(key)?;
-        Some(Held {
-            region: self,
-            key,
-            device: device as usize,
-            bytes,
-        })
+        Some(Held { region: self, key, device: device as usize, bytes })
     }
 
     /// Charges `bytes` of `device` whether or not they fit the quota (what the driver has
@@ -1016,10 +811,7 @@ fn take_at_most(a: &AtomicU64, n: u64) -> u64 {
 
 /// Nanoseconds of CLOCK_MONOTONIC.
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -1049,17 +841,7 @@ fn flock_at(kind: i32, offset: i64) -> libc::flock {
 fn lock(fd: libc::c_int, offset: i64, wait: bool) -> bool {
     let fl = flock_at(libc::F_WRLCK, offset);
     // SAFETY: fcntl with a valid flock on our fd.
-    unsafe {
-        libc::fcntl(
-            fd,
-            if wait {
-                libc::F_OFD_SETLKW
-            } else {
-                libc::F_OFD_SETLK
-            },
-            &fl,
-        ) == 0
-    }
+    unsafe { libc::fcntl(fd, if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK }, &fl) == 0 }
 }
 
 fn unlock(fd: libc::c_int, offset: i64) {

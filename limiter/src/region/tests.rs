@@ -4,11 +4,7 @@ use super::*;
 
 pub(crate) fn tempdir() -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "vgpu-region-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Relaxed)
-    ));
+    let d = std::env::temp_dir().join(format!("vgpu-region-{}-{}", std::process::id(), N.fetch_add(1, Relaxed)));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -37,35 +33,17 @@ fn reserve_commit_release_within_the_quota() {
     let r = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
     let a = r.reserve(0, 600).unwrap();
     a.commit(0x1000);
-    assert_eq!(
-        r.reserve(0, 401).err(),
-        Some(Refused {
-            quota: 1000,
-            used: 600,
-            requested: 401
-        })
-    );
+    assert_eq!(r.reserve(0, 401).err(), Some(Refused { quota: 1000, used: 600, requested: 401 }));
     let b = r.reserve(0, 400).unwrap();
     assert_eq!(r.usage(0), (1000, 0, Some(1000)));
     drop(b);
-    assert_eq!(
-        r.usage(0),
-        (600, 400, Some(1000)),
-        "a dropped reservation rolls back"
-    );
+    assert_eq!(r.usage(0), (600, 400, Some(1000)), "a dropped reservation rolls back");
     assert_eq!(r.release(0x1000), Some((0, 600)));
     assert_eq!(r.release(0x1000), None, "released once");
-    assert_eq!(
-        r.release(0x2000),
-        None,
-        "a pointer we never saw is not ours"
-    );
+    assert_eq!(r.release(0x2000), None, "a pointer we never saw is not ours");
     assert_eq!(r.usage(0), (0, 1000, Some(1000)));
     let v = r.device_view(0);
-    assert_eq!(
-        (v.used + v.free, v.refusals, v.peak, v.unattributed),
-        (1000, 1, 1000, 0)
-    );
+    assert_eq!((v.used + v.free, v.refusals, v.peak, v.unattributed), (1000, 1, 1000, 0));
 }
 
 #[test]
@@ -96,20 +74,13 @@ fn processes_share_the_quota_and_the_dead_give_back_once() {
     let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
     let b = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
     a.reserve(0, 700).unwrap().commit(0x10000);
-    assert!(
-        b.reserve(0, 400).is_err(),
-        "700 + 400 > 1000 across processes"
-    );
+    assert!(b.reserve(0, 400).is_err(), "700 + 400 > 1000 across processes");
     assert_eq!(b.processes().iter().filter(|p| p.alive).count(), 2);
     a.die();
     // b's reservation would fail: the lazy reap finds a dead, returns its 700, and retries.
     b.reserve(0, 400).unwrap().commit(0x20000);
     assert_eq!(b.usage(0), (400, 600, Some(1000)));
-    assert_eq!(
-        b.reap(),
-        0,
-        "nothing left to reap: a dead process is reaped exactly once"
-    );
+    assert_eq!(b.reap(), 0, "nothing left to reap: a dead process is reaped exactly once");
     assert_eq!(b.processes().len(), 1);
 }
 
@@ -128,12 +99,7 @@ fn quotas_follow_the_configuration_only_when_nobody_lives() {
     let path = tempdir().join("r");
     let a = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
     match Region::open(&path, &quotas(Some(2000)), 0o600) {
-        Err(RegionError::QuotaMismatch {
-            device: 0,
-            region: 1000,
-            requested: 2000,
-            ..
-        }) => {}
+        Err(RegionError::QuotaMismatch { device: 0, region: 1000, requested: 2000, .. }) => {}
         other => panic!("{:?}", other.err()),
     }
     drop(a);
@@ -146,34 +112,16 @@ fn foreign_files_are_refused() {
     let dir = tempdir();
     let q = quotas(Some(1));
     std::fs::write(dir.join("junk"), vec![0xabu8; FILE_SIZE]).unwrap();
-    assert!(matches!(
-        Region::open(&dir.join("junk"), &q, 0o600),
-        Err(RegionError::BadMagic { .. })
-    ));
+    assert!(matches!(Region::open(&dir.join("junk"), &q, 0o600), Err(RegionError::BadMagic { .. })));
     std::fs::write(dir.join("short"), b"VGPUREG\0 and then nothing").unwrap();
-    assert!(matches!(
-        Region::open(&dir.join("short"), &q, 0o600),
-        Err(RegionError::WrongSize { .. })
-    ));
+    assert!(matches!(Region::open(&dir.join("short"), &q, 0o600), Err(RegionError::WrongSize { .. })));
     std::fs::write(dir.join("long"), vec![0u8; FILE_SIZE + 1]).unwrap();
-    assert!(matches!(
-        Region::open(&dir.join("long"), &q, 0o600),
-        Err(RegionError::WrongSize { .. })
-    ));
+    assert!(matches!(Region::open(&dir.join("long"), &q, 0o600), Err(RegionError::WrongSize { .. })));
     std::os::unix::fs::symlink(dir.join("junk"), dir.join("link")).unwrap();
-    assert!(matches!(
-        Region::open(&dir.join("link"), &q, 0o600),
-        Err(RegionError::Symlink { .. })
-    ));
+    assert!(matches!(Region::open(&dir.join("link"), &q, 0o600), Err(RegionError::Symlink { .. })));
     std::fs::create_dir(dir.join("dir")).unwrap();
-    assert!(matches!(
-        Region::open(&dir.join("dir"), &q, 0o600),
-        Err(RegionError::NotRegular { .. })
-    ));
-    assert!(matches!(
-        Region::open(Path::new("/nonexistent-dir/r"), &q, 0o600),
-        Err(RegionError::Io { .. })
-    ));
+    assert!(matches!(Region::open(&dir.join("dir"), &q, 0o600), Err(RegionError::NotRegular { .. })));
+    assert!(matches!(Region::open(Path::new("/nonexistent-dir/r"), &q, 0o600), Err(RegionError::Io { .. })));
     // Another layout version.
     let v = Region::open(&dir.join("v"), &q, 0o600).unwrap();
     v.header().version.store(99, Relaxed);
@@ -196,10 +144,7 @@ fn a_file_of_another_user_is_refused() {
     let p = dir.join("theirs");
     drop(Region::open(&p, &quotas(Some(1)), 0o600).unwrap());
     std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
-    assert!(matches!(
-        Region::open(&p, &quotas(Some(1)), 0o600),
-        Err(RegionError::WrongOwner { owner: 65534, .. })
-    ));
+    assert!(matches!(Region::open(&p, &quotas(Some(1)), 0o600), Err(RegionError::WrongOwner { owner: 65534, .. })));
 }
 
 #[test]
@@ -215,20 +160,9 @@ fn a_region_whose_creator_died_before_publishing_is_initialised_by_the_next() {
 
 #[test]
 fn errors_are_one_line_and_name_the_file() {
-    let e = RegionError::QuotaMismatch {
-        path: "/x/r".into(),
-        device: 2,
-        region: 10,
-        requested: UNLIMITED,
-    };
+    let e = RegionError::QuotaMismatch { path: "/x/r".into(), device: 2, region: 10, requested: UNLIMITED };
     let s = e.to_string();
-    assert!(
-        s.contains("/x/r")
-            && s.contains("device 2")
-            && s.contains("unlimited")
-            && !s.contains('\n'),
-        "{s}"
-    );
+    assert!(s.contains("/x/r") && s.contains("device 2") && s.contains("unlimited") && !s.contains('\n'), "{s}");
 }
 
 #[test]
@@ -244,11 +178,7 @@ fn take_then_release_or_keep() {
     r.take(0x4000).unwrap().release();
     assert_eq!(r.usage(0).0, 0);
     r.force_charge(0, 5000);
-    assert_eq!(
-        r.usage(0),
-        (1000, 0, Some(1000)),
-        "views clamp at the quota"
-    );
+    assert_eq!(r.usage(0), (1000, 0, Some(1000)), "views clamp at the quota");
     assert!(r.reserve(0, 1).is_err());
     r.uncharge(0, 5000);
     assert_eq!(r.usage(0), (0, 1000, Some(1000)));
@@ -268,14 +198,8 @@ fn observers_see_without_touching() {
     assert_eq!(procs[0].used[0], 250);
     a.die();
     let procs = o.processes();
-    assert!(
-        !procs[0].alive,
-        "dead, not yet reaped: the observer reports it and reaps nothing"
-    );
+    assert!(!procs[0].alive, "dead, not yet reaped: the observer reports it and reaps nothing");
     assert_eq!(o.device_view(0).used, 250);
     std::fs::write(path.with_extension("junk"), b"x").unwrap();
-    assert!(matches!(
-        Observer::open(&path.with_extension("junk")),
-        Err(RegionError::WrongSize { .. })
-    ));
+    assert!(matches!(Observer::open(&path.with_extension("junk")), Err(RegionError::WrongSize { .. })));
 }

@@ -28,10 +28,8 @@ pub fn role() -> Option<String> {
 
 /// A worker's parameter `VGPU_P_<name>`, parsed.
 pub fn param<T: std::str::FromStr>(name: &str) -> T {
-    let v = std::env::var(format!("VGPU_P_{name}"))
-        .unwrap_or_else(|_| panic!("worker parameter {name} missing"));
-    v.parse()
-        .unwrap_or_else(|_| panic!("worker parameter {name}={v} does not parse"))
+    let v = std::env::var(format!("VGPU_P_{name}")).unwrap_or_else(|_| panic!("worker parameter {name} missing"));
+    v.parse().unwrap_or_else(|_| panic!("worker parameter {name}={v} does not parse"))
 }
 
 /// Serialises the tests of one binary: each of them starts dozens or hundreds of processes and
@@ -44,11 +42,7 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A fresh directory for one test's files.
 pub fn tempdir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "vgpu-mp-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Relaxed)
-    ));
+    let d = std::env::temp_dir().join(format!("vgpu-mp-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Relaxed)));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -117,10 +111,7 @@ pub fn sigkill(pid: u32) {
 
 /// Nanoseconds of CLOCK_MONOTONIC: comparable across processes, unlike `Instant`.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -166,34 +157,16 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-fn futex(
-    word: &AtomicU32,
-    op: libc::c_int,
-    val: u32,
-    timeout: Option<&libc::timespec>,
-) -> libc::c_long {
+fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::timespec>) -> libc::c_long {
     let ts = timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: FUTEX_WAIT/FUTEX_WAKE on a valid, aligned 32-bit word of a shared mapping (not
     // FUTEX_PRIVATE: the waiters are other processes); the timeout, if any, outlives the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            op,
-            val,
-            ts,
-            std::ptr::null::<u32>(),
-            0,
-        )
-    }
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, ts, std::ptr::null::<u32>(), 0) }
 }
 
 /// Blocks while `word == current` (or until woken, or 50 ms pass).
 fn futex_wait(word: &AtomicU32, current: u32) {
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 50_000_000,
-    };
+    let ts = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
     futex(word, libc::FUTEX_WAIT, current, Some(&ts));
 }
 
@@ -230,6 +203,10 @@ pub mod word {
     pub const STOP: usize = 3;
     /// Incremented by a worker once it has stopped and published its final record.
     pub const STOPPED: usize = 4;
+    /// Pause generation, odd while the parent asks workers to park between two operations.
+    pub const PAUSE: usize = 5;
+    /// Incremented by a worker each time it parks for `PAUSE`.
+    pub const PAUSED: usize = 6;
 }
 
 impl Ctl {
@@ -246,11 +223,7 @@ impl Ctl {
     pub fn open(path: &Path) -> Ctl {
         let len = std::fs::metadata(path).expect("ctl metadata").len() as usize;
         let base = map_file(path, len, true);
-        Ctl {
-            base,
-            len,
-            records: (len - CTL_RECORDS_OFF) / (RECORD_WORDS * 8),
-        }
+        Ctl { base, len, records: (len - CTL_RECORDS_OFF) / (RECORD_WORDS * 8) }
     }
 
     /// One of the header words (see [`word`]).
@@ -264,12 +237,7 @@ impl Ctl {
     pub fn record(&self, i: usize) -> &[AtomicU64; RECORD_WORDS] {
         assert!(i < self.records, "worker record {i} out of range");
         // SAFETY: within the mapping (sized for `records` records), 8-byte aligned.
-        unsafe {
-            &*self
-                .base
-                .add(CTL_RECORDS_OFF + i * RECORD_WORDS * 8)
-                .cast::<[AtomicU64; RECORD_WORDS]>()
-        }
+        unsafe { &*self.base.add(CTL_RECORDS_OFF + i * RECORD_WORDS * 8).cast::<[AtomicU64; RECORD_WORDS]>() }
     }
 
     /// In a worker: parks until the parent releases phase `p` (counting itself in `ARRIVED`).
@@ -292,6 +260,39 @@ impl Ctl {
         futex_wake_all(go);
     }
 
+    /// In a worker, between two operations: if the parent asked for a pause, counts itself in
+    /// `PAUSED` and parks until that pause is lifted. Returns whether it parked.
+    pub fn pause_point(&self) -> bool {
+        // PAUSE is a generation: odd while a pause is asked for. Parking on the generation (not
+        // on "paused or not") means a resume followed at once by another pause is never missed.
+        let pause = self.word(word::PAUSE);
+        let g = pause.load(Acquire);
+        if g % 2 == 0 {
+            return false;
+        }
+        self.bump(word::PAUSED);
+        while pause.load(Acquire) == g {
+            futex_wait(pause, g);
+        }
+        true
+    }
+
+    /// In the parent: asks every worker to park at its next [`Ctl::pause_point`] and waits
+    /// until `PAUSED` reaches `until` (calling `tick` meanwhile).
+    pub fn pause(&self, until: u32, timeout: Duration, tick: impl FnMut()) {
+        let g = self.word(word::PAUSE).fetch_add(1, AcqRel);
+        assert!(g % 2 == 0, "already paused");
+        self.await_count(word::PAUSED, until, timeout, tick);
+    }
+
+    /// In the parent: lifts a pause.
+    pub fn resume(&self) {
+        let pause = self.word(word::PAUSE);
+        let g = pause.fetch_add(1, AcqRel);
+        assert!(g % 2 == 1, "not paused");
+        futex_wake_all(pause);
+    }
+
     /// Increments a counter word and wakes whoever waits on it.
     pub fn bump(&self, w: usize) {
         let word = self.word(w);
@@ -309,10 +310,7 @@ impl Ctl {
             if v >= n {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "control word {w} stuck at {v}, waiting for {n} (a worker hung or died)"
-            );
+            assert!(Instant::now() < deadline, "control word {w} stuck at {v}, waiting for {n} (a worker hung or died)");
             tick();
             futex_wait(word, v);
         }
@@ -329,34 +327,15 @@ impl Drop for Ctl {
 fn map_file(path: &Path, len: usize, write: bool) -> *mut u8 {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: open(2) with a NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            if write { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC,
-        )
-    };
-    assert!(
-        fd >= 0,
-        "open {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    let prot = if write {
-        libc::PROT_READ | libc::PROT_WRITE
-    } else {
-        libc::PROT_READ
-    };
+    let fd = unsafe { libc::open(c.as_ptr(), if write { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "open {}: {}", path.display(), std::io::Error::last_os_error());
+    let prot = if write { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
     // SAFETY: a shared mapping of an open file of at least `len` bytes; the fd may be closed
     // once mapped.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
     // SAFETY: our own fd.
     unsafe { libc::close(fd) };
-    assert!(
-        p != libc::MAP_FAILED,
-        "mmap {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    assert!(p != libc::MAP_FAILED, "mmap {}: {}", path.display(), std::io::Error::last_os_error());
     p.cast()
 }
 
@@ -368,9 +347,7 @@ pub struct RawView {
 impl RawView {
     /// Maps the region at `path` read-only.
     pub fn open(path: &Path) -> RawView {
-        RawView {
-            base: map_file(path, layout::FILE_SIZE, false),
-        }
+        RawView { base: map_file(path, layout::FILE_SIZE, false) }
     }
 
     /// The header.
@@ -384,13 +361,7 @@ impl RawView {
     pub fn ledger(&self, d: usize) -> &DeviceLedger {
         assert!(d < layout::MAX_DEVICES);
         // SAFETY: in bounds and aligned, as laid out by `layout`.
-        unsafe {
-            &*self
-                .base
-                .add(layout::LEDGERS_OFF)
-                .cast::<DeviceLedger>()
-                .add(d)
-        }
+        unsafe { &*self.base.add(layout::LEDGERS_OFF).cast::<DeviceLedger>().add(d) }
     }
 
     /// Slot `i`.
@@ -416,14 +387,8 @@ impl RawView {
         (0..high)
             .filter_map(|i| {
                 let s = self.slot(i);
-                (s.state.load(Acquire) == layout::state::LIVE).then(|| {
-                    (
-                        i,
-                        s.pid.load(Relaxed),
-                        s.generation.load(Relaxed),
-                        s.used[d].load(Acquire),
-                    )
-                })
+                (s.state.load(Acquire) == layout::state::LIVE)
+                    .then(|| (i, s.pid.load(Relaxed), s.generation.load(Relaxed), s.used[d].load(Acquire)))
             })
             .collect()
     }

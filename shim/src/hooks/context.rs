@@ -30,23 +30,13 @@ pub fn uuid_string(dev: c_int) -> Option<String> {
     if unsafe { f(&mut uuid, dev) } != R::CUDA_SUCCESS {
         return None;
     }
-    let b: Vec<String> = uuid
-        .bytes
-        .iter()
-        .map(|x| format!("{:02x}", *x as u8))
-        .collect();
-    Some(format!(
-        "GPU-{}-{}-{}-{}-{}",
-        b[0..4].concat(),
-        b[4..6].concat(),
-        b[6..8].concat(),
-        b[8..10].concat(),
-        b[10..16].concat()
-    ))
+    let b: Vec<String> = uuid.bytes.iter().map(|x| format!("{:02x}", *x as u8)).collect();
+    Some(format!("GPU-{}-{}-{}-{}-{}", b[0..4].concat(), b[4..6].concat(), b[6..8].concat(), b[8..10].concat(), b[10..16].concat()))
 }
 
-/// Device memory in use on CUDA device `dev` according to the real NVML, if it can be asked.
-fn nvml_used(dev: c_int) -> Option<u64> {
+/// The real NVML's handle for CUDA device `dev` (matched by UUID), initialising the real NVML
+/// on first use; `None` if NVML cannot be had.
+pub fn nvml_device(dev: c_int) -> Option<nvmlDevice_t> {
     static NVML_UP: OnceLock<bool> = OnceLock::new();
     let up = *NVML_UP.get_or_init(|| {
         // SAFETY: initialising the real NVML (reference-counted; harmless to the program).
@@ -58,15 +48,15 @@ fn nvml_used(dev: c_int) -> Option<u64> {
     let uuid = std::ffi::CString::new(uuid_string(dev)?).ok()?;
     let mut h: nvmlDevice_t = std::ptr::null_mut();
     // SAFETY: a NUL-terminated UUID and a valid out-pointer.
-    if unsafe { real::nvmlDeviceGetHandleByUUID()?(uuid.as_ptr(), &mut h) }
-        != nvmlReturn_t::NVML_SUCCESS
-    {
-        return None;
-    }
+    (unsafe { real::nvmlDeviceGetHandleByUUID()?(uuid.as_ptr(), &mut h) } == nvmlReturn_t::NVML_SUCCESS).then_some(h)
+}
+
+/// Device memory in use on CUDA device `dev` according to the real NVML, if it can be asked.
+fn nvml_used(dev: c_int) -> Option<u64> {
+    let h = nvml_device(dev)?;
     let mut m = nvmlMemory_t::default();
     // SAFETY: a handle NVML gave us and a valid out-pointer.
-    (unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } == nvmlReturn_t::NVML_SUCCESS)
-        .then_some(m.used)
+    (unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } == nvmlReturn_t::NVML_SUCCESS).then_some(m.used)
 }
 
 /// Runs a context-creating driver call and charges what it cost. Returns (rc, bytes charged).
@@ -90,9 +80,7 @@ fn create_charged(region: &Region, dev: c_int, call: impl FnOnce() -> R) -> (R, 
 /// A context of device `d` is gone: its cost and, with the last one, its allocations return.
 fn context_gone(shim: &Shim, region: &Region, d: usize, cost: u64) {
     region.uncharge(d, cost);
-    let prev = shim.contexts.live[d]
-        .fetch_update(AcqRel, Acquire, |n| n.checked_sub(1))
-        .unwrap_or(0);
+    let prev = shim.contexts.live[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
     if prev == 1 {
         region.release_device(d);
     }
@@ -147,9 +135,7 @@ pub unsafe fn primary_release(dev: CUdevice) -> R {
     // SAFETY: forwarding the caller's argument.
     let rc = unsafe { f(dev) };
     if let (R::CUDA_SUCCESS, Gate::Enforce(shim, region), Ok(d)) = (rc, gate(), device_index(dev)) {
-        let prev = shim.contexts.primary_refs[d]
-            .fetch_update(AcqRel, Acquire, |n| n.checked_sub(1))
-            .unwrap_or(0);
+        let prev = shim.contexts.primary_refs[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
         if prev == 1 {
             primary_gone(shim, region, d);
         }
@@ -188,11 +174,7 @@ unsafe fn create(pctx: *mut CUcontext, dev: CUdevice, forward: impl FnOnce() -> 
             {
                 // SAFETY: the driver wrote it.
                 let ctx = unsafe { *pctx } as usize;
-                shim.contexts
-                    .created
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(ctx, (d, cost));
+                shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).insert(ctx, (d, cost));
                 shim.contexts.live[d].fetch_add(1, AcqRel);
             }
             rc
@@ -210,13 +192,7 @@ pub unsafe fn create_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> R
 }
 
 /// `cuCtxCreate_v3`.
-pub unsafe fn create_v3(
-    pctx: *mut CUcontext,
-    params: *mut CUexecAffinityParam,
-    num: c_int,
-    flags: c_uint,
-    dev: CUdevice,
-) -> R {
+pub unsafe fn create_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num: c_int, flags: c_uint, dev: CUdevice) -> R {
     let Some(f) = real::cuCtxCreate_v3() else {
         return NO_DRIVER;
     };
@@ -225,12 +201,7 @@ pub unsafe fn create_v3(
 }
 
 /// `cuCtxCreate_v4`.
-pub unsafe fn create_v4(
-    pctx: *mut CUcontext,
-    params: *mut CUctxCreateParams,
-    flags: c_uint,
-    dev: CUdevice,
-) -> R {
+pub unsafe fn create_v4(pctx: *mut CUcontext, params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> R {
     let Some(f) = real::cuCtxCreate_v4() else {
         return NO_DRIVER;
     };
@@ -248,22 +219,13 @@ pub unsafe fn destroy(ctx: CUcontext) -> R {
         Gate::Forward => unsafe { f(ctx) },
         Gate::Refuse => REFUSED,
         Gate::Enforce(shim, region) => {
-            let entry = shim
-                .contexts
-                .created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&(ctx as usize));
+            let entry = shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ctx as usize));
             // SAFETY: forwarding the caller's argument.
             let rc = unsafe { f(ctx) };
             match entry {
                 Some((d, cost)) if rc == R::CUDA_SUCCESS => context_gone(shim, region, d, cost),
                 Some(e) => {
-                    shim.contexts
-                        .created
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ctx as usize, e);
+                    shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).insert(ctx as usize, e);
                 }
                 None => {}
             }

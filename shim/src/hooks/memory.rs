@@ -16,13 +16,7 @@ use crate::table::real;
 use CUresult as R;
 
 /// Reserves `bytes` of `device`, runs the driver call, and commits under `key()` on success.
-fn charged(
-    region: &Region,
-    device: usize,
-    bytes: u64,
-    call: impl FnOnce() -> R,
-    key: impl FnOnce() -> u64,
-) -> R {
+fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
     let reservation = match region.reserve(device, bytes) {
         Ok(r) => r,
         Err(refused) => {
@@ -56,11 +50,7 @@ fn uncharged(region: &Region, key: u64, call: impl FnOnce() -> R) -> R {
 ///
 /// # Safety
 /// `out` is null or valid for reads after a successful `call`.
-unsafe fn on_current_device(
-    bytes: usize,
-    out: *const CUdeviceptr,
-    forward: impl FnOnce() -> R,
-) -> R {
+unsafe fn on_current_device(bytes: usize, out: *const CUdeviceptr, forward: impl FnOnce() -> R) -> R {
     match gate() {
         Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
@@ -101,13 +91,7 @@ const PITCH_ALIGN: usize = 512;
 
 /// `cuMemAllocPitch_v2`: reserves the worst case (rows padded to [`PITCH_ALIGN`]), then keeps
 /// exactly pitch × height. A driver that padded more is refused after the fact (freed, OOM).
-pub unsafe fn mem_alloc_pitch(
-    dptr: *mut CUdeviceptr,
-    pitch: *mut usize,
-    width: usize,
-    height: usize,
-    elem: c_uint,
-) -> R {
+pub unsafe fn mem_alloc_pitch(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> R {
     let Some(f) = real::cuMemAllocPitch_v2() else {
         return NO_DRIVER;
     };
@@ -126,10 +110,7 @@ pub unsafe fn mem_alloc_pitch(
             }
         }
     };
-    let Some(worst) = width
-        .checked_next_multiple_of(PITCH_ALIGN)
-        .and_then(|w| w.checked_mul(height))
-    else {
+    let Some(worst) = width.checked_next_multiple_of(PITCH_ALIGN).and_then(|w| w.checked_mul(height)) else {
         return R::CUDA_ERROR_OUT_OF_MEMORY;
     };
     let mut reservation = match region.reserve(device, worst as u64) {
@@ -143,9 +124,7 @@ pub unsafe fn mem_alloc_pitch(
     // SAFETY: the driver wrote both on success.
     let (ptr, actual) = unsafe { (*dptr, (*pitch).saturating_mul(height)) };
     if actual as u64 > reservation.bytes() {
-        log::error(format_args!(
-            "cuMemAllocPitch_v2 padded rows beyond {PITCH_ALIGN} bytes; refusing the allocation"
-        ));
+        log::error(format_args!("cuMemAllocPitch_v2 padded rows beyond {PITCH_ALIGN} bytes; refusing the allocation"));
         if let Some(free) = real::cuMemFree_v2() {
             // SAFETY: freeing what the driver just gave us.
             unsafe { free(ptr) };
@@ -217,12 +196,7 @@ pub unsafe fn mem_free_async_ptsz(dptr: CUdeviceptr, stream: CUstream) -> R {
 ///
 /// # Safety
 /// `dptr` is null or valid for reads after a successful `forward`.
-unsafe fn from_pool(
-    dptr: *mut CUdeviceptr,
-    bytesize: usize,
-    pool: CUmemoryPool,
-    forward: impl FnOnce() -> R,
-) -> R {
+unsafe fn from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, forward: impl FnOnce() -> R) -> R {
     match gate() {
         Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
@@ -238,20 +212,13 @@ unsafe fn from_pool(
                 },
             };
             // SAFETY: read only after the driver wrote it.
-            charged(region, device, bytesize as u64, forward, || unsafe {
-                *dptr
-            })
+            charged(region, device, bytesize as u64, forward, || unsafe { *dptr })
         }
     }
 }
 
 /// `cuMemAllocFromPoolAsync`.
-pub unsafe fn mem_alloc_from_pool(
-    dptr: *mut CUdeviceptr,
-    bytesize: usize,
-    pool: CUmemoryPool,
-    stream: CUstream,
-) -> R {
+pub unsafe fn mem_alloc_from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocFromPoolAsync() else {
         return NO_DRIVER;
     };
@@ -260,12 +227,7 @@ pub unsafe fn mem_alloc_from_pool(
 }
 
 /// `cuMemAllocFromPoolAsync_ptsz`.
-pub unsafe fn mem_alloc_from_pool_ptsz(
-    dptr: *mut CUdeviceptr,
-    bytesize: usize,
-    pool: CUmemoryPool,
-    stream: CUstream,
-) -> R {
+pub unsafe fn mem_alloc_from_pool_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocFromPoolAsync_ptsz() else {
         return NO_DRIVER;
     };
@@ -299,11 +261,7 @@ pub unsafe fn pool_create(pool: *mut CUmemoryPool, props: *const CUmemPoolProps)
     // SAFETY: forwarding the caller's arguments.
     let rc = unsafe { f(pool, props) };
     // SAFETY: the driver accepted `props`, so it is readable.
-    let device = if props.is_null() {
-        -1
-    } else {
-        unsafe { (*props).location.id }
-    };
+    let device = if props.is_null() { -1 } else { unsafe { (*props).location.id } };
     // SAFETY: as the caller passed it.
     unsafe { remember_pool(rc, pool, device) }
 }
@@ -328,12 +286,7 @@ pub unsafe fn device_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
 
 /// `cuMemCreate`: physical memory is charged to the device it lives on (address
 /// reservations and mappings cost nothing: they are not memory).
-pub unsafe fn mem_create(
-    handle: *mut CUmemGenericAllocationHandle,
-    size: usize,
-    prop: *const CUmemAllocationProp,
-    flags: u64,
-) -> R {
+pub unsafe fn mem_create(handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp, flags: u64) -> R {
     let Some(f) = real::cuMemCreate() else {
         return NO_DRIVER;
     };
@@ -374,15 +327,9 @@ pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> R {
 /// counted at the widest element (16 bytes) so they cannot undercharge.
 fn array_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR) -> u64 {
     let elem = d.Format.channel_bytes().unwrap_or(16) as u64;
-    [
-        d.Width as u64,
-        d.Height.max(1) as u64,
-        d.Depth.max(1) as u64,
-        u64::from(d.NumChannels.max(1)),
-        elem,
-    ]
-    .iter()
-    .fold(1u64, |acc, x| acc.saturating_mul(*x))
+    [d.Width as u64, d.Height.max(1) as u64, d.Depth.max(1) as u64, u64::from(d.NumChannels.max(1)), elem]
+        .iter()
+        .fold(1u64, |acc, x| acc.saturating_mul(*x))
 }
 
 /// Shared body of the array creations.
@@ -436,11 +383,7 @@ pub unsafe fn array3d_create(handle: *mut CUarray, desc: *const CUDA_ARRAY3D_DES
         return NO_DRIVER;
     };
     // SAFETY: non-null, per the API contract readable.
-    let bytes = if desc.is_null() {
-        0
-    } else {
-        array_bytes(unsafe { &*desc })
-    };
+    let bytes = if desc.is_null() { 0 } else { array_bytes(unsafe { &*desc }) };
     // SAFETY: forwarding the caller's arguments.
     unsafe { array(bytes, handle.cast(), || f(handle, desc)) }
 }
@@ -455,11 +398,7 @@ pub unsafe fn array_destroy(handle: CUarray) -> R {
 }
 
 /// `cuMipmappedArrayCreate`: the sum of its levels, each half the previous in every extent.
-pub unsafe fn mipmapped_create(
-    handle: *mut CUmipmappedArray,
-    desc: *const CUDA_ARRAY3D_DESCRIPTOR,
-    levels: c_uint,
-) -> R {
+pub unsafe fn mipmapped_create(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> R {
     let Some(f) = real::cuMipmappedArrayCreate() else {
         return NO_DRIVER;
     };
@@ -472,16 +411,8 @@ pub unsafe fn mipmapped_create(
         for _ in 0..levels.min(32) {
             total = total.saturating_add(array_bytes(&level));
             level.Width = (level.Width / 2).max(1);
-            level.Height = if level.Height == 0 {
-                0
-            } else {
-                (level.Height / 2).max(1)
-            };
-            level.Depth = if level.Depth == 0 {
-                0
-            } else {
-                (level.Depth / 2).max(1)
-            };
+            level.Height = if level.Height == 0 { 0 } else { (level.Height / 2).max(1) };
+            level.Depth = if level.Depth == 0 { 0 } else { (level.Depth / 2).max(1) };
         }
         total
     };

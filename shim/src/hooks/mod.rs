@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod init;
+pub mod launch;
 pub mod memory;
 pub mod nvml;
 pub mod proc_address;
@@ -58,8 +59,5 @@ pub fn current_device() -> Result<usize, CUresult> {
 
 /// A driver ordinal as a region index (the region accounts for [`MAX_DEVICES`] devices).
 pub fn device_index(dev: i32) -> Result<usize, CUresult> {
-    usize::try_from(dev)
-        .ok()
-        .filter(|d| *d < MAX_DEVICES)
-        .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
+    usize::try_from(dev).ok().filter(|d| *d < MAX_DEVICES).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
 }

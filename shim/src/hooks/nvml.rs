@@ -5,9 +5,7 @@
 
 use std::ffi::{CStr, c_char, c_uint};
 
-use cuda_sys::nvml::{
-    NVML_DEVICE_UUID_V2_BUFFER_SIZE, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlReturn_t,
-};
+use cuda_sys::nvml::{NVML_DEVICE_UUID_V2_BUFFER_SIZE, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlReturn_t};
 use vgpu_limiter::config::VisibleDevice;
 
 use super::context::uuid_string;
@@ -53,23 +51,16 @@ pub unsafe fn init_with_flags(flags: c_uint) -> N {
 fn ordinal_of(shim: &Shim, device: nvmlDevice_t) -> Option<usize> {
     let mut buf = [0 as c_char; NVML_DEVICE_UUID_V2_BUFFER_SIZE];
     // SAFETY: a buffer of the size we pass.
-    if unsafe { real::nvmlDeviceGetUUID()?(device, buf.as_mut_ptr(), buf.len() as c_uint) }
-        != N::NVML_SUCCESS
-    {
+    if unsafe { real::nvmlDeviceGetUUID()?(device, buf.as_mut_ptr(), buf.len() as c_uint) } != N::NVML_SUCCESS {
         return None;
     }
     // SAFETY: NVML NUL-terminates within the buffer.
-    let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .to_ascii_lowercase();
+    let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().to_ascii_lowercase();
     if CUDA_READY.load(Acquire) {
         let mut count = 0;
         // SAFETY: a valid out-pointer.
-        if unsafe { real::cuDeviceGetCount()?(&mut count) }
-            == cuda_sys::driver::CUresult::CUDA_SUCCESS
-        {
-            return (0..count)
-                .position(|d| uuid_string(d).is_some_and(|u| u.to_ascii_lowercase() == uuid));
+        if unsafe { real::cuDeviceGetCount()?(&mut count) } == cuda_sys::driver::CUresult::CUDA_SUCCESS {
+            return (0..count).position(|d| uuid_string(d).is_some_and(|u| u.to_ascii_lowercase() == uuid));
         }
     }
     // CUDA is not initialised in this process (an NVML-only tool): apply
@@ -88,12 +79,7 @@ fn ordinal_of(shim: &Shim, device: nvmlDevice_t) -> Option<usize> {
 }
 
 /// (total, free, used) through the quota of the device behind `device`, if it has one.
-fn quota_figures(
-    shim: &Shim,
-    device: nvmlDevice_t,
-    phys_total: u64,
-    phys_free: u64,
-) -> Option<(u64, u64, u64)> {
+fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
     let d = ordinal_of(shim, device)?;
     let region = shim.region()?;
     let (used, _, quota) = region.usage(d);

@@ -22,10 +22,7 @@ fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
         }
         RESOLVED.store(true, Release);
     }
-    HOOKS
-        .iter()
-        .find(|h| h.lib == Lib::Cuda && h.real.load(Acquire) == p)
-        .map(|h| h.export as *mut c_void)
+    HOOKS.iter().find(|h| h.lib == Lib::Cuda && h.real.load(Acquire) == p).map(|h| h.export as *mut c_void)
 }
 
 /// Swaps a successful answer for our hook where we have one.
@@ -45,12 +42,7 @@ unsafe fn swap(rc: CUresult, pfn: *mut *mut c_void) -> CUresult {
 }
 
 /// `cuGetProcAddress` (CUDA 11.3 ABI).
-pub unsafe fn get_proc_address(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
-    version: c_int,
-    flags: u64,
-) -> CUresult {
+pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult {
     let Some(f) = real::cuGetProcAddress() else {
         return NO_DRIVER;
     };

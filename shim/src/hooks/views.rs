@@ -76,24 +76,9 @@ mod tests {
 
     #[test]
     fn views_clamp() {
-        assert_eq!(
-            quota_view(4 << 30, 1 << 30, 80 << 30, 70 << 30),
-            (4 << 30, 3 << 30)
-        );
-        assert_eq!(
-            quota_view(4 << 30, 5 << 30, 80 << 30, 70 << 30),
-            (4 << 30, 0),
-            "usage above the quota"
-        );
-        assert_eq!(
-            quota_view(4 << 30, 0, 80 << 30, 1 << 30),
-            (4 << 30, 1 << 30),
-            "the device is fuller"
-        );
-        assert_eq!(
-            quota_view(100 << 30, 0, 80 << 30, 80 << 30),
-            (80 << 30, 80 << 30),
-            "quota above the card"
-        );
+        assert_eq!(quota_view(4 << 30, 1 << 30, 80 << 30, 70 << 30), (4 << 30, 3 << 30));
+        assert_eq!(quota_view(4 << 30, 5 << 30, 80 << 30, 70 << 30), (4 << 30, 0), "usage above the quota");
+        assert_eq!(quota_view(4 << 30, 0, 80 << 30, 1 << 30), (4 << 30, 1 << 30), "the device is fuller");
+        assert_eq!(quota_view(100 << 30, 0, 80 << 30, 80 << 30), (80 << 30, 80 << 30), "quota above the card");
     }
 }

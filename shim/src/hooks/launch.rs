@@ -1,0 +1,282 @@
+//! Every launch path draws on the container's SM bucket: `cuLaunchKernel`,
+//! `cuLaunchKernelEx`, `cuLaunchCooperativeKernel`, their `_ptsz` forms, and `cuGraphLaunch`
+//! (charged per replay at the graph's learned cost). Launches into a stream being captured are
+//! not charged: the replay is. With no SM limit every launch hook is a straight forward.
+//!
+//! A launch is charged its learned GPU time (a default until measured). Some launches are
+//! timed with a pair of events; when a timing completes, the cost model learns from it and
+//! the bucket is corrected by what the estimate missed, so one big kernel followed by a sync
+//! is paid for before the next launch, not after many.
+#![allow(unsafe_code)]
+#![allow(clippy::too_many_arguments)] // the driver's own signatures
+
+use std::cell::RefCell;
+use std::ffi::{c_uint, c_void};
+use std::ptr::null_mut;
+
+use cuda_sys::driver::*;
+use vgpu_limiter::region::Region;
+use vgpu_limiter::sm::{self, Admission, Bucket, Clock, MonotonicClock};
+
+use super::{Gate, NO_DRIVER, REFUSED, current_device, gate};
+use crate::state::Shim;
+use crate::table::real;
+
+use CUresult as R;
+
+/// The per-thread default stream, for timing `_ptsz` launches on their own stream.
+fn timing_stream(stream: CUstream, per_thread: bool) -> CUstream {
+    if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream }
+}
+
+/// One timed launch whose events have not been read yet.
+#[derive(Clone, Copy)]
+struct Sample {
+    key: u64,
+    device: usize,
+    /// What the launch was charged, `None` when it was the default (corrected in bulk).
+    charged: Option<u64>,
+    default: u64,
+    start: CUevent,
+    end: CUevent,
+}
+
+const PENDING: usize = 16;
+
+thread_local! {
+    static PENDING_SAMPLES: RefCell<[Option<Sample>; PENDING]> = const { RefCell::new([None; PENDING]) };
+}
+
+fn destroy(ev: CUevent) {
+    if let Some(f) = real::cuEventDestroy_v2() {
+        // SAFETY: an event we created.
+        unsafe { f(ev) };
+    }
+}
+
+/// Reads every finished timing of this thread: the model learns, the bucket is corrected.
+fn poll(shim: &Shim, region: &Region, now: u64) {
+    let (Some(query), Some(elapsed)) = (real::cuEventQuery(), real::cuEventElapsedTime()) else { return };
+    PENDING_SAMPLES.with(|p| {
+        let Ok(mut pending) = p.try_borrow_mut() else { return };
+        for slot in pending.iter_mut() {
+            let Some(s) = *slot else { continue };
+            // SAFETY: events we created and recorded.
+            let rc = unsafe { query(s.end) };
+            if rc == R::CUDA_ERROR_NOT_READY {
+                continue;
+            }
+            let mut ms = 0f32;
+            // SAFETY: as above, with a valid out-pointer.
+            if rc == R::CUDA_SUCCESS && unsafe { elapsed(&mut ms, s.start, s.end) } == R::CUDA_SUCCESS && ms >= 0.0 {
+                let measured = (f64::from(ms) * 1e6) as i64;
+                let defaulted = i64::from(shim.sm.model.observe(s.key, measured as u64));
+                // Every launch charged the default before this first measurement owes the
+                // difference; a launch charged an estimate owes its own error.
+                let delta = defaulted * (measured - s.default as i64) + s.charged.map_or(0, |c| measured - c as i64);
+                Bucket::new(region.sm_bucket(s.device)).correct(now, delta);
+            }
+            destroy(s.start);
+            destroy(s.end);
+            *slot = None;
+        }
+    });
+}
+
+/// Runs `call` between two recorded events on `stream` and keeps the pair for [`poll`].
+fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64), call: impl FnOnce() -> R) -> R {
+    let (Some(create), Some(record)) = (real::cuEventCreate(), real::cuEventRecord()) else { return call() };
+    let (mut start, mut end): (CUevent, CUevent) = (null_mut(), null_mut());
+    // SAFETY: valid out-pointers; default event flags.
+    let made = unsafe { create(&mut start, 0) == R::CUDA_SUCCESS && create(&mut end, 0) == R::CUDA_SUCCESS };
+    // SAFETY: recording our own event on the caller's stream.
+    if !made || unsafe { record(start, stream) } != R::CUDA_SUCCESS {
+        for ev in [start, end] {
+            if !ev.is_null() {
+                destroy(ev);
+            }
+        }
+        return call();
+    }
+    let rc = call();
+    // SAFETY: as above.
+    let recorded = rc == R::CUDA_SUCCESS && unsafe { record(end, stream) } == R::CUDA_SUCCESS;
+    let (key, device, charged, default) = sample;
+    let kept = recorded
+        && PENDING_SAMPLES.with(|p| {
+            let Ok(mut pending) = p.try_borrow_mut() else { return false };
+            match pending.iter_mut().find(|s| s.is_none()) {
+                Some(slot) => {
+                    *slot = Some(Sample { key, device, charged, default, start, end });
+                    true
+                }
+                None => false,
+            }
+        });
+    if !kept {
+        destroy(start);
+        destroy(end);
+    }
+    rc
+}
+
+/// Charges a launch of `key` to the current device's bucket (waiting for tokens in steps of
+/// at most 2 ms), then runs it, timing some launches.
+fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call: impl FnOnce() -> R) -> R {
+    let (shim, region) = match gate() {
+        Gate::Forward => return call(),
+        Gate::Refuse => return REFUSED,
+        Gate::Enforce(shim, region) => (shim, region),
+    };
+    if !shim.sm.limited() || shim.sm.capturing(stream) {
+        return call();
+    }
+    let Ok(device) = current_device() else { return call() };
+    let Some(limit) = shim.sm.limit(device) else { return call() };
+    shim.sm.start(shim, region, device, limit);
+    let clock = MonotonicClock;
+    let bucket = Bucket::new(region.sm_bucket(device));
+    poll(shim, region, clock.now_ns());
+    let enforcing = bucket.enforcing();
+    let (estimate, defaulted) = if enforcing { shim.sm.model.charge(key, default_ns) } else { (0, false) };
+    if enforcing {
+        let started = clock.now_ns();
+        let mut now = started;
+        while let Admission::Wait(ns) = bucket.admit(now, estimate) {
+            std::thread::sleep(std::time::Duration::from_nanos(ns));
+            now = clock.now_ns();
+        }
+        if now > started {
+            bucket.add_throttled(now - started);
+        }
+    }
+    if shim.sm.model.count_launch(key) {
+        let charged = if defaulted { None } else { Some(estimate) };
+        timed(timing_stream(stream, per_thread), (key, device, charged, default_ns), call)
+    } else {
+        call()
+    }
+}
+
+macro_rules! kernel_hook {
+    ($(#[$m:meta])* $name:ident, $real:ident, $per_thread:expr) => {
+        $(#[$m])*
+        pub unsafe fn $name(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
+            let Some(real) = real::$real() else { return NO_DRIVER };
+            let key = sm::kernel_key(f as u64, [gx, gy, gz], [bx, by, bz]);
+            // SAFETY: forwarding the caller's arguments.
+            throttled(stream, $per_thread, key, sm::DEFAULT_KERNEL_NS, || unsafe { real(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra) })
+        }
+    };
+}
+
+kernel_hook!(
+    /// `cuLaunchKernel`.
+    launch_kernel, cuLaunchKernel, false
+);
+kernel_hook!(
+    /// `cuLaunchKernel_ptsz`.
+    launch_kernel_ptsz, cuLaunchKernel_ptsz, true
+);
+
+macro_rules! cooperative_hook {
+    ($(#[$m:meta])* $name:ident, $real:ident, $per_thread:expr) => {
+        $(#[$m])*
+        pub unsafe fn $name(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> R {
+            let Some(real) = real::$real() else { return NO_DRIVER };
+            let key = sm::kernel_key(f as u64, [gx, gy, gz], [bx, by, bz]);
+            // SAFETY: forwarding the caller's arguments.
+            throttled(stream, $per_thread, key, sm::DEFAULT_KERNEL_NS, || unsafe { real(f, gx, gy, gz, bx, by, bz, shared, stream, params) })
+        }
+    };
+}
+
+cooperative_hook!(
+    /// `cuLaunchCooperativeKernel`.
+    launch_cooperative, cuLaunchCooperativeKernel, false
+);
+cooperative_hook!(
+    /// `cuLaunchCooperativeKernel_ptsz`.
+    launch_cooperative_ptsz, cuLaunchCooperativeKernel_ptsz, true
+);
+
+/// Shared body of the `cuLaunchKernelEx` hooks.
+///
+/// # Safety
+/// `config` is null or a valid launch configuration.
+unsafe fn launch_ex(config: *const CUlaunchConfig, f: CUfunction, per_thread: bool, call: impl FnOnce() -> R) -> R {
+    if config.is_null() {
+        return call(); // the driver reports it
+    }
+    // SAFETY: non-null, per the API contract readable.
+    let c = unsafe { *config };
+    let key = sm::kernel_key(f as u64, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
+    throttled(c.hStream, per_thread, key, sm::DEFAULT_KERNEL_NS, call)
+}
+
+/// `cuLaunchKernelEx`.
+pub unsafe fn launch_kernel_ex(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
+    let Some(real) = real::cuLaunchKernelEx() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { launch_ex(config, f, false, || real(config, f, params, extra)) }
+}
+
+/// `cuLaunchKernelEx_ptsz`.
+pub unsafe fn launch_kernel_ex_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
+    let Some(real) = real::cuLaunchKernelEx_ptsz() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { launch_ex(config, f, true, || real(config, f, params, extra)) }
+}
+
+/// `cuGraphLaunch`: a replay costs what the graph was measured to take.
+pub unsafe fn graph_launch(exec: CUgraphExec, stream: CUstream) -> R {
+    let Some(real) = real::cuGraphLaunch() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    throttled(stream, false, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, || unsafe { real(exec, stream) })
+}
+
+/// `cuGraphLaunch_ptsz`.
+pub unsafe fn graph_launch_ptsz(exec: CUgraphExec, stream: CUstream) -> R {
+    let Some(real) = real::cuGraphLaunch_ptsz() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    throttled(stream, true, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, || unsafe { real(exec, stream) })
+}
+
+/// Notes a stream entering or leaving capture (launches into it are recorded, not run: they
+/// are not charged; the replay is).
+fn note_capture(rc: R, stream: CUstream, on: bool) -> R {
+    if let (R::CUDA_SUCCESS, Gate::Enforce(shim, _)) = (rc, gate()) {
+        shim.sm.set_capturing(stream, on);
+    }
+    rc
+}
+
+macro_rules! capture_hooks {
+    ($(#[$m:meta])* $begin:ident, $end:ident, $real_begin:ident, $real_end:ident) => {
+        $(#[$m])*
+        pub unsafe fn $begin(stream: CUstream, mode: CUstreamCaptureMode) -> R {
+            let Some(real) = real::$real_begin() else { return NO_DRIVER };
+            // SAFETY: forwarding the caller's arguments.
+            note_capture(unsafe { real(stream, mode) }, stream, true)
+        }
+
+        $(#[$m])*
+        pub unsafe fn $end(stream: CUstream, graph: *mut CUgraph) -> R {
+            let Some(real) = real::$real_end() else { return NO_DRIVER };
+            // SAFETY: forwarding the caller's arguments.
+            let rc = unsafe { real(stream, graph) };
+            // Capture ends whatever the result (a failed end invalidates it).
+            note_capture(R::CUDA_SUCCESS, stream, false);
+            rc
+        }
+    };
+}
+
+capture_hooks!(
+    /// `cuStreamBeginCapture_v2` / `cuStreamEndCapture`.
+    begin_capture, end_capture, cuStreamBeginCapture_v2, cuStreamEndCapture
+);
+capture_hooks!(
+    /// The `_ptsz` forms of stream capture.
+    begin_capture_ptsz, end_capture_ptsz, cuStreamBeginCapture_v2_ptsz, cuStreamEndCapture_ptsz
+);
