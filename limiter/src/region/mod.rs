@@ -323,6 +323,16 @@ fn io_err(path: &Path, op: &'static str) -> RegionError {
     RegionError::Io { path: path.to_path_buf(), op, err: io::Error::last_os_error() }
 }
 
+/// What a device with quota `quota` and container usage `used` looks like to the application,
+/// given the device's physical (total, free): total = the quota (never more than the card),
+/// free = what is left of it (never below zero, never more than the card has free). The
+/// application's `used` is `total - free`, so `used + free == total` holds in every view.
+pub fn quota_view(quota: u64, used: u64, phys_total: u64, phys_free: u64) -> (u64, u64) {
+    let total = quota.min(phys_total);
+    let free = total.saturating_sub(used).min(phys_free);
+    (total, free)
+}
+
 /// The quota word for an optional limit.
 pub fn quota_word(limit: Option<u64>) -> u64 {
     limit.unwrap_or(UNLIMITED)

@@ -203,3 +203,11 @@ fn observers_see_without_touching() {
     std::fs::write(path.with_extension("junk"), b"x").unwrap();
     assert!(matches!(Observer::open(&path.with_extension("junk")), Err(RegionError::WrongSize { .. })));
 }
+
+#[test]
+fn quota_views_clamp() {
+    assert_eq!(quota_view(4 << 30, 1 << 30, 80 << 30, 70 << 30), (4 << 30, 3 << 30));
+    assert_eq!(quota_view(4 << 30, 5 << 30, 80 << 30, 70 << 30), (4 << 30, 0), "usage above the quota");
+    assert_eq!(quota_view(4 << 30, 0, 80 << 30, 1 << 30), (4 << 30, 1 << 30), "the device is fuller");
+    assert_eq!(quota_view(100 << 30, 0, 80 << 30, 80 << 30), (80 << 30, 80 << 30), "quota above the card");
+}

@@ -10,7 +10,7 @@ use vgpu_limiter::config::VisibleDevice;
 
 use super::context::uuid_string;
 use super::init::CUDA_READY;
-use super::views::quota_view;
+use vgpu_limiter::region::quota_view;
 use super::{Gate, gate};
 use crate::state::Shim;
 use crate::table::real;

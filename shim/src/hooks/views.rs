@@ -5,15 +5,10 @@
 
 use cuda_sys::driver::{CUdevice, CUresult};
 
+use vgpu_limiter::region::quota_view;
+
 use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate};
 use crate::table::real;
-
-/// (total, free) of a device with quota `quota` and usage `used`, given the physical figures.
-pub fn quota_view(quota: u64, used: u64, phys_total: u64, phys_free: u64) -> (u64, u64) {
-    let total = quota.min(phys_total);
-    let free = total.saturating_sub(used).min(phys_free);
-    (total, free)
-}
 
 /// `cuMemGetInfo_v2`.
 pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
@@ -67,18 +62,5 @@ pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
             }
             rc
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quota_view;
-
-    #[test]
-    fn views_clamp() {
-        assert_eq!(quota_view(4 << 30, 1 << 30, 80 << 30, 70 << 30), (4 << 30, 3 << 30));
-        assert_eq!(quota_view(4 << 30, 5 << 30, 80 << 30, 70 << 30), (4 << 30, 0), "usage above the quota");
-        assert_eq!(quota_view(4 << 30, 0, 80 << 30, 1 << 30), (4 << 30, 1 << 30), "the device is fuller");
-        assert_eq!(quota_view(100 << 30, 0, 80 << 30, 80 << 30), (80 << 30, 80 << 30), "quota above the card");
     }
 }
