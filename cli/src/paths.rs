@@ -4,10 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// The directory of the running `vgpu` binary.
 pub fn exe_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."))
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Candidate directories for shipped libraries: beside the binary, then `../lib`.
@@ -22,12 +19,7 @@ pub fn shim() -> Result<PathBuf, String> {
         .into_iter()
         .map(|d| d.join("libvgpu.so"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "libvgpu.so is not beside {} (build it: cargo build --workspace)",
-                exe_dir().display()
-            )
-        })
+        .ok_or_else(|| format!("libvgpu.so is not beside {} (build it: cargo build --workspace)", exe_dir().display()))
 }
 
 /// The directory holding simgpu's `libcuda.so.1` and `libnvidia-ml.so.1` under their SONAMEs,
@@ -37,21 +29,16 @@ pub fn simgpu_lib() -> Result<PathBuf, String> {
         let laid = d.join("simgpu-lib");
         if laid.join("libcuda.so.1").is_file() && d.join("libcuda.so").is_file() {
             // A build directory: refresh the layout so it matches the current build.
-            return simgpu::layout::layout(&d, &laid)
-                .map_err(|e| format!("laying out simgpu: {e}"));
+            return simgpu::layout::layout(&d, &laid).map_err(|e| format!("laying out simgpu: {e}"));
         }
         if laid.join("libcuda.so.1").is_file() {
             return Ok(laid);
         }
         if d.join("libcuda.so").is_file() && d.join("libnvidia_ml.so").is_file() {
-            return simgpu::layout::layout(&d, &laid)
-                .map_err(|e| format!("laying out simgpu: {e}"));
+            return simgpu::layout::layout(&d, &laid).map_err(|e| format!("laying out simgpu: {e}"));
         }
     }
-    Err(format!(
-        "simgpu's libraries are not beside {} (build them: cargo build --workspace)",
-        exe_dir().display()
-    ))
+    Err(format!("simgpu's libraries are not beside {} (build them: cargo build --workspace)", exe_dir().display()))
 }
 
 /// A per-user runtime directory for regions and simulated machines.

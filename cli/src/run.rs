@@ -29,33 +29,18 @@ pub struct RunArgs {
 }
 
 /// The contract's variables for these limits, validated exactly as the shim will read them.
-pub fn limits_env(
-    memory: Option<&str>,
-    sm: Option<&str>,
-    region: &std::path::Path,
-) -> Result<Vec<(String, String)>, String> {
+pub fn limits_env(memory: Option<&str>, sm: Option<&str>, region: &std::path::Path) -> Result<Vec<(String, String)>, String> {
     let mut env = Vec::new();
     match memory {
         None => {}
         Some(m) if m.contains('=') => {
             for part in m.split(',') {
-                let (idx, size) = part
-                    .split_once('=')
-                    .ok_or_else(|| format!("--memory {m:?}: expected IDX=SIZE, got {part:?}"))?;
-                let idx: usize = idx
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--memory {m:?}: {idx:?} is not a device index"))?;
+                let (idx, size) = part.split_once('=').ok_or_else(|| format!("--memory {m:?}: expected IDX=SIZE, got {part:?}"))?;
+                let idx: usize = idx.trim().parse().map_err(|_| format!("--memory {m:?}: {idx:?} is not a device index"))?;
                 if idx >= config::MAX_DEVICES {
-                    return Err(format!(
-                        "--memory {m:?}: device {idx} is beyond the {} devices vgpu accounts for",
-                        config::MAX_DEVICES
-                    ));
+                    return Err(format!("--memory {m:?}: device {idx} is beyond the {} devices vgpu accounts for", config::MAX_DEVICES));
                 }
-                env.push((
-                    format!("{}_{idx}", config::VAR_MEMORY_LIMIT),
-                    size.trim().to_string(),
-                ));
+                env.push((format!("{}_{idx}", config::VAR_MEMORY_LIMIT), size.trim().to_string()));
             }
         }
         Some(m) => env.push((config::VAR_MEMORY_LIMIT.to_string(), m.trim().to_string())),
@@ -63,10 +48,7 @@ pub fn limits_env(
     if let Some(s) = sm {
         env.push((config::VAR_SM_LIMIT.to_string(), s.trim().to_string()));
     }
-    env.push((
-        config::VAR_REGION_PATH.to_string(),
-        region.display().to_string(),
-    ));
+    env.push((config::VAR_REGION_PATH.to_string(), region.display().to_string()));
     config::from_vars(env.clone()).map_err(|e| e.to_string())?;
     Ok(env)
 }
@@ -85,14 +67,10 @@ fn prepend(var: &str, item: &std::path::Path) -> OsString {
 pub fn command(args: &RunArgs) -> Result<(Command, Option<PathBuf>), String> {
     let shim = paths::shim()?;
     let (region, ours) = match &args.region {
-        Some(r) => (
-            std::path::absolute(r).map_err(|e| format!("--region {}: {e}", r.display()))?,
-            None,
-        ),
+        Some(r) => (std::path::absolute(r).map_err(|e| format!("--region {}: {e}", r.display()))?, None),
         None => {
             let dir = paths::runtime_dir();
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let r = dir.join(format!("run-{}.region", std::process::id()));
             (r.clone(), Some(r))
         }
@@ -106,10 +84,7 @@ pub fn command(args: &RunArgs) -> Result<(Command, Option<PathBuf>), String> {
     }
     cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &shim));
     if args.sim {
-        cmd.env(
-            "LD_LIBRARY_PATH",
-            prepend("LD_LIBRARY_PATH", &paths::simgpu_lib()?),
-        );
+        cmd.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &paths::simgpu_lib()?));
     }
     Ok((cmd, ours))
 }
@@ -156,18 +131,9 @@ mod tests {
 
     #[test]
     fn bad_limits_are_refused_before_anything_runs() {
-        for (m, s) in [
-            (Some("4x"), None),
-            (Some("0=4g,x=1g"), None),
-            (Some("99=1g"), None),
-            (None, Some("120")),
-            (Some("-1g"), None),
-        ] {
+        for (m, s) in [(Some("4x"), None), (Some("0=4g,x=1g"), None), (Some("99=1g"), None), (None, Some("120")), (Some("-1g"), None)] {
             assert!(limits_env(m, s, Path::new("/r")).is_err(), "{m:?} {s:?}");
         }
-        assert!(
-            limits_env(None, None, Path::new("relative")).is_err(),
-            "the region path must be absolute"
-        );
+        assert!(limits_env(None, None, Path::new("relative")).is_err(), "the region path must be absolute");
     }
 }

@@ -30,21 +30,12 @@ fn nvml(sim: bool) -> Result<Nvml, String> {
 pub fn report(sim: bool) -> Result<String, String> {
     let nvml = nvml(sim)?;
     let mut out = String::new();
-    let count = nvml
-        .device_count()
-        .map_err(|e| format!("NVML device count: {e}"))?;
+    let count = nvml.device_count().map_err(|e| format!("NVML device count: {e}"))?;
     for i in 0..count {
-        let dev = nvml
-            .device_by_index(i)
-            .map_err(|e| format!("NVML device {i}: {e}"))?;
+        let dev = nvml.device_by_index(i).map_err(|e| format!("NVML device {i}: {e}"))?;
         let name = dev.name().unwrap_or_else(|_| "?".into());
-        let mem = dev
-            .memory_info()
-            .map_err(|e| format!("NVML memory of device {i}: {e}"))?;
-        let util = dev
-            .utilization_rates()
-            .map(|u| format!("{}%", u.gpu))
-            .unwrap_or_else(|_| "n/a".into());
+        let mem = dev.memory_info().map_err(|e| format!("NVML memory of device {i}: {e}"))?;
+        let util = dev.utilization_rates().map(|u| format!("{}%", u.gpu)).unwrap_or_else(|_| "n/a".into());
         out += &format!(
             "GPU {i}: {name}\n  memory: {} used of {} ({} free), utilisation {util}\n",
             human(mem.used),

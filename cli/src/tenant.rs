@@ -73,35 +73,24 @@ impl Driver {
     }
 
     fn check(&self, what: &str, rc: CUresult) -> Result<(), String> {
-        if rc == CUresult::CUDA_SUCCESS {
-            Ok(())
-        } else {
-            Err(format!("{what}: {}", self.name(rc)))
-        }
+        if rc == CUresult::CUDA_SUCCESS { Ok(()) } else { Err(format!("{what}: {}", self.name(rc))) }
     }
 
     fn info(&self) -> Result<(u64, u64), String> {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: valid out-pointers.
-        self.check("cuMemGetInfo", unsafe {
-            (self.mem_get_info)(&mut free, &mut total)
-        })?;
+        self.check("cuMemGetInfo", unsafe { (self.mem_get_info)(&mut free, &mut total) })?;
         Ok((free as u64, total as u64))
     }
 }
 
 /// Human-readable bytes.
 pub fn human(b: u64) -> String {
-    if b >= 1 << 30 {
-        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", b >> 20)
-    }
+    if b >= 1 << 30 { format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64) } else { format!("{} MiB", b >> 20) }
 }
 
 fn body(args: &TenantArgs) -> Result<(), String> {
-    let chunk = vgpu_limiter::size::parse_size(&args.chunk)
-        .map_err(|e| format!("--chunk {:?}: {e}", args.chunk))? as usize;
+    let chunk = vgpu_limiter::size::parse_size(&args.chunk).map_err(|e| format!("--chunk {:?}: {e}", args.chunk))? as usize;
     let d = load()?;
     let n = &args.name;
     // SAFETY: the driver API, called with valid arguments and out-pointers throughout.
@@ -114,24 +103,14 @@ fn body(args: &TenantArgs) -> Result<(), String> {
         d.check("cuCtxSetCurrent", (d.set_current)(ctx))?;
     }
     let (free, total) = d.info()?;
-    println!(
-        "{n}: cuMemGetInfo says total {}, free {} (its context already uses {})",
-        human(total),
-        human(free),
-        human(total - free)
-    );
+    println!("{n}: cuMemGetInfo says total {}, free {} (its context already uses {})", human(total), human(free), human(total - free));
     let mut held: Vec<CUdeviceptr> = Vec::new();
     loop {
         let mut p: CUdeviceptr = 0;
         // SAFETY: a valid out-pointer.
         let rc = unsafe { (d.alloc)(&mut p, chunk) };
         if rc != CUresult::CUDA_SUCCESS {
-            println!(
-                "{n}: REFUSED allocation #{} of {}: {}",
-                held.len() + 1,
-                human(chunk as u64),
-                d.name(rc)
-            );
+            println!("{n}: REFUSED allocation #{} of {}: {}", held.len() + 1, human(chunk as u64), d.name(rc));
             break;
         }
         held.push(p);
@@ -146,12 +125,7 @@ fn body(args: &TenantArgs) -> Result<(), String> {
         }
     }
     let (free, total) = d.info()?;
-    println!(
-        "{n}: holding {}; cuMemGetInfo says free {} of {}",
-        human(held.len() as u64 * chunk as u64),
-        human(free),
-        human(total)
-    );
+    println!("{n}: holding {}; cuMemGetInfo says free {} of {}", human(held.len() as u64 * chunk as u64), human(free), human(total));
     println!("{n}: ready");
     // Hold the memory until the demo has shown the device, then free it.
     let mut sink = Vec::new();
