@@ -84,6 +84,9 @@ impl SmState {
     /// First throttled launch on `device`: writes the limit into the container's bucket and
     /// starts the controller thread (once per process).
     pub fn start(&self, shim: &'static crate::state::Shim, region: &Region, device: usize, limit: u8) {
+        if self.configured[device].load(Acquire) {
+            return; // the launch hot path: one load
+        }
         if !self.configured[device].swap(true, AcqRel) {
             Bucket::new(region.sm_bucket(device)).configure(limit);
         }

@@ -45,6 +45,8 @@ const PENDING: usize = 16;
 
 thread_local! {
     static PENDING_SAMPLES: RefCell<[Option<Sample>; PENDING]> = const { RefCell::new([None; PENDING]) };
+    /// How many timings this thread has pending (so the hot path skips [`poll`] when none).
+    static PENDING_COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 fn destroy(ev: CUevent) {
@@ -56,6 +58,9 @@ fn destroy(ev: CUevent) {
 
 /// Reads every finished timing of this thread: the model learns, the bucket is corrected.
 fn poll(shim: &Shim, region: &Region, now: u64) {
+    if PENDING_COUNT.with(|c| c.get()) == 0 {
+        return;
+    }
     let (Some(query), Some(elapsed)) = (real::cuEventQuery(), real::cuEventElapsedTime()) else { return };
     PENDING_SAMPLES.with(|p| {
         let Ok(mut pending) = p.try_borrow_mut() else { return };
@@ -79,6 +84,7 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
             destroy(s.start);
             destroy(s.end);
             *slot = None;
+            PENDING_COUNT.with(|c| c.set(c.get().saturating_sub(1)));
         }
     });
 }
@@ -108,6 +114,7 @@ fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64), call: impl Fn
             match pending.iter_mut().find(|s| s.is_none()) {
                 Some(slot) => {
                     *slot = Some(Sample { key, device, charged, default, start, end });
+                    PENDING_COUNT.with(|c| c.set(c.get() + 1));
                     true
                 }
                 None => false,
@@ -136,11 +143,11 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
     shim.sm.start(shim, region, device, limit);
     let clock = MonotonicClock;
     let bucket = Bucket::new(region.sm_bucket(device));
-    poll(shim, region, clock.now_ns());
+    let started = clock.now_ns();
+    poll(shim, region, started);
     let enforcing = bucket.enforcing();
     let (estimate, defaulted) = if enforcing { shim.sm.model.charge(key, default_ns) } else { (0, false) };
     if enforcing {
-        let started = clock.now_ns();
         let mut now = started;
         while let Admission::Wait(ns) = bucket.admit(now, estimate) {
             std::thread::sleep(std::time::Duration::from_nanos(ns));
