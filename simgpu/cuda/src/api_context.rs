@@ -9,28 +9,14 @@ use crate::{exports, out};
 use CUresult as R;
 
 /// Creates a context on `ordinal`, charging the device a context's memory.
-pub(crate) fn create_ctx(
-    d: &Driver,
-    inner: &mut Inner,
-    ordinal: c_int,
-    primary: bool,
-) -> Result<u64, R> {
+pub(crate) fn create_ctx(d: &Driver, inner: &mut Inner, ordinal: c_int, primary: bool) -> Result<u64, R> {
     let dev = d.physical(ordinal)?;
     if !d.machine.charge(dev, d.cfg.context_memory) {
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     }
     d.machine.context_created(dev);
     let c = d.new_id();
-    inner.contexts.insert(
-        c,
-        Ctx {
-            ordinal: ordinal as u32,
-            dev,
-            primary,
-            null_stream: Default::default(),
-            last_end: 0,
-        },
-    );
+    inner.contexts.insert(c, Ctx { ordinal: ordinal as u32, dev, primary, null_stream: Default::default(), last_end: 0 });
     Ok(c)
 }
 
@@ -40,12 +26,7 @@ pub(crate) fn destroy_ctx(d: &Driver, inner: &mut Inner, c: u64) {
     let Some(ctx) = inner.contexts.remove(&c) else {
         return;
     };
-    let addrs: Vec<u64> = inner
-        .allocs
-        .iter()
-        .filter(|(_, a)| a.ctx == c)
-        .map(|(k, _)| *k)
-        .collect();
+    let addrs: Vec<u64> = inner.allocs.iter().filter(|(_, a)| a.ctx == c).map(|(k, _)| *k).collect();
     for a in addrs {
         free_alloc(d, inner, a);
     }
@@ -53,12 +34,7 @@ pub(crate) fn destroy_ctx(d: &Driver, inner: &mut Inner, c: u64) {
     inner.events.retain(|_, e| e.ctx != c);
     inner.modules.retain(|_, m| m.ctx != c);
     inner.functions.retain(|_, f| f.ctx != c);
-    let arrays: Vec<u64> = inner
-        .arrays
-        .iter()
-        .filter(|(_, a)| a.ctx == c)
-        .map(|(k, _)| *k)
-        .collect();
+    let arrays: Vec<u64> = inner.arrays.iter().filter(|(_, a)| a.ctx == c).map(|(k, _)| *k).collect();
     for a in arrays {
         if let Some(arr) = inner.arrays.remove(&a) {
             d.machine.uncharge(arr.dev, arr.bytes);

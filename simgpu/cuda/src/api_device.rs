@@ -38,17 +38,14 @@ fn attribute(attr: A, sms: u32, pools: bool, dev: u32) -> Option<c_int> {
         A::CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY => 65536,
         A::CU_DEVICE_ATTRIBUTE_WARP_SIZE => 32,
         A::CU_DEVICE_ATTRIBUTE_MAX_PITCH => i32::MAX,
-        A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK
-        | A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR => 65536,
+        A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK | A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR => 65536,
         A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE => 1_980_000,
         A::CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT => 512,
         A::CU_DEVICE_ATTRIBUTE_GPU_OVERLAP => 1,
         A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT => sms as c_int,
         A::CU_DEVICE_ATTRIBUTE_KERNEL_EXEC_TIMEOUT | A::CU_DEVICE_ATTRIBUTE_INTEGRATED => 0,
         A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY => 1,
-        A::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE
-        | A::CU_DEVICE_ATTRIBUTE_TCC_DRIVER
-        | A::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID => 0,
+        A::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE | A::CU_DEVICE_ATTRIBUTE_TCC_DRIVER | A::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID => 0,
         A::CU_DEVICE_ATTRIBUTE_CONCURRENT_KERNELS | A::CU_DEVICE_ATTRIBUTE_ECC_ENABLED => 1,
         A::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID => identity::pci_bus(dev) as c_int,
         A::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID => 0,
@@ -62,8 +59,7 @@ fn attribute(attr: A, sms: u32, pools: bool, dev: u32) -> Option<c_int> {
         A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR => identity::COMPUTE_CAPABILITY.1,
         A::CU_DEVICE_ATTRIBUTE_STREAM_PRIORITIES_SUPPORTED => 1,
         A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR => 233_472,
-        A::CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY
-        | A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS => 1,
+        A::CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY | A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS => 1,
         A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH => 1,
         A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN => 232_448,
         A::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED => 1,
@@ -84,11 +80,7 @@ fn error_strings() -> &'static [(u32, CString, CString)] {
             .iter()
             .map(|(name, code)| {
                 let desc = code.description().unwrap_or("unknown error");
-                (
-                    code.0,
-                    CString::new(*name).unwrap_or_default(),
-                    CString::new(desc).unwrap_or_default(),
-                )
+                (code.0, CString::new(*name).unwrap_or_default(), CString::new(desc).unwrap_or_default())
             })
             .collect()
     })

@@ -3,9 +3,7 @@
 //! time is queued on the timeline as one span.
 use std::ffi::{c_uint, c_ulonglong};
 
-use cuda_sys::driver::{
-    CUgraph, CUgraphExec, CUresult, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
-};
+use cuda_sys::driver::{CUgraph, CUgraphExec, CUresult, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus};
 
 use crate::api_launch::enqueue_work;
 use crate::api_memory::fill;
@@ -40,11 +38,7 @@ fn end(stream: CUstream, graph: *mut CUgraph) -> Result<(), R> {
     }
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    let g = inner
-        .stream_state(s)
-        .capture
-        .take()
-        .ok_or(R::CUDA_ERROR_ILLEGAL_STATE)?;
+    let g = inner.stream_state(s).capture.take().ok_or(R::CUDA_ERROR_ILLEGAL_STATE)?;
     // SAFETY: checked non-null above.
     unsafe { out(graph, handle(g)) }
 }
@@ -54,11 +48,8 @@ fn is_capturing(stream: CUstream, status: *mut CUstreamCaptureStatus) -> Result<
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
     let active = inner.stream_state(s).capture.is_some();
-    let v = if active {
-        CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
-    } else {
-        CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
-    };
+    let v =
+        if active { CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE } else { CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE };
     // SAFETY: the API contract makes `status` valid for a write when non-null.
     unsafe { out(status, v) }
 }
@@ -67,11 +58,7 @@ fn launch(exec: CUgraphExec, stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     let nodes = {
         let mut inner = d.lock();
-        let g = inner
-            .execs
-            .get(&id(exec))
-            .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?
-            .clone();
+        let g = inner.execs.get(&id(exec)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.clone();
         let s = inner.stream(stream)?;
         if inner.stream_state(s).capture.is_some() {
             return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
@@ -79,13 +66,9 @@ fn launch(exec: CUgraphExec, stream: CUstream) -> Result<(), R> {
         for n in &g.nodes {
             match n {
                 Node::Copy { dst, src, len } => {
-                    inner
-                        .check_device_range(*dst, *len)
-                        .or_else(|_| inner.check_device_range(*src, *len))?;
+                    inner.check_device_range(*dst, *len).or_else(|_| inner.check_device_range(*src, *len))?;
                 }
-                Node::Memset {
-                    dst, elem, count, ..
-                } => inner.check_device_range(*dst, elem * count)?,
+                Node::Memset { dst, elem, count, .. } => inner.check_device_range(*dst, elem * count)?,
                 Node::Kernel(_) => {}
             }
         }
@@ -96,15 +79,8 @@ fn launch(exec: CUgraphExec, stream: CUstream) -> Result<(), R> {
         match n {
             Node::Kernel(ns) => kernel_ns = kernel_ns.saturating_add(ns),
             // SAFETY: validated above against live mappings (host sides are the caller's).
-            Node::Copy { dst, src, len } => unsafe {
-                std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len)
-            },
-            Node::Memset {
-                dst,
-                value,
-                elem,
-                count,
-            } => fill(dst, value, elem, count),
+            Node::Copy { dst, src, len } => unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) },
+            Node::Memset { dst, value, elem, count } => fill(dst, value, elem, count),
         }
     }
     enqueue_work(stream, kernel_ns, Node::Kernel(kernel_ns))

@@ -20,12 +20,7 @@ pub(crate) fn enqueue_work(stream: CUstream, ns: u64, node: Node) -> Result<(), 
         let dev = inner.contexts[&ctx].dev;
         let st = inner.stream_state(s);
         if let Some(g) = st.capture {
-            inner
-                .graphs
-                .get_mut(&g)
-                .ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?
-                .nodes
-                .push(node);
+            inner.graphs.get_mut(&g).ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?.nodes.push(node);
             return Ok(());
         }
         let now = now_ns();
@@ -63,10 +58,7 @@ fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
     let d = driver()?;
     let inner = d.lock();
     state::current(&inner)?;
-    let func = inner
-        .functions
-        .get(&id(f))
-        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+    let func = inner.functions.get(&id(f)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
     let s = inner.stream(stream)?;
     if func.ctx != inner.stream_ctx(s) {
         return Err(R::CUDA_ERROR_INVALID_HANDLE);
@@ -77,8 +69,7 @@ fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
     let threads = u64::from(bx) * u64::from(by) * u64::from(bz);
-    if threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024 || shape.shared > 232_448
-    {
+    if threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024 || shape.shared > 232_448 {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
     let blocks = u64::from(gx) * u64::from(gy) * u64::from(gz);
@@ -91,13 +82,7 @@ fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
     Ok(simgpu::cost::kernel_ns(func.wave_ns, blocks, d.cfg.sms))
 }
 
-fn launch(
-    f: CUfunction,
-    shape: Shape,
-    stream: CUstream,
-    params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), R> {
+fn launch(f: CUfunction, shape: Shape, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> Result<(), R> {
     if !params.is_null() && !extra.is_null() {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
@@ -109,12 +94,7 @@ fn launch(
 ///
 /// # Safety
 /// `config` is null or a valid config whose `attrs` holds `numAttrs` entries.
-unsafe fn launch_ex(
-    config: *const CUlaunchConfig,
-    f: CUfunction,
-    params: *mut *mut c_void,
-    extra: *mut *mut c_void,
-) -> Result<(), R> {
+unsafe fn launch_ex(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> Result<(), R> {
     // SAFETY: per this function's contract.
     let c = unsafe { read(config)? };
     if c.numAttrs > 0 && c.attrs.is_null() {

@@ -3,15 +3,13 @@
 use std::ffi::{c_uint, c_void};
 
 use cuda_sys::driver::{
-    CU_MEM_ATTACH_GLOBAL, CU_MEM_ATTACH_HOST, CUDA_ARRAY_DESCRIPTOR, CUDA_ARRAY3D_DESCRIPTOR,
-    CUarray, CUdevice, CUdeviceptr, CUmemAllocationType, CUmemLocationType,
-    CUmemPool_attribute as PA, CUmemPoolProps, CUmemoryPool, CUmipmappedArray, CUresult, CUstream,
+    CU_MEM_ATTACH_GLOBAL, CU_MEM_ATTACH_HOST, CUDA_ARRAY_DESCRIPTOR, CUDA_ARRAY3D_DESCRIPTOR, CUarray, CUdevice, CUdeviceptr,
+    CUmemAllocationType, CUmemLocationType, CUmemPool_attribute as PA, CUmemPoolProps, CUmemoryPool, CUmipmappedArray, CUresult, CUstream,
 };
 
 use crate::api_context::synchronize_ctx;
 use crate::state::{
-    self, Alloc, AllocKind, Array, Driver, Inner, Node, Pool, StreamRef, driver, handle, id,
-    map_anonymous, rounded, unmap,
+    self, Alloc, AllocKind, Array, Driver, Inner, Node, Pool, StreamRef, driver, handle, id, map_anonymous, rounded, unmap,
 };
 use crate::{exports, out, read};
 use CUresult as R;
@@ -31,16 +29,7 @@ fn alloc_device(d: &Driver, inner: &mut Inner, bytes: usize, kind: AllocKind) ->
         d.machine.uncharge(dev, len as u64);
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     };
-    inner.allocs.insert(
-        addr,
-        Alloc {
-            size: bytes,
-            map_len: len,
-            ctx: c,
-            dev,
-            kind,
-        },
-    );
+    inner.allocs.insert(addr, Alloc { size: bytes, map_len: len, ctx: c, dev, kind });
     Ok(addr)
 }
 
@@ -88,36 +77,18 @@ fn device_pools(d: &Driver, inner: &mut Inner, ordinal: u32) -> (u64, u64) {
         return p;
     }
     let p = d.new_id();
-    inner
-        .pools
-        .insert(p, new_pool(ordinal, d.visible[ordinal as usize]));
+    inner.pools.insert(p, new_pool(ordinal, d.visible[ordinal as usize]));
     inner.pools_by_device[ordinal as usize] = Some((p, p));
     (p, p)
 }
 
 fn new_pool(ordinal: u32, dev: u32) -> Pool {
-    Pool {
-        ordinal,
-        dev,
-        release_threshold: 0,
-        reserved: 0,
-        used: 0,
-        reserved_high: 0,
-        used_high: 0,
-        cached: Vec::new(),
-        reuse: [1, 1, 1],
-    }
+    Pool { ordinal, dev, release_threshold: 0, reserved: 0, used: 0, reserved_high: 0, used_high: 0, cached: Vec::new(), reuse: [1, 1, 1] }
 }
 
 /// Stream-ordered allocation from `pool`: reuses a cached block when one fits, else takes
 /// memory from the device (trimming the pool's cache first if the device is full).
-fn pool_alloc(
-    d: &Driver,
-    inner: &mut Inner,
-    pool_id: u64,
-    bytes: usize,
-    s: StreamRef,
-) -> Result<u64, R> {
+fn pool_alloc(d: &Driver, inner: &mut Inner, pool_id: u64, bytes: usize, s: StreamRef) -> Result<u64, R> {
     if bytes == 0 {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
@@ -129,18 +100,9 @@ fn pool_alloc(
         return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     }
     let len = rounded(bytes).ok_or(R::CUDA_ERROR_OUT_OF_MEMORY)?;
-    let pool = inner
-        .pools
-        .get_mut(&pool_id)
-        .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+    let pool = inner.pools.get_mut(&pool_id).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     let dev = pool.dev;
-    let reuse = pool
-        .cached
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, cap))| *cap >= len)
-        .min_by_key(|(_, (_, cap))| *cap)
-        .map(|(i, _)| i);
+    let reuse = pool.cached.iter().enumerate().filter(|(_, (_, cap))| *cap >= len).min_by_key(|(_, (_, cap))| *cap).map(|(i, _)| i);
     let (addr, cap) = match reuse {
         Some(i) => pool.cached.swap_remove(i),
         None => {
@@ -154,31 +116,16 @@ fn pool_alloc(
                 d.machine.uncharge(dev, len as u64);
                 return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
             };
-            let pool = inner
-                .pools
-                .get_mut(&pool_id)
-                .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+            let pool = inner.pools.get_mut(&pool_id).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
             pool.reserved += len as u64;
             pool.reserved_high = pool.reserved_high.max(pool.reserved);
             (addr, len)
         }
     };
-    let pool = inner
-        .pools
-        .get_mut(&pool_id)
-        .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+    let pool = inner.pools.get_mut(&pool_id).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     pool.used += cap as u64;
     pool.used_high = pool.used_high.max(pool.used);
-    inner.allocs.insert(
-        addr,
-        Alloc {
-            size: bytes,
-            map_len: cap,
-            ctx,
-            dev,
-            kind: AllocKind::Pool(pool_id),
-        },
-    );
+    inner.allocs.insert(addr, Alloc { size: bytes, map_len: cap, ctx, dev, kind: AllocKind::Pool(pool_id) });
     Ok(addr)
 }
 
@@ -189,11 +136,7 @@ fn free_async(d: &Driver, inner: &mut Inner, addr: CUdeviceptr, s: CUstream) -> 
     if inner.stream_state(s).capture.is_some() {
         return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     }
-    let kind = inner
-        .allocs
-        .get(&addr)
-        .map(|a| a.kind)
-        .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+    let kind = inner.allocs.get(&addr).map(|a| a.kind).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     match kind {
         AllocKind::Pool(p) if inner.pools.contains_key(&p) => {
             let a = inner.allocs.remove(&addr).expect("checked above");
@@ -222,12 +165,7 @@ fn alloc_async(dptr: *mut CUdeviceptr, bytes: usize, stream: CUstream) -> Result
     unsafe { out(dptr, addr) }
 }
 
-fn alloc_from_pool(
-    dptr: *mut CUdeviceptr,
-    bytes: usize,
-    pool: CUmemoryPool,
-    stream: CUstream,
-) -> Result<(), R> {
+fn alloc_from_pool(dptr: *mut CUdeviceptr, bytes: usize, pool: CUmemoryPool, stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     if dptr.is_null() {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
@@ -241,23 +179,14 @@ fn alloc_from_pool(
 
 /// Bytes of an array of the given shape, or `CUDA_ERROR_INVALID_VALUE`.
 fn array_bytes(desc: &CUDA_ARRAY3D_DESCRIPTOR) -> Result<u64, R> {
-    let elem = desc
-        .Format
-        .channel_bytes()
-        .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+    let elem = desc.Format.channel_bytes().ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     if !matches!(desc.NumChannels, 1 | 2 | 4) || desc.Width == 0 {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
-    let bytes = [
-        desc.Width,
-        desc.Height.max(1),
-        desc.Depth.max(1),
-        elem,
-        desc.NumChannels as usize,
-    ]
-    .iter()
-    .try_fold(1u64, |acc, x| acc.checked_mul(*x as u64))
-    .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+    let bytes = [desc.Width, desc.Height.max(1), desc.Depth.max(1), elem, desc.NumChannels as usize]
+        .iter()
+        .try_fold(1u64, |acc, x| acc.checked_mul(*x as u64))
+        .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     Ok(bytes.next_multiple_of(512))
 }
 
@@ -275,11 +204,7 @@ fn create_array(d: &Driver, bytes: u64) -> Result<u64, R> {
 
 fn destroy_array(h: u64) -> Result<(), R> {
     let d = driver()?;
-    let a = d
-        .lock()
-        .arrays
-        .remove(&h)
-        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+    let a = d.lock().arrays.remove(&h).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
     d.machine.uncharge(a.dev, a.bytes);
     Ok(())
 }
@@ -293,18 +218,29 @@ enum Side {
     Any,
 }
 
+/// Orders a copy or memset: on a capturing stream it is recorded as `node` (true: nothing
+/// more to do); a synchronous one (no stream) first waits for the context's queued work.
+fn order(d: &Driver, mut inner: std::sync::MutexGuard<'_, Inner>, ctx: u64, stream: Option<CUstream>, node: Node) -> Result<bool, R> {
+    match stream {
+        Some(s) => {
+            let s = inner.stream(s)?;
+            let Some(g) = inner.stream_state(s).capture else { return Ok(false) };
+            inner.graphs.get_mut(&g).ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?.nodes.push(node);
+            Ok(true)
+        }
+        None => {
+            drop(inner);
+            synchronize_ctx(d, ctx);
+            Ok(false)
+        }
+    }
+}
+
 /// Validates a copy and performs it (the data moves at once; the simulated GPU time of copies
 /// is not modelled). Synchronous copies first wait for the context's queued work.
-fn copy(
-    dst: u64,
-    dst_side: Side,
-    src: u64,
-    src_side: Side,
-    len: usize,
-    stream: Option<CUstream>,
-) -> Result<(), R> {
+fn copy(dst: u64, dst_side: Side, src: u64, src_side: Side, len: usize, stream: Option<CUstream>) -> Result<(), R> {
     let d = driver()?;
-    let mut inner = d.lock();
+    let inner = d.lock();
     let c = state::current(&inner)?;
     for (p, side) in [(dst, dst_side), (src, src_side)] {
         match side {
@@ -317,26 +253,9 @@ fn copy(
     if len == 0 {
         return Ok(());
     }
-    match stream {
-        Some(s) => {
-            let s = inner.stream(s)?;
-            if let Some(g) = inner.stream_state(s).capture {
-                inner
-                    .graphs
-                    .get_mut(&g)
-                    .ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?
-                    .nodes
-                    .push(Node::Copy { dst, src, len });
-                return Ok(());
-            }
-        }
-        None => {
-            drop(inner);
-            synchronize_ctx(d, c);
-            inner = d.lock();
-        }
+    if order(d, inner, c, stream, Node::Copy { dst, src, len })? {
+        return Ok(());
     }
-    drop(inner);
     // SAFETY: device ranges were validated against live mappings; host pointers are the
     // caller's, valid for `len` bytes per the API contract.
     unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
@@ -344,46 +263,18 @@ fn copy(
 }
 
 /// Performs a memset of `count` elements of `elem` bytes (or records it into a capture).
-fn memset(
-    dst: u64,
-    value: u32,
-    elem: usize,
-    count: usize,
-    stream: Option<CUstream>,
-) -> Result<(), R> {
+fn memset(dst: u64, value: u32, elem: usize, count: usize, stream: Option<CUstream>) -> Result<(), R> {
     let d = driver()?;
-    let mut inner = d.lock();
+    let inner = d.lock();
     let c = state::current(&inner)?;
     if !dst.is_multiple_of(elem as u64) {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
     let len = count.checked_mul(elem).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     inner.check_device_range(dst, len)?;
-    match stream {
-        Some(s) => {
-            let s = inner.stream(s)?;
-            if let Some(g) = inner.stream_state(s).capture {
-                inner
-                    .graphs
-                    .get_mut(&g)
-                    .ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?
-                    .nodes
-                    .push(Node::Memset {
-                        dst,
-                        value,
-                        elem,
-                        count,
-                    });
-                return Ok(());
-            }
-        }
-        None => {
-            drop(inner);
-            synchronize_ctx(d, c);
-            inner = d.lock();
-        }
+    if order(d, inner, c, stream, Node::Memset { dst, value, elem, count })? {
+        return Ok(());
     }
-    drop(inner);
     fill(dst, value, elem, count);
     Ok(())
 }

@@ -21,11 +21,7 @@ fn ptx_entries(text: &str) -> Result<Vec<String>, R> {
         if !rest.starts_with(|c: char| c.is_whitespace()) {
             continue;
         }
-        let name: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
-            .collect();
+        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
         if name.is_empty() {
             return Err(R::CUDA_ERROR_INVALID_PTX);
         }
@@ -37,21 +33,9 @@ fn ptx_entries(text: &str) -> Result<Vec<String>, R> {
 /// Function symbols of a 64-bit little-endian ELF image (a cubin).
 fn elf_functions(img: &[u8]) -> Result<Vec<String>, R> {
     let bad = R::CUDA_ERROR_INVALID_IMAGE;
-    let u16_at = |o: usize| {
-        img.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .ok_or(bad)
-    };
-    let u32_at = |o: usize| {
-        img.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .ok_or(bad)
-    };
-    let u64_at = |o: usize| {
-        img.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .ok_or(bad)
-    };
+    let u16_at = |o: usize| img.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or(bad);
+    let u32_at = |o: usize| img.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).ok_or(bad);
+    let u64_at = |o: usize| img.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or(bad);
     if img.get(4) != Some(&2) || img.get(5) != Some(&1) {
         return Err(bad);
     }
@@ -64,22 +48,15 @@ fn elf_functions(img: &[u8]) -> Result<Vec<String>, R> {
         if u32_at(sh + 4)? != 2 {
             continue; // not SHT_SYMTAB
         }
-        let (off, size, link, entsize) = (
-            u64_at(sh + 0x18)? as usize,
-            u64_at(sh + 0x20)? as usize,
-            u32_at(sh + 0x28)? as usize,
-            u64_at(sh + 0x38)? as usize,
-        );
+        let (off, size, link, entsize) =
+            (u64_at(sh + 0x18)? as usize, u64_at(sh + 0x20)? as usize, u32_at(sh + 0x28)? as usize, u64_at(sh + 0x38)? as usize);
         let strtab = u64_at(shoff + link * shentsize + 0x18)? as usize;
         for s in (off..off + size).step_by(entsize.max(24)) {
             if img.get(s + 4).ok_or(bad)? & 0xf != 2 {
                 continue; // not STT_FUNC
             }
             let start = strtab + u32_at(s)? as usize;
-            let name = img
-                .get(start..)
-                .and_then(|b| CStr::from_bytes_until_nul(b).ok())
-                .ok_or(bad)?;
+            let name = img.get(start..).and_then(|b| CStr::from_bytes_until_nul(b).ok()).ok_or(bad)?;
             names.push(name.to_string_lossy().into_owned());
         }
     }
@@ -103,9 +80,7 @@ unsafe fn load(module: *mut CUmodule, image: *const c_void) -> Result<(), R> {
         // SAFETY: an ELF image is at least its header long; the section table tells the rest.
         let hdr = unsafe { std::slice::from_raw_parts(image.cast::<u8>(), 64) };
         let shoff = u64::from_le_bytes(hdr[0x28..0x30].try_into().expect("8 bytes")) as usize;
-        let len = shoff
-            + usize::from(u16::from_le_bytes([hdr[0x3a], hdr[0x3b]]))
-                * usize::from(u16::from_le_bytes([hdr[0x3c], hdr[0x3d]]));
+        let len = shoff + usize::from(u16::from_le_bytes([hdr[0x3a], hdr[0x3b]])) * usize::from(u16::from_le_bytes([hdr[0x3c], hdr[0x3d]]));
         // SAFETY: the section headers end the image of a cubin as the linker writes it.
         elf_functions(unsafe { std::slice::from_raw_parts(image.cast::<u8>(), len) })?
     } else if u32::from_le_bytes(head.try_into().expect("4 bytes")) == 0xBA55_ED50 {
@@ -185,11 +160,9 @@ mod tests {
 
     #[test]
     fn ptx_entries_are_found() {
-        let ptx = ".version 7.0\n.target sm_70\n.address_size 64\n.visible .entry spin_10us(\n.param .u64 p)\n{ ret; }\n.entry k2() { ret; }";
-        assert_eq!(
-            ptx_entries(ptx).unwrap(),
-            vec!["spin_10us".to_string(), "k2".to_string()]
-        );
+        let ptx =
+            ".version 7.0\n.target sm_70\n.address_size 64\n.visible .entry spin_10us(\n.param .u64 p)\n{ ret; }\n.entry k2() { ret; }";
+        assert_eq!(ptx_entries(ptx).unwrap(), vec!["spin_10us".to_string(), "k2".to_string()]);
         assert!(ptx_entries("garbage").is_err());
     }
 }

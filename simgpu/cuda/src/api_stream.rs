@@ -17,13 +17,7 @@ fn create_stream(ph: *mut CUstream, flags: c_uint) -> Result<(), R> {
     let mut inner = d.lock();
     let ctx = state::current(&inner)?;
     let h = d.new_id();
-    inner.streams.insert(
-        h,
-        Stream {
-            ctx,
-            state: Default::default(),
-        },
-    );
+    inner.streams.insert(h, Stream { ctx, state: Default::default() });
     // SAFETY: checked non-null above.
     unsafe { out(ph, handle(h)) }
 }
@@ -53,11 +47,7 @@ fn query(stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    if inner.stream_state(s).last_end > now_ns() {
-        Err(R::CUDA_ERROR_NOT_READY)
-    } else {
-        Ok(())
-    }
+    if inner.stream_state(s).last_end > now_ns() { Err(R::CUDA_ERROR_NOT_READY) } else { Ok(()) }
 }
 
 fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> {
@@ -67,12 +57,7 @@ fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> 
     }
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    let t = inner
-        .events
-        .get(&id(event))
-        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?
-        .time
-        .unwrap_or(0);
+    let t = inner.events.get(&id(event)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time.unwrap_or(0);
     let st = inner.stream_state(s);
     st.last_end = st.last_end.max(t);
     Ok(())
@@ -83,11 +68,7 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    let ectx = inner
-        .events
-        .get(&id(event))
-        .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?
-        .ctx;
+    let ectx = inner.events.get(&id(event)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.ctx;
     if ectx != inner.stream_ctx(s) {
         return Err(R::CUDA_ERROR_INVALID_HANDLE);
     }
@@ -97,11 +78,7 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
         return Ok(());
     }
     let t = st.last_end.max(now_ns());
-    inner
-        .events
-        .get_mut(&id(event))
-        .expect("checked above")
-        .time = Some(t);
+    inner.events.get_mut(&id(event)).expect("checked above").time = Some(t);
     Ok(())
 }
 
@@ -109,19 +86,12 @@ fn elapsed(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), R> {
     let d = driver()?;
     let inner = d.lock();
     let time = |e: CUevent| -> Result<u64, R> {
-        let ev = inner
-            .events
-            .get(&id(e))
-            .ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+        let ev = inner.events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
         if ev.flags & CU_EVENT_DISABLE_TIMING != 0 {
             return Err(R::CUDA_ERROR_INVALID_HANDLE);
         }
         let t = ev.time.ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
-        if t > now_ns() {
-            Err(R::CUDA_ERROR_NOT_READY)
-        } else {
-            Ok(t)
-        }
+        if t > now_ns() { Err(R::CUDA_ERROR_NOT_READY) } else { Ok(t) }
     };
     let (t0, t1) = (time(start)?, time(end)?);
     // SAFETY: the API contract makes `ms` valid for a write when non-null.

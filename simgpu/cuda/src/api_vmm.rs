@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::ffi::c_ulonglong;
 
 use cuda_sys::driver::{
-    CUdeviceptr, CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp,
-    CUmemAllocationType, CUmemGenericAllocationHandle, CUmemLocationType, CUresult,
+    CUdeviceptr, CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp, CUmemAllocationType, CUmemGenericAllocationHandle,
+    CUmemLocationType, CUresult,
 };
 
 use crate::state::{Driver, Inner, Phys, Reservation, driver};
@@ -21,22 +21,15 @@ const GRANULARITY: usize = 2 << 20;
 fn prop_device(d: &Driver, prop: *const CUmemAllocationProp) -> Result<u32, R> {
     // SAFETY: the API contract makes `prop` valid for a read when non-null.
     let p = unsafe { read(prop)? };
-    if p.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED
-        || p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE
-    {
+    if p.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED || p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
-    d.physical(p.location.id)
-        .map_err(|_| R::CUDA_ERROR_INVALID_DEVICE)
+    d.physical(p.location.id).map_err(|_| R::CUDA_ERROR_INVALID_DEVICE)
 }
 
 /// Frees a physical allocation once it is both released and unmapped.
 fn maybe_free(d: &Driver, inner: &mut Inner, h: u64) {
-    if inner
-        .phys
-        .get(&h)
-        .is_some_and(|p| p.released && p.mapped == 0)
-    {
+    if inner.phys.get(&h).is_some_and(|p| p.released && p.mapped == 0) {
         let p = inner.phys.remove(&h).expect("checked above");
         // SAFETY: the fd is ours and no mapping of it remains.
         unsafe { libc::close(p.fd) };
@@ -57,6 +50,16 @@ fn protect_none(addr: u64, len: usize) {
             0,
         );
     }
+}
+
+/// The starts of the mappings that exactly cover `[ptr, ptr+size)` in `r`.
+fn whole_mappings(r: &Reservation, ptr: CUdeviceptr, size: usize) -> Result<Vec<u64>, R> {
+    let inside: Vec<u64> = r.maps.range(ptr..ptr + size as u64).map(|(m, _)| *m).collect();
+    let covered: u64 = inside.iter().map(|m| r.maps[m].0 as u64).sum();
+    if inside.first() != Some(&ptr) || covered != size as u64 {
+        return Err(R::CUDA_ERROR_INVALID_VALUE);
+    }
+    Ok(inside)
 }
 
 exports! {
@@ -172,11 +175,7 @@ exports! {
         let mut inner = d.lock();
         let (_, r) = inner.reservations.range_mut(..=ptr).next_back().ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
         // The range must cover whole mappings exactly.
-        let inside: Vec<u64> = r.maps.range(ptr..ptr + size as u64).map(|(m, _)| *m).collect();
-        let covered: u64 = inside.iter().map(|m| r.maps[m].0 as u64).sum();
-        if inside.first() != Some(&ptr) || covered != size as u64 {
-            return Err(R::CUDA_ERROR_INVALID_VALUE);
-        }
+        let inside = whole_mappings(r, ptr, size)?;
         let handles: Vec<u64> = inside.iter().filter_map(|m| r.maps.remove(m)).map(|(_, h, _)| h).collect();
         protect_none(ptr, size);
         for h in handles {
@@ -202,11 +201,7 @@ exports! {
         }
         let mut inner = d.lock();
         let (_, r) = inner.reservations.range_mut(..=ptr).next_back().ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
-        let inside: Vec<u64> = r.maps.range(ptr..ptr + size as u64).map(|(m, _)| *m).collect();
-        let covered: u64 = inside.iter().map(|m| r.maps[m].0 as u64).sum();
-        if inside.first() != Some(&ptr) || covered != size as u64 {
-            return Err(R::CUDA_ERROR_INVALID_VALUE);
-        }
+        let inside = whole_mappings(r, ptr, size)?;
         for m in inside {
             if let Some(e) = r.maps.get_mut(&m) {
                 e.2 = true;

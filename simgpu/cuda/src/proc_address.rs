@@ -156,10 +156,7 @@ table! {
 
 /// The exported symbol for (base name, CUDA version, flags), or why there is none.
 fn resolve(name: &str, version: c_int, flags: u64) -> Result<&'static str, Q> {
-    let e = TABLE
-        .iter()
-        .find(|e| e.base == name)
-        .ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND)?;
+    let e = TABLE.iter().find(|e| e.base == name).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND)?;
     let per_thread = flags & 2 != 0;
     if per_thread
         && let Some((v, sym)) = e.ptds
@@ -189,8 +186,7 @@ unsafe fn get_proc_address(
     }
     // SAFETY: per this function's contract.
     let name = unsafe { CStr::from_ptr(symbol) }.to_str().unwrap_or("");
-    let found = resolve(name, version, flags)
-        .and_then(|sym| exported(sym).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
+    let found = resolve(name, version, flags).and_then(|sym| exported(sym).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
     let (ptr, st, rc) = match found {
         Ok(p) => (p, Q::CU_GET_PROC_ADDRESS_SUCCESS, Ok(())),
         Err(q) => (std::ptr::null_mut(), q, Err(R::CUDA_ERROR_NOT_FOUND)),
@@ -225,35 +221,14 @@ mod tests {
         assert_eq!(resolve("cuCtxCreate", 11000, 0), Ok("cuCtxCreate_v2"));
         assert_eq!(resolve("cuCtxCreate", 12000, 0), Ok("cuCtxCreate_v3"));
         assert_eq!(resolve("cuCtxCreate", 12080, 0), Ok("cuCtxCreate_v4"));
-        assert_eq!(
-            resolve("cuLaunchKernel", 12000, 2),
-            Ok("cuLaunchKernel_ptsz")
-        );
+        assert_eq!(resolve("cuLaunchKernel", 12000, 2), Ok("cuLaunchKernel_ptsz"));
         assert_eq!(resolve("cuLaunchKernel", 12000, 1), Ok("cuLaunchKernel"));
-        assert_eq!(
-            resolve("cuMemcpyHtoD", 12000, 2),
-            Ok("cuMemcpyHtoD_v2_ptds")
-        );
-        assert_eq!(
-            resolve("cuGetProcAddress", 12000, 0),
-            Ok("cuGetProcAddress_v2")
-        );
-        assert_eq!(
-            resolve("cuGetProcAddress", 11030, 0),
-            Ok("cuGetProcAddress")
-        );
-        assert_eq!(
-            resolve("cuMemAlloc_v2", 12000, 0),
-            Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND)
-        );
-        assert_eq!(
-            resolve("cuMemAllocAsync", 11000, 0),
-            Err(Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT)
-        );
-        assert_eq!(
-            resolve("", 0, 0),
-            Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND)
-        );
+        assert_eq!(resolve("cuMemcpyHtoD", 12000, 2), Ok("cuMemcpyHtoD_v2_ptds"));
+        assert_eq!(resolve("cuGetProcAddress", 12000, 0), Ok("cuGetProcAddress_v2"));
+        assert_eq!(resolve("cuGetProcAddress", 11030, 0), Ok("cuGetProcAddress"));
+        assert_eq!(resolve("cuMemAlloc_v2", 12000, 0), Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
+        assert_eq!(resolve("cuMemAllocAsync", 11000, 0), Err(Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT));
+        assert_eq!(resolve("", 0, 0), Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
     }
 
     #[test]

@@ -54,10 +54,7 @@ fn build() -> Result<Driver, R> {
         eprintln!("simgpu: {e}");
         R::CUDA_ERROR_NO_DEVICE
     })?;
-    let visible = parse_visible(
-        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
-        cfg.devices,
-    );
+    let visible = parse_visible(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), cfg.devices);
     if visible.is_empty() {
         return Err(R::CUDA_ERROR_NO_DEVICE);
     }
@@ -70,11 +67,7 @@ fn build() -> Result<Driver, R> {
         cfg,
         machine,
         visible,
-        inner: Mutex::new(Inner {
-            primary: vec![Primary::default(); n],
-            pools_by_device: vec![None; n],
-            ..Inner::default()
-        }),
+        inner: Mutex::new(Inner { primary: vec![Primary::default(); n], pools_by_device: vec![None; n], ..Inner::default() }),
         next_id: AtomicU64::new(1),
     })
 }
@@ -272,12 +265,7 @@ pub enum Node {
     /// A device-to-device, host-to-device or device-to-host copy, done at replay.
     Copy { dst: u64, src: u64, len: usize },
     /// A memset of `count` elements of `elem` bytes, done at replay.
-    Memset {
-        dst: u64,
-        value: u32,
-        elem: usize,
-        count: usize,
-    },
+    Memset { dst: u64, value: u32, elem: usize, count: usize },
 }
 
 /// A graph or an executable graph.
@@ -344,10 +332,7 @@ impl Driver {
 
     /// Physical device of an ordinal, or `CUDA_ERROR_INVALID_DEVICE`.
     pub fn physical(&self, ordinal: i32) -> Result<u32, R> {
-        usize::try_from(ordinal)
-            .ok()
-            .and_then(|o| self.visible.get(o).copied())
-            .ok_or(R::CUDA_ERROR_INVALID_DEVICE)
+        usize::try_from(ordinal).ok().and_then(|o| self.visible.get(o).copied()).ok_or(R::CUDA_ERROR_INVALID_DEVICE)
     }
 }
 
@@ -409,11 +394,7 @@ impl Inner {
             // NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD: the current context's default.
             return Ok(StreamRef::Null(current(self)?));
         }
-        if self.streams.contains_key(&raw) {
-            Ok(StreamRef::Created(raw))
-        } else {
-            Err(R::CUDA_ERROR_INVALID_HANDLE)
-        }
+        if self.streams.contains_key(&raw) { Ok(StreamRef::Created(raw)) } else { Err(R::CUDA_ERROR_INVALID_HANDLE) }
     }
 
     /// The context a stream belongs to.
@@ -435,11 +416,7 @@ impl Inner {
     /// The context of a `CUcontext` argument.
     pub fn ctx_arg(&self, c: CUcontext) -> Result<u64, R> {
         let c = id(c);
-        if self.contexts.contains_key(&c) {
-            Ok(c)
-        } else {
-            Err(R::CUDA_ERROR_INVALID_CONTEXT)
-        }
+        if self.contexts.contains_key(&c) { Ok(c) } else { Err(R::CUDA_ERROR_INVALID_CONTEXT) }
     }
 
     /// The allocation containing `[addr, addr+len)`, if any: (base, allocation).
@@ -463,16 +440,8 @@ impl Inner {
         if addr + len as u64 > start + r.size as u64 {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
-        let mapped = r
-            .maps
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(m, (l, _, access))| *access && addr + len as u64 <= m + *l as u64);
-        if mapped {
-            Ok(())
-        } else {
-            Err(R::CUDA_ERROR_ILLEGAL_ADDRESS)
-        }
+        let mapped = r.maps.range(..=addr).next_back().is_some_and(|(m, (l, _, access))| *access && addr + len as u64 <= m + *l as u64);
+        if mapped { Ok(()) } else { Err(R::CUDA_ERROR_ILLEGAL_ADDRESS) }
     }
 }
 
