@@ -30,7 +30,6 @@
 //! | `vgpu_device_utilization_ratio` | gauge | device, uuid |
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,7 +37,6 @@ use std::time::Duration;
 use clap::Args;
 use nvml_wrapper::Nvml;
 
-use crate::paths;
 use crate::ps::{self, Sources};
 
 /// Connections served at once; more are closed unanswered.
@@ -232,16 +230,6 @@ pub fn scrape(sources: &Sources, nvml: Option<&Nvml>) -> String {
     e.text()
 }
 
-fn open_nvml(sim: bool) -> Result<Nvml, String> {
-    let init = if sim {
-        let lib: PathBuf = paths::simgpu_lib()?.join("libnvidia-ml.so.1");
-        Nvml::builder().lib_path(lib.as_os_str()).init()
-    } else {
-        Nvml::init()
-    };
-    init.map_err(|e| format!("NVML: {e}"))
-}
-
 /// What every connection shares.
 struct Server {
     sources: Sources,
@@ -364,7 +352,7 @@ pub fn exporter(args: ExporterArgs) -> i32 {
         eprintln!("vgpu exporter: {e}");
         return 1;
     }
-    let nvml = match open_nvml(args.sim) {
+    let nvml = match crate::smi::nvml(args.sim) {
         Ok(n) => Some(n),
         Err(e) => {
             eprintln!("vgpu exporter: {e}; device metrics are left out");

@@ -16,7 +16,8 @@ pub struct SmiArgs {
     pub sim: bool,
 }
 
-fn nvml(sim: bool) -> Result<Nvml, String> {
+/// NVML: the real library, or simgpu's with `sim`.
+pub fn nvml(sim: bool) -> Result<Nvml, String> {
     let init = if sim {
         let lib: PathBuf = paths::simgpu_lib()?.join("libnvidia-ml.so.1");
         Nvml::builder().lib_path(lib.as_os_str()).init()
