@@ -100,9 +100,15 @@ fn stem(p: &Path) -> String {
     p.file_stem().or_else(|| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
+/// The entries of `dir`, sorted, without the `libvgpu.so*` mount points HAMi's device plugin
+/// leaves in each container's directory (as HAMi's own monitor skips them).
 fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, std::fs::FileType)>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut v: Vec<_> = rd.filter_map(Result::ok).filter_map(|e| e.file_type().ok().map(|t| (e.path(), t))).collect();
+    let mut v: Vec<_> = rd
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().contains("libvgpu.so"))
+        .filter_map(|e| e.file_type().ok().map(|t| (e.path(), t)))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }
@@ -449,7 +455,11 @@ pub fn ps(args: PsArgs) -> i32 {
     if args.json {
         println!("{}", to_json(&snap));
     } else {
-        print!("{}", render(&snap));
+        let table = render(&snap);
+        print!("{table}");
+        if !table.is_empty() && !table.ends_with('\n') {
+            println!();
+        }
         eprint!("{}", render_skipped(&snap));
     }
     0
