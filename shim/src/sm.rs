@@ -125,7 +125,9 @@ fn controller(shim: &'static crate::state::Shim) {
             }
             let pids: Vec<u32> = region.processes().iter().filter(|p| p.alive).map(|p| p.pid).collect();
             let first = tick.last_seen_us == 0;
-            let Some((achieved, last_seen, others)) = measure(d as i32, &pids, tick.last_seen_us) else { continue };
+            let Some((achieved, last_seen, others)) = measure(d as i32, &pids, tick.last_seen_us) else {
+                continue;
+            };
             tick.last_seen_us = last_seen.max(1);
             if first {
                 // The first reading covers time before this controller ran: only a baseline.

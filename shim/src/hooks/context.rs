@@ -132,6 +132,9 @@ pub unsafe fn primary_release(dev: CUdevice) -> R {
     let Some(f) = real::cuDevicePrimaryCtxRelease_v2() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's argument.
     let rc = unsafe { f(dev) };
     if let (R::CUDA_SUCCESS, Gate::Enforce(shim, region), Ok(d)) = (rc, gate(), device_index(dev)) {
@@ -148,6 +151,9 @@ pub unsafe fn primary_reset(dev: CUdevice) -> R {
     let Some(f) = real::cuDevicePrimaryCtxReset_v2() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's argument.
     let rc = unsafe { f(dev) };
     if let (R::CUDA_SUCCESS, Gate::Enforce(shim, region), Ok(d)) = (rc, gate(), device_index(dev))

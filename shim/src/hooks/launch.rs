@@ -61,7 +61,9 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
     if PENDING_COUNT.with(|c| c.get()) == 0 {
         return;
     }
-    let (Some(query), Some(elapsed)) = (real::cuEventQuery(), real::cuEventElapsedTime()) else { return };
+    let (Some(query), Some(elapsed)) = (real::cuEventQuery(), real::cuEventElapsedTime()) else {
+        return;
+    };
     PENDING_SAMPLES.with(|p| {
         let Ok(mut pending) = p.try_borrow_mut() else { return };
         for slot in pending.iter_mut() {
@@ -91,7 +93,9 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
 
 /// Runs `call` between two recorded events on `stream` and keeps the pair for [`poll`].
 fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64), call: impl FnOnce() -> R) -> R {
-    let (Some(create), Some(record)) = (real::cuEventCreate(), real::cuEventRecord()) else { return call() };
+    let (Some(create), Some(record)) = (real::cuEventCreate(), real::cuEventRecord()) else {
+        return call();
+    };
     let (mut start, mut end): (CUevent, CUevent) = (null_mut(), null_mut());
     // SAFETY: valid out-pointers; default event flags.
     let made = unsafe { create(&mut start, 0) == R::CUDA_SUCCESS && create(&mut end, 0) == R::CUDA_SUCCESS };
@@ -263,6 +267,9 @@ macro_rules! capture_hooks {
         $(#[$m])*
         pub unsafe fn $begin(stream: CUstream, mode: CUstreamCaptureMode) -> R {
             let Some(real) = real::$real_begin() else { return NO_DRIVER };
+            if let Gate::Refuse = gate() {
+                return REFUSED;
+            }
             // SAFETY: forwarding the caller's arguments.
             note_capture(unsafe { real(stream, mode) }, stream, true)
         }
@@ -270,6 +277,9 @@ macro_rules! capture_hooks {
         $(#[$m])*
         pub unsafe fn $end(stream: CUstream, graph: *mut CUgraph) -> R {
             let Some(real) = real::$real_end() else { return NO_DRIVER };
+            if let Gate::Refuse = gate() {
+                return REFUSED;
+            }
             // SAFETY: forwarding the caller's arguments.
             let rc = unsafe { real(stream, graph) };
             // Capture ends whatever the result (a failed end invalidates it).

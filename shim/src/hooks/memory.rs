@@ -271,6 +271,9 @@ pub unsafe fn device_default_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
     let Some(f) = real::cuDeviceGetDefaultMemPool() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's arguments, then reading what the driver wrote.
     unsafe { remember_pool(f(pool, dev), pool, dev) }
 }
@@ -280,6 +283,9 @@ pub unsafe fn device_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
     let Some(f) = real::cuDeviceGetMemPool() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's arguments, then reading what the driver wrote.
     unsafe { remember_pool(f(pool, dev), pool, dev) }
 }

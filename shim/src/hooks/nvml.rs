@@ -10,10 +10,10 @@ use vgpu_limiter::config::VisibleDevice;
 
 use super::context::uuid_string;
 use super::init::CUDA_READY;
-use vgpu_limiter::region::quota_view;
 use super::{Gate, gate};
 use crate::state::Shim;
 use crate::table::real;
+use vgpu_limiter::region::quota_view;
 
 use nvmlReturn_t as N;
 use std::sync::atomic::Ordering::Acquire;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 
 use cuda_sys::driver::{CUdriverProcAddressQueryResult, CUresult};
 
-use super::NO_DRIVER;
+use super::{Gate, NO_DRIVER, REFUSED, gate};
 use crate::real::{Lib, resolve};
 use crate::table::{HOOKS, real};
 
@@ -46,6 +46,9 @@ pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, ver
     let Some(f) = real::cuGetProcAddress() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's arguments, then fixing up what the driver wrote.
     unsafe { swap(f(symbol, pfn, version, flags), pfn) }
 }
@@ -61,6 +64,9 @@ pub unsafe fn get_proc_address_v2(
     let Some(f) = real::cuGetProcAddress_v2() else {
         return NO_DRIVER;
     };
+    if let Gate::Refuse = gate() {
+        return REFUSED;
+    }
     // SAFETY: forwarding the caller's arguments, then fixing up what the driver wrote.
     unsafe { swap(f(symbol, pfn, version, flags, status), pfn) }
 }
