@@ -184,8 +184,8 @@ fn churn_worker() {
         }
     }
     rec[R_VCSW].store(vcsw + voluntary_switches() - v0, Relaxed);
-    for d in 0..2 {
-        assert_eq!(r.my_usage(d), sums[d], "worker {id}: my slot disagrees with my allocations on device {d}");
+    for (d, sum) in sums.iter().enumerate() {
+        assert_eq!(r.my_usage(d), *sum, "worker {id}: my slot disagrees with my allocations on device {d}");
     }
     rec[R_STATE].store(STATE_STOPPED, Release);
     ctl.bump(word::STOPPED);
@@ -494,11 +494,11 @@ fn a_kill_leaks_at_most_the_operation_in_flight() {
         assert_eq!(observer.processes().len(), 1, "the victim was reaped");
         // Quiescent: whatever is still counted is held by no slot.
         let mut delta = 0;
-        for d in 0..2 {
+        for (d, leak) in leaked.iter_mut().enumerate() {
             let now = raw.used(d);
-            assert!(now >= leaked[d], "device {d}: used went below the earlier leak");
-            delta += now - leaked[d];
-            leaked[d] = now;
+            assert!(now >= *leak, "device {d}: used went below the earlier leak");
+            delta += now - *leak;
+            *leak = now;
         }
         if delta > 0 {
             hits += 1;

@@ -262,20 +262,20 @@ fn max_overlap(ctl: &Ctl, n: usize) -> usize {
 
 #[test]
 fn two_processes_never_exceed_the_quota() {
-    race(2, 3000);
+    race(2, 2500);
 }
 
 #[test]
 fn eight_processes_never_exceed_the_quota() {
-    race(8, 1500);
+    race(8, 1200);
 }
 
 #[test]
 fn thirty_two_processes_never_exceed_the_quota() {
-    race(32, 500);
+    race(32, 400);
 }
 
 #[test]
 fn sixty_four_processes_never_exceed_the_quota() {
-    race(64, 300);
+    race(64, 200);
 }

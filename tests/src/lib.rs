@@ -15,30 +15,19 @@ use std::time::{Duration, Instant};
 pub fn artifacts_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository root").to_path_buf()
 }
 
 /// Runs `f` while holding an exclusive lock on `path` (serialises one-time setup across the
 /// test binaries cargo runs in parallel).
 pub fn with_file_lock<T>(path: &Path, f: impl FnOnce() -> T) -> T {
     use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .expect("open lock file");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("open lock file");
     // SAFETY: flock on an fd we own; released when `file` drops.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     f()
@@ -79,11 +68,7 @@ pub fn c_programs() -> &'static Path {
 /// A program built by cargo into the artifacts directory (e.g. `alloc_rs`).
 pub fn cargo_program(name: &str) -> PathBuf {
     let p = artifacts_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace` before the tests", p.display());
     p
 }
 
@@ -107,10 +92,7 @@ impl Sim {
         let dir = std::env::temp_dir().join(format!("vgpu-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create sim dir");
-        let env = vec![(
-            "SIMGPU_STATE".to_string(),
-            dir.join("machine").display().to_string(),
-        )];
+        let env = vec![("SIMGPU_STATE".to_string(), dir.join("machine").display().to_string())];
         Sim { dir, env }
     }
 
@@ -151,11 +133,7 @@ impl Drop for Sim {
 
 /// Runs a command to completion, killing it after `limit`. Panics with its output on timeout.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let start = Instant::now();
     loop {
         if child.try_wait().expect("try_wait").is_some() {
@@ -164,11 +142,7 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Output {
         if start.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "{cmd:?} ran past {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
+            panic!("{cmd:?} ran past {limit:?}\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -177,13 +151,7 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Output {
 /// Runs a command that must succeed; returns its stdout. Panics with both streams otherwise.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}", out.status, text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
 }
 
@@ -197,21 +165,13 @@ pub fn records(stdout: &str, first_key: &str) -> Vec<HashMap<String, String>> {
     stdout
         .lines()
         .filter(|l| l.starts_with(&format!("{first_key}=")))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
+        .map(|l| l.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
         .collect()
 }
 
 /// A numeric field of a record.
 pub fn num(rec: &HashMap<String, String>, key: &str) -> f64 {
-    rec.get(key)
-        .unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {rec:?}"))
+    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}")).parse().unwrap_or_else(|_| panic!("{key} is not a number in {rec:?}"))
 }
 
 /// Compiles one C source file with gcc into the artifacts directory (once per test binary).
@@ -246,19 +206,12 @@ impl Background {
     /// Starts `cmd` with stdout and stderr piped.
     pub fn spawn(cmd: &mut Command) -> Background {
         use std::io::{BufRead, Read};
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -269,12 +222,7 @@ impl Background {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        Background {
-            child,
-            lines,
-            seen: String::new(),
-            stderr: Some(stderr),
-        }
+        Background { child, lines, seen: String::new(), stderr: Some(stderr) }
     }
 
     /// Waits until a stdout line contains `needle` and returns that line. Panics, with the
@@ -293,10 +241,7 @@ impl Background {
                 }
                 Err(e) => {
                     let _ = self.child.kill();
-                    panic!(
-                        "no line with {needle:?} from the background child ({e:?}); stdout so far:\n{}",
-                        self.seen
-                    )
+                    panic!("no line with {needle:?} from the background child ({e:?}); stdout so far:\n{}", self.seen)
                 }
             }
         }
@@ -326,11 +271,7 @@ impl Background {
             self.seen.push_str(&line);
             self.seen.push('\n');
         }
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         (status, self.seen.clone(), stderr)
     }
 }
@@ -341,5 +282,230 @@ impl Drop for Background {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+// ---- Running programs under the shim (libvgpu.so) -----------------------------------------
+
+/// `libvgpu.so` of the profile the tests were built with (`target/<profile>/libvgpu.so`).
+/// Panics, saying how to build it, when it is missing.
+pub fn shim_path() -> PathBuf {
+    let p = artifacts_dir().join("libvgpu.so");
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace` before the tests", p.display());
+    p
+}
+
+/// The variables of the shim's contract (and its overrides) that a test must not inherit from
+/// the environment it runs in: every `CUDA_DEVICE_*`, plus these.
+const SHIM_VARIABLES: &[&str] =
+    &["CUDA_DISABLE_CONTROL", "GPU_CORE_UTILIZATION_POLICY", "LIBCUDA_LOG_LEVEL", "VGPU_REAL_LIBCUDA", "VGPU_REAL_LIBNVML"];
+
+impl Sim {
+    /// The accounting region of this machine's container (`<dir>/region`), which
+    /// [`Sim::shimmed`] commands share.
+    pub fn region(&self) -> PathBuf {
+        self.dir.join("region")
+    }
+
+    /// A command for `program` on this machine with `libvgpu.so` preloaded and the region at
+    /// [`Sim::region`]; no limit is set (the test sets `CUDA_DEVICE_MEMORY_LIMIT` & co.) and no
+    /// shim variable is inherited from the test's own environment.
+    pub fn shimmed(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = self.command(program);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CUDA_DEVICE_") {
+                c.env_remove(&k);
+            }
+        }
+        for k in SHIM_VARIABLES {
+            c.env_remove(k);
+        }
+        c.env("LD_PRELOAD", shim_path()).env("CUDA_DEVICE_MEMORY_SHARED_CACHE", self.region());
+        c
+    }
+}
+
+/// Builds `tests/c/<name>.c` with gcc into `<artifacts>/c-tests/<name>` (a program) or
+/// `<artifacts>/c-tests/lib<name>.so` (with `shared`: `-shared -fPIC`), once per test process
+/// and only when the source is newer than the output. The output is written under a temporary
+/// name and renamed into place, so a program that another test is running is never rewritten
+/// under it.
+pub fn build_c_helper(name: &str, shared: bool) -> PathBuf {
+    use std::sync::Mutex;
+    static BUILT: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+    let source = repo_root().join("tests/c").join(format!("{name}.c"));
+    let art = artifacts_dir();
+    let dir = art.join("c-tests");
+    let out = if shared { dir.join(format!("lib{name}.so")) } else { dir.join(name) };
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|(n, s)| n == name && *s == shared) {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).expect("mkdir c-tests");
+    with_file_lock(&art.join(".c-tests.lock"), || {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let fresh = matches!((mtime(&out), mtime(&source)), (Some(o), Some(s)) if o >= s);
+        if fresh {
+            return;
+        }
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror"]);
+        if shared {
+            gcc.args(["-shared", "-fPIC"]);
+        }
+        let status = gcc.arg("-o").arg(&tmp).arg(&source).arg("-ldl").status().expect("run gcc");
+        assert!(status.success(), "gcc {} failed", source.display());
+        std::fs::rename(&tmp, &out).expect("rename the built program into place");
+    });
+    built.push((name.to_string(), shared));
+    out
+}
+
+impl Background {
+    /// Writes one line to the child's stdin (the command must have had `stdin(Stdio::piped())`
+    /// set before [`Background::spawn`]).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("the command was spawned with stdin(Stdio::piped())");
+        writeln!(stdin, "{line}").expect("write to the child's stdin");
+        stdin.flush().expect("flush the child's stdin");
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the child with SIGKILL and reaps it (no chance to clean up).
+    pub fn kill9(&mut self) -> std::process::ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait for the killed child")
+    }
+}
+
+// ---- The Python clients' virtual environment ----------------------------------------------
+
+/// FNV-1a: a stable hash of the requirements file for the venv's stamp.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Runs a setup command; `Err` carries its output's tail.
+fn setup_step(what: &str, cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let all = text(&out.stderr) + &text(&out.stdout);
+    let mut why: Vec<&str> = all.lines().filter(|l| l.starts_with("ERROR")).collect();
+    if why.is_empty() {
+        why = all.lines().rev().take(3).collect();
+        why.reverse();
+    }
+    Err(format!("{what} failed ({}): {}", out.status, why.join(" | ")))
+}
+
+/// Creates (or reuses) `<artifacts>/pyenv` with the packages pinned by
+/// `tests/python/requirements.txt`; returns its python. The same venv, lock file and stamp as
+/// `tests/tests/clients_python.rs` uses, so the two never rebuild each other's venv.
+fn setup_venv() -> Result<PathBuf, String> {
+    let art = artifacts_dir();
+    let venv = art.join("pyenv");
+    let requirements = repo_root().join("tests/python/requirements.txt");
+    let wanted = std::fs::read(&requirements).map_err(|e| format!("read {}: {e}", requirements.display()))?;
+    let hash = format!("{:016x}\n", fnv1a(&wanted));
+    let stamp = venv.join("vgpu-requirements.hash");
+    let python = venv.join("bin/python");
+    with_file_lock(&art.join(".pyenv.lock"), || {
+        if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+            return Ok(python.clone());
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        setup_step("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        setup_step(
+            "pip install (is PyPI reachable?)",
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--disable-pip-version-check", "--no-input", "--quiet", "--timeout", "30", "-r"])
+                .arg(&requirements),
+        )?;
+        std::fs::write(&stamp, &hash).map_err(|e| format!("write {}: {e}", stamp.display()))?;
+        Ok(python.clone())
+    })
+}
+
+/// The Python clients' venv python, or `None` after printing `SKIPPED: <reason>` when Python
+/// or PyPI is unavailable (a failure instead when `VGPU_REQUIRE_PYTHON=1`, as in CI).
+pub fn python_venv() -> Option<&'static Path> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PYTHON.get_or_init(setup_venv) {
+        Ok(p) => Some(p),
+        Err(reason) if std::env::var("VGPU_REQUIRE_PYTHON").as_deref() == Ok("1") => {
+            panic!("VGPU_REQUIRE_PYTHON=1 but the Python clients cannot run: {reason}")
+        }
+        Err(reason) => {
+            println!("SKIPPED: {reason}");
+            None
+        }
+    }
+}
+
+// ---- Tool venvs for tests/tests/k8s.rs and tests/tests/release.rs ---------------------------
+
+/// A Python virtual environment at `<artifacts>/<name>` holding the pinned packages of the
+/// pip requirements file `requirements`; returns its python. Like the clients' venv above:
+/// serialised across test binaries by a file lock, rebuilt only when the file's hash (kept in a
+/// stamp) changes. `Err` when Python, venv or PyPI is unavailable.
+pub fn venv_with(name: &str, requirements: &Path) -> Result<PathBuf, String> {
+    let art = artifacts_dir();
+    let venv = art.join(name);
+    let wanted = std::fs::read(requirements).map_err(|e| format!("read {}: {e}", requirements.display()))?;
+    let hash = format!("{:016x}\n", fnv1a(&wanted));
+    let stamp = venv.join("vgpu-requirements.hash");
+    let python = venv.join("bin/python");
+    with_file_lock(&art.join(format!(".{name}.lock")), || {
+        if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+            return Ok(python.clone());
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        setup_step("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        setup_step(
+            "pip install (is PyPI reachable?)",
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--disable-pip-version-check", "--no-input", "--quiet", "--timeout", "30", "-r"])
+                .arg(requirements),
+        )?;
+        std::fs::write(&stamp, &hash).map_err(|e| format!("write {}: {e}", stamp.display()))?;
+        Ok(python.clone())
+    })
+}
+
+/// The result of a setup that may be impossible here (no Python, no registry): `Some` when it
+/// worked; otherwise prints `SKIPPED: <what>: <reason>` and returns `None`, or panics when
+/// `VGPU_REQUIRE_PYTHON=1` (CI, where nothing may be skipped silently).
+pub fn or_skip<T: Clone>(what: &str, setup: &Result<T, String>) -> Option<T> {
+    match setup {
+        Ok(v) => Some(v.clone()),
+        Err(reason) if std::env::var("VGPU_REQUIRE_PYTHON").as_deref() == Ok("1") => {
+            panic!("VGPU_REQUIRE_PYTHON=1 but {what} cannot run: {reason}")
+        }
+        Err(reason) => {
+            println!("SKIPPED: {what}: {reason}");
+            None
+        }
+    }
+}
+
+// ---- The simulated device's timeline (SM share tests) -------------------------------------
+
+impl Sim {
+    /// An observer of this machine (it does not register as a process, so it is not a GPU user
+    /// of its own): its device timeline (`busy_between`, `busy_by_process`) is the ground truth
+    /// of which processes kept the simulated GPU busy, and when. Creates the machine if no
+    /// program has yet.
+    pub fn timeline(&self) -> simgpu::machine::Machine {
+        let cfg = simgpu::config::from_lookup(|k| self.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+            .expect("this machine's simgpu configuration");
+        simgpu::machine::Machine::observe(&cfg).expect("observe the simulated machine")
     }
 }

@@ -12,10 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use vgpu_tests::{
-    Background, Sim, artifacts_dir, cargo_program, num, records, repo_root, run_ok, text,
-    with_file_lock,
-};
+use vgpu_tests::{Background, Sim, artifacts_dir, cargo_program, num, records, repo_root, run_ok, text, with_file_lock};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -24,16 +21,12 @@ type Rec = HashMap<String, String>;
 
 /// FNV-1a: a stable hash of the requirements file for the venv's stamp.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Runs a setup command; `Err` carries its output's tail.
 fn setup_step(what: &str, cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -44,11 +37,7 @@ fn setup_step(what: &str, cmd: &mut Command) -> Result<(), String> {
         why = all.lines().rev().take(3).collect();
         why.reverse();
     }
-    Err(format!(
-        "{what} failed ({}): {}",
-        out.status,
-        why.join(" | ")
-    ))
+    Err(format!("{what} failed ({}): {}", out.status, why.join(" | ")))
 }
 
 /// Creates (or reuses) `<artifacts>/pyenv` with the pinned packages; returns its python.
@@ -58,35 +47,21 @@ fn setup_venv() -> Result<PathBuf, String> {
     let art = artifacts_dir();
     let venv = art.join("pyenv");
     let requirements = repo_root().join("tests/python/requirements.txt");
-    let wanted = std::fs::read(&requirements)
-        .map_err(|e| format!("read {}: {e}", requirements.display()))?;
+    let wanted = std::fs::read(&requirements).map_err(|e| format!("read {}: {e}", requirements.display()))?;
     let hash = format!("{:016x}\n", fnv1a(&wanted));
     let stamp = venv.join("vgpu-requirements.hash");
     let python = venv.join("bin/python");
     with_file_lock(&art.join(".pyenv.lock"), || {
-        if python.is_file()
-            && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str())
-        {
+        if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
             return Ok(python.clone());
         }
         let _ = std::fs::remove_dir_all(&venv);
-        setup_step(
-            "python3 -m venv",
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        )?;
+        setup_step("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         let pip = venv.join("bin/pip");
         setup_step(
             "pip install (is PyPI reachable?)",
             Command::new(&pip)
-                .args([
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "--quiet",
-                    "--timeout",
-                    "30",
-                    "-r",
-                ])
+                .args(["install", "--disable-pip-version-check", "--no-input", "--quiet", "--timeout", "30", "-r"])
                 .arg(&requirements),
         )?;
         std::fs::write(&stamp, &hash).map_err(|e| format!("write {}: {e}", stamp.display()))?;
@@ -127,30 +102,21 @@ fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
         .filter(|r| r.get("op").map(String::as_str) == Some(op))
         .filter(|r| stage.is_none() || r.get("stage").map(String::as_str) == stage)
         .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one op={op} stage={stage:?} record in {recs:#?}"
-    );
+    assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} record in {recs:#?}");
     found[0]
 }
 
 fn all<'a>(recs: &'a [Rec], op: &str) -> Vec<&'a Rec> {
-    recs.iter()
-        .filter(|r| r.get("op").map(String::as_str) == Some(op))
-        .collect()
+    recs.iter().filter(|r| r.get("op").map(String::as_str) == Some(op)).collect()
 }
 
 fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key)
-        .unwrap_or_else(|| panic!("no {key} in {rec:?}"))
+    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
 }
 
 /// The export `cuGetProcAddress_v2` handed out for `symbol`, as the script identified it.
 fn resolved<'a>(recs: &'a [Rec], symbol: &str) -> &'a str {
-    let r = all(recs, "proc_address")
-        .into_iter()
-        .find(|r| field(r, "symbol") == symbol);
+    let r = all(recs, "proc_address").into_iter().find(|r| field(r, "symbol") == symbol);
     let r = r.unwrap_or_else(|| panic!("no proc_address record for {symbol} in {recs:#?}"));
     assert_eq!(field(r, "status"), "CU_GET_PROC_ADDRESS_SUCCESS", "{r:?}");
     field(r, "resolved")
@@ -161,16 +127,7 @@ fn resolved<'a>(recs: &'a [Rec], symbol: &str) -> &'a str {
 fn full_driver_run(python: &Path, ptds: bool, context: &str) -> Vec<Rec> {
     let sim = Sim::new().with("SIMGPU_MEMORY", "4g");
     let mut cmd = script(&sim, python, "driver_client.py");
-    cmd.args([
-        "--alloc-mib",
-        "64",
-        "--kernels",
-        "10",
-        "--kernel",
-        "spin_100us",
-        "--context",
-        context,
-    ]);
+    cmd.args(["--alloc-mib", "64", "--kernels", "10", "--kernel", "spin_100us", "--context", context]);
     if ptds {
         cmd.env("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", "1");
     }
@@ -185,34 +142,15 @@ fn full_driver_run(python: &Path, ptds: bool, context: &str) -> Vec<Rec> {
     let before = op(&recs, "mem_get_info", Some("before"));
     assert_eq!(num(before, "total"), 4.0 * GIB);
     let after = op(&recs, "mem_get_info", Some("after_alloc"));
-    assert_eq!(
-        num(before, "free") - num(after, "free"),
-        64.0 * MIB,
-        "free drops by exactly the allocation"
-    );
+    assert_eq!(num(before, "free") - num(after, "free"), 64.0 * MIB, "free drops by exactly the allocation");
     let copy = op(&recs, "copy", None);
-    assert_eq!(
-        (num(copy, "bytes"), field(copy, "ok")),
-        (64.0 * MIB, "1"),
-        "HtoD/DtoH round trip"
-    );
-    assert_eq!(
-        num(op(&recs, "module", None), "functions"),
-        7.0,
-        "every kernel of spin.ptx resolves"
-    );
+    assert_eq!((num(copy, "bytes"), field(copy, "ok")), (64.0 * MIB, "1"), "HtoD/DtoH round trip");
+    assert_eq!(num(op(&recs, "module", None), "functions"), 7.0, "every kernel of spin.ptx resolves");
     let launch = op(&recs, "launch", None);
     assert_eq!((num(launch, "kernels"), field(launch, "ok")), (10.0, "1"));
-    assert!(
-        num(launch, "elapsed_us") >= 1000.0,
-        "10 x spin_100us took {launch:?}"
-    );
+    assert!(num(launch, "elapsed_us") >= 1000.0, "10 x spin_100us took {launch:?}");
     let freed = op(&recs, "mem_get_info", Some("after_free"));
-    assert_eq!(
-        num(freed, "free"),
-        num(before, "free"),
-        "cuMemFree gives every byte back"
-    );
+    assert_eq!(num(freed, "free"), num(before, "free"), "cuMemFree gives every byte back");
     assert_eq!(field(op(&recs, "done", None), "ok"), "1");
     recs
 }
@@ -240,10 +178,7 @@ fn cuda_bindings_per_thread_default_stream_and_created_context() {
 fn cuda_bindings_sees_out_of_memory() {
     let Some(py) = python() else { return };
     let sim = Sim::new().with("SIMGPU_MEMORY", "1g");
-    let recs = records(
-        &run_ok(script(&sim, py, "driver_client.py").arg("--alloc-too-much")),
-        "client",
-    );
+    let recs = records(&run_ok(script(&sim, py, "driver_client.py").arg("--alloc-too-much")), "client");
     let oom = op(&recs, "oom", None);
     assert!(num(oom, "bytes") > GIB, "{oom:?}");
     assert_eq!(field(oom, "err"), "CUDA_ERROR_OUT_OF_MEMORY");
@@ -253,12 +188,7 @@ fn cuda_bindings_sees_out_of_memory() {
 fn pynvml_sees_a_python_process_holding_memory() {
     let Some(py) = python() else { return };
     let sim = Sim::new().with("SIMGPU_MEMORY", "2g");
-    let mut holder = Background::spawn(script(&sim, py, "driver_client.py").args([
-        "--alloc-mib",
-        "256",
-        "--hold-ms",
-        "2000",
-    ]));
+    let mut holder = Background::spawn(script(&sim, py, "driver_client.py").args(["--alloc-mib", "256", "--hold-ms", "2000"]));
     holder.wait_for("op=hold", Duration::from_secs(60));
     let held = records(holder.stdout_so_far(), "client");
     let pid = field(op(&held, "hold", None), "pid").to_string();
@@ -271,35 +201,16 @@ fn pynvml_sees_a_python_process_holding_memory() {
     assert_eq!(mems.len(), 2, "v1 and v2: {mems:?}");
     for m in &mems {
         assert_eq!(num(m, "total"), 2.0 * GIB, "{m:?}");
-        assert_eq!(
-            num(m, "used") + num(m, "free"),
-            num(m, "total"),
-            "used + free == total: {m:?}"
-        );
-        assert!(
-            num(m, "used") >= 256.0 * MIB,
-            "NVML used includes the 256 MiB held: {m:?}"
-        );
-        assert_eq!(
-            num(m, "free"),
-            cuda_free,
-            "NVML and cuMemGetInfo agree: {m:?}"
-        );
+        assert_eq!(num(m, "used") + num(m, "free"), num(m, "total"), "used + free == total: {m:?}");
+        assert!(num(m, "used") >= 256.0 * MIB, "NVML used includes the 256 MiB held: {m:?}");
+        assert_eq!(num(m, "free"), cuda_free, "NVML and cuMemGetInfo agree: {m:?}");
     }
-    assert_eq!(
-        num(mems[0], "used"),
-        num(mems[1], "used"),
-        "nvmlDeviceGetMemoryInfo and _v2 agree"
-    );
+    assert_eq!(num(mems[0], "used"), num(mems[1], "used"), "nvmlDeviceGetMemoryInfo and _v2 agree");
 
     let procs = all(&recs, "process");
-    assert_eq!(
-        num(op(&recs, "processes", None), "count"),
-        procs.len() as f64
-    );
+    assert_eq!(num(op(&recs, "processes", None), "count"), procs.len() as f64);
     let mine = procs.iter().find(|r| field(r, "pid") == pid);
-    let mine =
-        mine.unwrap_or_else(|| panic!("pid {pid} not among running compute processes: {procs:?}"));
+    let mine = mine.unwrap_or_else(|| panic!("pid {pid} not among running compute processes: {procs:?}"));
     assert!(num(mine, "used") >= 256.0 * MIB, "{mine:?}");
     assert_eq!(field(op(&recs, "done", None), "ok"), "1");
 
@@ -311,9 +222,7 @@ fn pynvml_sees_a_python_process_holding_memory() {
 fn pynvml_sees_cudarc_kernels_busy() {
     let Some(py) = python() else { return };
     // About a second of device time from a Rust client; the Python client watches it.
-    let sim = Sim::new()
-        .with("SIMGPU_MEMORY", "2g")
-        .with("SIMGPU_SMS", "132");
+    let sim = Sim::new().with("SIMGPU_MEMORY", "2g").with("SIMGPU_SMS", "132");
     let mut busy = Background::spawn(sim.command(cargo_program("cudarc_client")).args([
         "--alloc-mib",
         "1",
@@ -331,19 +240,12 @@ fn pynvml_sees_cudarc_kernels_busy() {
 
     let recs = records(&run_ok(&mut script(&sim, py, "nvml_client.py")), "client");
     let util = op(&recs, "utilization", None);
-    assert!(
-        num(util, "gpu") >= 50.0,
-        "utilisation while cudarc's kernels run: {util:?}"
-    );
+    assert!(num(util, "gpu") >= 50.0, "utilisation while cudarc's kernels run: {util:?}");
     let samples = all(&recs, "process_sample");
     let mine = samples.iter().find(|r| field(r, "pid") == pid);
-    let mine =
-        mine.unwrap_or_else(|| panic!("no utilisation sample for cudarc pid {pid}: {recs:#?}"));
+    let mine = mine.unwrap_or_else(|| panic!("no utilisation sample for cudarc pid {pid}: {recs:#?}"));
     assert!(num(mine, "sm") > 0.0, "{mine:?}");
 
     let (status, out, err) = busy.finish(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "busy client failed: {status}\n{out}\n{err}"
-    );
+    assert!(status.success(), "busy client failed: {status}\n{out}\n{err}");
 }

@@ -11,16 +11,7 @@ use vgpu_tests::{Sim, c_programs, num, records, run_ok};
 fn holder(sim: &Sim, blocks: u32) -> std::process::Child {
     let mut child = sim
         .command(c_programs().join("alloc_families"))
-        .args([
-            "--family",
-            "cuMemAlloc_v2",
-            "--size",
-            "64m",
-            "--hold",
-            &blocks.to_string(),
-            "--no-copy",
-            "--wait-stdin",
-        ])
+        .args(["--family", "cuMemAlloc_v2", "--size", "64m", "--hold", &blocks.to_string(), "--no-copy", "--wait-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -38,8 +29,7 @@ fn holder(sim: &Sim, blocks: u32) -> std::process::Child {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("holder did not allocate its blocks");
+    rx.recv_timeout(Duration::from_secs(30)).expect("holder did not allocate its blocks");
     child
 }
 
@@ -47,36 +37,16 @@ fn holder(sim: &Sim, blocks: u32) -> std::process::Child {
 fn processes_see_each_others_memory() {
     let sim = Sim::new().with("SIMGPU_MEMORY", "2g");
     let mut a = holder(&sim, 8); // 512 MiB + a 64 MiB context
-    let out = run_ok(sim.command(c_programs().join("alloc_families")).args([
-        "--family",
-        "cuMemAlloc_v2",
-        "--size",
-        "64m",
-        "--no-copy",
-    ]));
+    let out = run_ok(sim.command(c_programs().join("alloc_families")).args(["--family", "cuMemAlloc_v2", "--size", "64m", "--no-copy"]));
     let first = &records(&out, "family")[0];
     // B sees A's 576 MiB, its own context (64 MiB) and its own 64 MiB block.
-    assert_eq!(
-        num(first, "free"),
-        ((2048 - 576 - 64 - 64) as f64) * 1048576.0,
-        "{out}"
-    );
+    assert_eq!(num(first, "free"), ((2048 - 576 - 64 - 64) as f64) * 1048576.0, "{out}");
     drop(a.stdin.take());
     a.wait().expect("holder exits");
     // A is gone (its slot is reaped): the whole device is free again for a new process.
-    let out = run_ok(sim.command(c_programs().join("alloc_families")).args([
-        "--family",
-        "cuMemAlloc_v2",
-        "--size",
-        "64m",
-        "--no-copy",
-    ]));
+    let out = run_ok(sim.command(c_programs().join("alloc_families")).args(["--family", "cuMemAlloc_v2", "--size", "64m", "--no-copy"]));
     let first = &records(&out, "family")[0];
-    assert_eq!(
-        num(first, "free"),
-        ((2048 - 64 - 64) as f64) * 1048576.0,
-        "{out}"
-    );
+    assert_eq!(num(first, "free"), ((2048 - 64 - 64) as f64) * 1048576.0, "{out}");
 }
 
 #[test]
@@ -85,18 +55,8 @@ fn a_killed_process_returns_its_memory() {
     let mut a = holder(&sim, 12);
     a.kill().expect("SIGKILL");
     a.wait().expect("reap");
-    let out = run_ok(sim.command(c_programs().join("alloc_families")).args([
-        "--family",
-        "cuMemAlloc_v2",
-        "--size",
-        "512m",
-        "--no-copy",
-    ]));
-    assert_eq!(
-        records(&out, "family")[0]["rc"],
-        "0",
-        "a dead process's 768 MiB must come back:\n{out}"
-    );
+    let out = run_ok(sim.command(c_programs().join("alloc_families")).args(["--family", "cuMemAlloc_v2", "--size", "512m", "--no-copy"]));
+    assert_eq!(records(&out, "family")[0]["rc"], "0", "a dead process's 768 MiB must come back:\n{out}");
 }
 
 #[test]
@@ -105,53 +65,26 @@ fn a_kernel_of_one_process_delays_another() {
     // A queues 1.5 s of GPU work at once.
     let mut a = sim
         .command(c_programs().join("launch"))
-        .args([
-            "--mode",
-            "open",
-            "--kernel",
-            "spin_1000us",
-            "--count",
-            "1500",
-        ])
+        .args(["--mode", "open", "--kernel", "spin_1000us", "--count", "1500"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn A");
     std::thread::sleep(Duration::from_millis(300));
     // B's one 10 us kernel waits behind A's queue on the shared timeline.
-    let out = run_ok(sim.command(c_programs().join("launch")).args([
-        "--mode",
-        "sync",
-        "--kernel",
-        "spin_10us",
-        "--count",
-        "1",
-    ]));
+    let out = run_ok(sim.command(c_programs().join("launch")).args(["--mode", "sync", "--kernel", "spin_10us", "--count", "1"]));
     let b = &records(&out, "mode")[0];
-    assert!(
-        num(b, "wall_ms") > 300.0,
-        "B's kernel must queue behind A's 1.5 s of work: {out}"
-    );
+    assert!(num(b, "wall_ms") > 300.0, "B's kernel must queue behind A's 1.5 s of work: {out}");
     assert!(a.wait().expect("A").success());
 }
 
 #[test]
 fn nvml_sees_every_process_memory_and_the_shared_timeline() {
-    let smoke = vgpu_tests::build_c(
-        &vgpu_tests::repo_root().join("simgpu/nvml/tests/smoke.c"),
-        "nvml_smoke",
-    );
+    let smoke = vgpu_tests::build_c(&vgpu_tests::repo_root().join("simgpu/nvml/tests/smoke.c"), "nvml_smoke");
     let sim = Sim::new().with("SIMGPU_MEMORY", "4g");
     let mut a = holder(&sim, 8); // 512 MiB + 64 MiB of context
     let mut b = sim
         .command(c_programs().join("launch"))
-        .args([
-            "--mode",
-            "open",
-            "--kernel",
-            "spin_1000us",
-            "--count",
-            "3000",
-        ])
+        .args(["--mode", "open", "--kernel", "spin_1000us", "--count", "3000"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn B");
@@ -168,14 +101,8 @@ fn nvml_sees_every_process_memory_and_the_shared_timeline() {
     assert!(used >= (576 + 64) as f64 * 1048576.0, "{out}");
     let pid_a = a.id().to_string();
     let pid_b = b.id().to_string();
-    assert!(
-        out.contains(&format!("proc pid={pid_a} used={}", 576u64 << 20)),
-        "A's memory per process:\n{out}"
-    );
-    assert!(
-        out.contains(&format!("proc pid={pid_b} ")),
-        "B has a context:\n{out}"
-    );
+    assert!(out.contains(&format!("proc pid={pid_a} used={}", 576u64 << 20)), "A's memory per process:\n{out}");
+    assert!(out.contains(&format!("proc pid={pid_b} ")), "B has a context:\n{out}");
     let util: f64 = out
         .lines()
         .find(|l| l.starts_with("dev0 util"))
@@ -183,10 +110,7 @@ fn nvml_sees_every_process_memory_and_the_shared_timeline() {
         .and_then(|v| v.parse().ok())
         .expect("util line");
     assert!(util >= 90.0, "B keeps the device busy:\n{out}");
-    assert!(
-        out.contains(&format!("sample pid={pid_b} sm=")),
-        "B's utilisation sample:\n{out}"
-    );
+    assert!(out.contains(&format!("sample pid={pid_b} sm=")), "B's utilisation sample:\n{out}");
     drop(a.stdin.take());
     a.wait().expect("A");
     b.kill().ok();

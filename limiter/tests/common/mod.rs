@@ -267,7 +267,7 @@ impl Ctl {
         // on "paused or not") means a resume followed at once by another pause is never missed.
         let pause = self.word(word::PAUSE);
         let g = pause.load(Acquire);
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             return false;
         }
         self.bump(word::PAUSED);
@@ -281,7 +281,7 @@ impl Ctl {
     /// until `PAUSED` reaches `until` (calling `tick` meanwhile).
     pub fn pause(&self, until: u32, timeout: Duration, tick: impl FnMut()) {
         let g = self.word(word::PAUSE).fetch_add(1, AcqRel);
-        assert!(g % 2 == 0, "already paused");
+        assert!(g.is_multiple_of(2), "already paused");
         self.await_count(word::PAUSED, until, timeout, tick);
     }
 

@@ -1,0 +1,405 @@
+/*
+ * probe - a small driver-API and NVML client for the shim's end-to-end tests. It is not linked
+ * with libcuda: every function is found with dlsym, on a handle or on RTLD_DEFAULT, which is
+ * what the tests want to exercise. It runs the operations given on its command line in order,
+ * printing one `op=<name> who=<parent|child> ...` line per operation, and never stops at a
+ * failure: an error code is data.
+ *
+ * usage: probe [--lookup handle|default|global] OP...
+ *
+ *   --lookup handle   dlopen("libcuda.so.1", RTLD_LOCAL), then dlsym(handle, name) (default)
+ *   --lookup default  dlopen("libcuda.so.1", RTLD_GLOBAL), then dlsym(RTLD_DEFAULT, name)
+ *   --lookup global   no dlopen at all: dlsym(RTLD_DEFAULT, name), which only a preloaded
+ *                     library can answer (for running without any driver)
+ *
+ * OPs:
+ *   init                cuInit(0)
+ *   ctx                 cuDevicePrimaryCtxRetain(0) + cuCtxSetCurrent
+ *   release             cuDevicePrimaryCtxRelease_v2(0)
+ *   info                cuMemGetInfo_v2: op=info rc= free= total=
+ *   total               cuDeviceTotalMem_v2(0): op=total rc= bytes=
+ *   alloc=SIZE          cuMemAlloc_v2 (kept): op=alloc bytes= rc= free= total=
+ *   async=SIZE          cuMemAllocAsync on the NULL stream + cuStreamSynchronize (kept)
+ *   free                frees the newest live block (cuMemFree_v2 or cuMemFreeAsync + sync)
+ *   freeall             frees every live block, newest first
+ *   keep_pool           sets the default pool's release threshold to UINT64_MAX
+ *   trim_pool           cuMemPoolTrimTo(default pool, 0)
+ *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
+ *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
+ *   hooked              calls hooked functions with harmless arguments, one line per call
+ *   puts                puts("op=puts ...") (for the interposer tests)
+ *   wait                waits for a line (or EOF) on stdin
+ *   sleep=MS            sleeps
+ *   fork                the child runs the operations up to the next `exit=`; the parent
+ *                       skips them, waits for the child and prints op=wait status=
+ *   exit=N              exits with status N
+ *
+ * SIZE accepts plain bytes or a k/m/g suffix (powers of 1024). Exit status: 0, or what exit=N
+ * says, or 2 for bad arguments.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef void *CUstream;
+typedef void *CUmemoryPool;
+typedef unsigned long long CUdeviceptr;
+
+typedef struct {
+    size_t Width, Height;
+    int Format;
+    unsigned NumChannels;
+} CUDA_ARRAY_DESCRIPTOR;
+
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+
+typedef struct {
+    unsigned version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+
+#define NVML_MEMORY_V2 ((unsigned)sizeof(nvmlMemory_v2_t) | (2u << 24))
+#define CU_MEMPOOL_ATTR_RELEASE_THRESHOLD 4
+#define CU_AD_FORMAT_FLOAT 0x20
+#define NOT_FOUND 500 /* CUDA_ERROR_NOT_FOUND: what a missing entry "returns" */
+
+static struct {
+    CUresult (*cuInit)(unsigned);
+    CUresult (*cuDeviceGet)(CUdevice *, int);
+    CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+    CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice);
+    CUresult (*cuCtxSetCurrent)(CUcontext);
+    CUresult (*cuCtxCreate_v2)(CUcontext *, unsigned, CUdevice);
+    CUresult (*cuMemGetInfo_v2)(size_t *, size_t *);
+    CUresult (*cuDeviceTotalMem_v2)(size_t *, CUdevice);
+    CUresult (*cuMemAlloc_v2)(CUdeviceptr *, size_t);
+    CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
+    CUresult (*cuMemAllocPitch_v2)(CUdeviceptr *, size_t *, size_t, size_t, unsigned);
+    CUresult (*cuMemFree_v2)(CUdeviceptr);
+    CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
+    CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
+    CUresult (*cuStreamSynchronize)(CUstream);
+    CUresult (*cuDeviceGetDefaultMemPool)(CUmemoryPool *, CUdevice);
+    CUresult (*cuMemPoolSetAttribute)(CUmemoryPool, int, void *);
+    CUresult (*cuMemPoolTrimTo)(CUmemoryPool, size_t);
+    CUresult (*cuArrayCreate_v2)(void **, const CUDA_ARRAY_DESCRIPTOR *);
+    CUresult (*cuGetProcAddress_v2)(const char *, void **, int, unsigned long long, int *);
+    CUresult (*cuLaunchKernel)(void);
+} D;
+
+/* Name and slot of every entry, in the order `resolve` prints them. */
+#define ENTRY(name) {#name, (void **)&D.name}
+static const struct {
+    const char *name;
+    void **slot;
+} ENTRIES[] = {
+    ENTRY(cuInit), ENTRY(cuDeviceGet), ENTRY(cuDevicePrimaryCtxRetain), ENTRY(cuDevicePrimaryCtxRelease_v2),
+    ENTRY(cuCtxSetCurrent), ENTRY(cuCtxCreate_v2), ENTRY(cuMemGetInfo_v2), ENTRY(cuDeviceTotalMem_v2),
+    ENTRY(cuMemAlloc_v2), ENTRY(cuMemAllocManaged), ENTRY(cuMemAllocPitch_v2), ENTRY(cuMemFree_v2),
+    ENTRY(cuMemAllocAsync), ENTRY(cuMemFreeAsync), ENTRY(cuStreamSynchronize), ENTRY(cuDeviceGetDefaultMemPool),
+    ENTRY(cuMemPoolSetAttribute), ENTRY(cuMemPoolTrimTo), ENTRY(cuArrayCreate_v2), ENTRY(cuGetProcAddress_v2),
+    ENTRY(cuLaunchKernel),
+};
+#undef ENTRY
+#define N_ENTRIES (sizeof ENTRIES / sizeof ENTRIES[0])
+
+static const char *who = "parent";
+
+struct block {
+    CUdeviceptr ptr;
+    size_t bytes;
+    int async;
+};
+static struct block blocks[256];
+static int nblocks;
+
+static void describe(const void *addr, char *buf, size_t len) {
+    Dl_info info;
+    if (!addr) {
+        snprintf(buf, len, "NULL");
+        return;
+    }
+    if (!dladdr(addr, &info) || !info.dli_fname) {
+        snprintf(buf, len, "?!?");
+        return;
+    }
+    const char *base = strrchr(info.dli_fname, '/');
+    base = base ? base + 1 : info.dli_fname;
+    snprintf(buf, len, "%s!%s", base, info.dli_sname ? info.dli_sname : "?");
+}
+
+static void load(const char *lookup) {
+    void *h = RTLD_DEFAULT;
+    if (strcmp(lookup, "handle") == 0 || strcmp(lookup, "default") == 0) {
+        int global = strcmp(lookup, "default") == 0;
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | (global ? RTLD_GLOBAL : RTLD_LOCAL));
+        if (!lib) {
+            printf("op=load who=%s ok=0\n", who);
+            fprintf(stderr, "probe: dlopen(libcuda.so.1): %s\n", dlerror());
+        } else if (!global) {
+            h = lib;
+        }
+    }
+    for (size_t i = 0; i < N_ENTRIES; i++) *ENTRIES[i].slot = dlsym(h, ENTRIES[i].name);
+}
+
+static int parse_size(const char *s, size_t *out) {
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s) return -1;
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    if (*end) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* cuMemGetInfo_v2 as " free=<n> total=<n>" (or -1 and meminfo_rc when it fails). */
+static void meminfo_suffix(char *buf, size_t len) {
+    size_t f = 0, t = 0;
+    CUresult rc = D.cuMemGetInfo_v2 ? D.cuMemGetInfo_v2(&f, &t) : NOT_FOUND;
+    if (rc == 0)
+        snprintf(buf, len, "free=%zu total=%zu", f, t);
+    else
+        snprintf(buf, len, "free=-1 total=-1 meminfo_rc=%d", rc);
+}
+
+#define CALL(fn, ...) (D.fn ? D.fn(__VA_ARGS__) : NOT_FOUND)
+
+static CUmemoryPool default_pool(void) {
+    CUmemoryPool pool = NULL;
+    if (CALL(cuDeviceGetDefaultMemPool, &pool, 0) != 0) return NULL;
+    return pool;
+}
+
+static void op_alloc(const char *arg, int async) {
+    size_t size;
+    if (parse_size(arg, &size) != 0 || nblocks == (int)(sizeof blocks / sizeof blocks[0])) {
+        fprintf(stderr, "probe: bad size %s (or too many blocks)\n", arg);
+        exit(2);
+    }
+    CUdeviceptr p = 0;
+    CUresult rc;
+    if (async) {
+        rc = CALL(cuMemAllocAsync, &p, size, NULL);
+        if (rc == 0) rc = CALL(cuStreamSynchronize, NULL);
+    } else {
+        rc = CALL(cuMemAlloc_v2, &p, size);
+    }
+    if (rc == 0) blocks[nblocks++] = (struct block){p, size, async};
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=%s who=%s bytes=%zu rc=%d %s\n", async ? "async" : "alloc", who, size, rc, mi);
+}
+
+static void op_free(void) {
+    if (nblocks == 0) {
+        printf("op=free who=%s bytes=0 rc=-1\n", who);
+        return;
+    }
+    struct block b = blocks[--nblocks];
+    CUresult rc;
+    if (b.async) {
+        rc = CALL(cuMemFreeAsync, b.ptr, NULL);
+        if (rc == 0) rc = CALL(cuStreamSynchronize, NULL);
+    } else {
+        rc = CALL(cuMemFree_v2, b.ptr);
+    }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=free who=%s bytes=%zu rc=%d %s\n", who, b.bytes, rc, mi);
+}
+
+static void op_nvml(const char *arg) {
+    unsigned index = arg ? (unsigned)atoi(arg) : 0;
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        printf("op=nvml_init who=%s rc=-1\n", who);
+        return;
+    }
+    int (*init)(void) = (int (*)(void))dlsym(h, "nvmlInit_v2");
+    int (*by_index)(unsigned, void **) = (int (*)(unsigned, void **))dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+    int (*info1)(void *, nvmlMemory_t *) = (int (*)(void *, nvmlMemory_t *))dlsym(h, "nvmlDeviceGetMemoryInfo");
+    int (*info2)(void *, nvmlMemory_v2_t *) = (int (*)(void *, nvmlMemory_v2_t *))dlsym(h, "nvmlDeviceGetMemoryInfo_v2");
+    int (*shutdown)(void) = (int (*)(void))dlsym(h, "nvmlShutdown");
+    if (!init || !by_index || !info1 || !info2 || !shutdown) {
+        printf("op=nvml_init who=%s rc=-2\n", who);
+        return;
+    }
+    int rc = init();
+    printf("op=nvml_init who=%s rc=%d\n", who, rc);
+    if (rc != 0) return;
+    void *dev = NULL;
+    rc = by_index(index, &dev);
+    if (rc != 0) {
+        printf("op=nvml_handle who=%s index=%u rc=%d\n", who, index, rc);
+        shutdown();
+        return;
+    }
+    nvmlMemory_t m1;
+    memset(&m1, 0, sizeof m1);
+    rc = info1(dev, &m1);
+    printf("op=nvml who=%s index=%u version=1 rc=%d total=%llu free=%llu used=%llu\n", who, index, rc, m1.total, m1.free,
+           m1.used);
+    nvmlMemory_v2_t m2;
+    memset(&m2, 0, sizeof m2);
+    m2.version = NVML_MEMORY_V2;
+    rc = info2(dev, &m2);
+    printf("op=nvml who=%s index=%u version=2 rc=%d total=%llu free=%llu used=%llu reserved=%llu\n", who, index, rc,
+           m2.total, m2.free, m2.used, m2.reserved);
+    shutdown();
+}
+
+static void op_resolve(void) {
+    char where[512];
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        describe(*ENTRIES[i].slot, where, sizeof where);
+        printf("op=resolved who=%s fn=%s at=%s\n", who, ENTRIES[i].name, where);
+    }
+}
+
+/* Hooked functions called with arguments a driver would reject harmlessly or accept cheaply;
+ * with a bad configuration every one must be refused by the shim. */
+static void op_hooked(void) {
+    size_t a = 0, b = 0;
+    CUdeviceptr p = 0;
+    CUcontext ctx = NULL;
+    void *arr = NULL;
+    CUmemoryPool pool = NULL;
+    CUDA_ARRAY_DESCRIPTOR desc = {64, 64, CU_AD_FORMAT_FLOAT, 1};
+#define HOOKED(name, ...) printf("op=hooked who=%s fn=%s rc=%d\n", who, #name, CALL(name, __VA_ARGS__))
+    HOOKED(cuInit, 0);
+    HOOKED(cuMemGetInfo_v2, &a, &b);
+    HOOKED(cuDeviceTotalMem_v2, &a, 0);
+    HOOKED(cuDevicePrimaryCtxRetain, &ctx, 0);
+    HOOKED(cuCtxCreate_v2, &ctx, 0, 0);
+    HOOKED(cuMemAlloc_v2, &p, (size_t)1 << 20);
+    HOOKED(cuMemAllocManaged, &p, (size_t)1 << 20, 1);
+    HOOKED(cuMemAllocPitch_v2, &p, &a, 4096, 16, 4);
+    HOOKED(cuMemAllocAsync, &p, (size_t)1 << 20, NULL);
+    HOOKED(cuArrayCreate_v2, &arr, &desc);
+    HOOKED(cuDeviceGetDefaultMemPool, &pool, 0);
+    HOOKED(cuDevicePrimaryCtxRelease_v2, 0);
+#undef HOOKED
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    const char *lookup = "handle";
+    int first = 1;
+    if (argc > 2 && strcmp(argv[1], "--lookup") == 0) {
+        lookup = argv[2];
+        if (strcmp(lookup, "handle") && strcmp(lookup, "default") && strcmp(lookup, "global")) {
+            fprintf(stderr, "probe: --lookup handle|default|global\n");
+            return 2;
+        }
+        first = 3;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    load(lookup);
+    CUcontext ctx = NULL;
+    for (int i = first; i < argc; i++) {
+        const char *op = argv[i];
+        const char *arg = strchr(op, '=');
+        size_t oplen = arg ? (size_t)(arg - op) : strlen(op);
+        if (arg) arg++;
+#define IS(name) (oplen == strlen(name) && strncmp(op, name, oplen) == 0)
+        if (IS("init")) {
+            printf("op=init who=%s rc=%d\n", who, CALL(cuInit, 0));
+        } else if (IS("ctx")) {
+            CUresult rc = CALL(cuDevicePrimaryCtxRetain, &ctx, 0);
+            if (rc == 0) rc = CALL(cuCtxSetCurrent, ctx);
+            printf("op=ctx who=%s rc=%d\n", who, rc);
+        } else if (IS("release")) {
+            printf("op=release who=%s rc=%d\n", who, CALL(cuDevicePrimaryCtxRelease_v2, 0));
+        } else if (IS("info")) {
+            size_t f = 0, t = 0;
+            CUresult rc = CALL(cuMemGetInfo_v2, &f, &t);
+            printf("op=info who=%s rc=%d free=%zu total=%zu\n", who, rc, f, t);
+        } else if (IS("total")) {
+            size_t bytes = 0;
+            CUresult rc = CALL(cuDeviceTotalMem_v2, &bytes, 0);
+            printf("op=total who=%s rc=%d bytes=%zu\n", who, rc, bytes);
+        } else if (IS("alloc") && arg) {
+            op_alloc(arg, 0);
+        } else if (IS("async") && arg) {
+            op_alloc(arg, 1);
+        } else if (IS("free")) {
+            op_free();
+        } else if (IS("freeall")) {
+            while (nblocks > 0) op_free();
+        } else if (IS("keep_pool")) {
+            unsigned long long max = UINT64_MAX;
+            CUmemoryPool pool = default_pool();
+            CUresult rc = pool ? CALL(cuMemPoolSetAttribute, pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &max) : -1;
+            printf("op=keep_pool who=%s rc=%d\n", who, rc);
+        } else if (IS("trim_pool")) {
+            CUmemoryPool pool = default_pool();
+            CUresult rc = pool ? CALL(cuMemPoolTrimTo, pool, 0) : -1;
+            char mi[128];
+            meminfo_suffix(mi, sizeof mi);
+            printf("op=trim_pool who=%s rc=%d %s\n", who, rc, mi);
+        } else if (IS("nvml")) {
+            op_nvml(arg);
+        } else if (IS("resolve")) {
+            op_resolve();
+        } else if (IS("hooked")) {
+            op_hooked();
+        } else if (IS("puts")) {
+            char line[64];
+            snprintf(line, sizeof line, "op=puts who=%s ok=1", who);
+            puts(line);
+        } else if (IS("wait")) {
+            char buf[256];
+            (void)!fgets(buf, sizeof buf, stdin);
+        } else if (IS("sleep") && arg) {
+            double end = now_s() + atof(arg) / 1000.0;
+            while (now_s() < end) usleep(1000);
+        } else if (IS("fork")) {
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid < 0) {
+                printf("op=fork who=%s rc=-1\n", who);
+            } else if (pid == 0) {
+                who = "child";
+                printf("op=fork who=child pid=%d\n", (int)getpid());
+            } else {
+                /* The parent skips the child's part: up to and including the next exit=. */
+                while (i + 1 < argc && strncmp(argv[i + 1], "exit=", 5) != 0) i++;
+                if (i + 1 < argc) i++;
+                int status = 0;
+                waitpid(pid, &status, 0);
+                printf("op=wait who=parent child=%d exited=%d status=%d signaled=%d\n", (int)pid, WIFEXITED(status),
+                       WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status));
+            }
+        } else if (IS("exit") && arg) {
+            fflush(stdout);
+            exit(atoi(arg));
+        } else {
+            fprintf(stderr, "probe: unknown operation %s\n", op);
+            return 2;
+        }
+#undef IS
+    }
+    return 0;
+}

@@ -1,0 +1,307 @@
+//! The VRAM quota under `libvgpu.so`, family by family, with the views checked at every step:
+//! `cuMemGetInfo_v2` (in the allocating process) against NVML's `nvmlDeviceGetMemoryInfo` and
+//! `_v2` (in an observer process of the same container), and against simgpu's physical view
+//! (NVML without the shim), which must never show the container above its quota.
+//!
+//! simgpu charges every context `SIMGPU_CONTEXT_MEMORY`; the tests pin it to 64 MiB, and the
+//! shim must charge exactly that (it measures the driver's own `used` around the creation).
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vgpu_tests::{Background, Sim, build_c_helper, c_programs, num, records, run, text};
+
+const MIB: u64 = 1 << 20;
+const CONTEXT: u64 = 64 * MIB;
+
+type Rec = HashMap<String, String>;
+
+/// The allocation families, in the order `alloc_families --family all` runs them.
+const FAMILIES: [&str; 9] = [
+    "cuMemAlloc_v2",
+    "cuMemAllocPitch_v2",
+    "cuMemAllocManaged",
+    "cuMemAllocAsync",
+    "cuMemAllocFromPoolAsync",
+    "cuMemCreate",
+    "cuArrayCreate_v2",
+    "cuArray3DCreate_v2",
+    "cuMipmappedArrayCreate",
+];
+
+/// Families whose allocation is exactly `--size` bytes when the size is a multiple of 2 MiB
+/// (the arrays are shaped, so their byte counts only come close).
+const LINEAR: [&str; 6] =
+    ["cuMemAlloc_v2", "cuMemAllocPitch_v2", "cuMemAllocManaged", "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemCreate"];
+
+fn sim() -> Sim {
+    Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m")
+}
+
+fn u(rec: &Rec, key: &str) -> u64 {
+    num(rec, key) as u64
+}
+
+fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
+    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
+}
+
+/// The records of one family with operation `op`.
+fn of<'a>(recs: &'a [Rec], family: &str, op: &str) -> Vec<&'a Rec> {
+    recs.iter().filter(|r| field(r, "family") == family && field(r, "op") == op).collect()
+}
+
+/// NVML's memory views of device `index` (v1 then v2), from the probe run as `cmd`.
+fn nvml_views(cmd: &mut Command, index: u32) -> Vec<Rec> {
+    let out = run(cmd.args([format!("nvml={index}")]), Duration::from_secs(30));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{cmd:?}: {}\n{stdout}\n{}", out.status, text(&out.stderr));
+    let recs = records(&stdout, "op");
+    let init: Vec<&Rec> = recs.iter().filter(|r| field(r, "op") == "nvml_init").collect();
+    assert_eq!(field(init[0], "rc"), "0", "nvmlInit_v2: {stdout}");
+    let views: Vec<Rec> = recs.into_iter().filter(|r| field(r, "op") == "nvml").collect();
+    assert_eq!(views.len(), 2, "{stdout}");
+    for v in &views {
+        assert_eq!(field(v, "rc"), "0", "{v:?}");
+        assert_eq!(u(v, "used") + u(v, "free"), u(v, "total"), "used + free == total: {v:?}");
+    }
+    views
+}
+
+/// The container's view from an NVML observer under the shim (same region, same quota).
+fn container_view(sim: &Sim, quota: &str) -> Vec<Rec> {
+    let probe = build_c_helper("probe", false);
+    nvml_views(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", quota), 0)
+}
+
+/// simgpu's physical view: NVML without the shim.
+fn physical_used(sim: &Sim) -> u64 {
+    let probe = build_c_helper("probe", false);
+    u(&nvml_views(&mut sim.command(&probe), 0)[0], "used")
+}
+
+/// Checks the `alloc` records of one family run (in order) against the quota: each allocation
+/// succeeds exactly when it fits in what `cuMemGetInfo` said was free before it, and moves
+/// `free` by exactly its bytes; refusals are `CUDA_ERROR_OUT_OF_MEMORY` and move nothing.
+/// Returns `free` after the last one.
+fn check_allocs(allocs: &[&Rec], quota: u64, mut free: u64) -> u64 {
+    for a in allocs {
+        assert_eq!(u(a, "total"), quota, "cuMemGetInfo total is the quota: {a:?}");
+        let bytes = u(a, "bytes");
+        if bytes <= free {
+            assert_eq!(field(a, "rc"), "0", "{bytes} bytes fit in {free} free: {a:?}");
+            free -= bytes;
+        } else {
+            assert_eq!(field(a, "rc"), "2", "{bytes} bytes do not fit in {free} free: CUDA_ERROR_OUT_OF_MEMORY: {a:?}");
+        }
+        assert_eq!(u(a, "free"), free, "free moves by exactly the allocation: {a:?}");
+    }
+    free
+}
+
+#[test]
+fn every_family_is_held_to_the_quota_and_the_views_agree_at_every_step() {
+    // 320 MiB: the 64 MiB context and two 100 MiB blocks fit, a third does not.
+    let sim = sim();
+    let quota = 320 * MIB;
+    let mut holder = Background::spawn(
+        sim.shimmed(c_programs().join("alloc_families"))
+            .env("CUDA_DEVICE_MEMORY_LIMIT", "320m")
+            .args(["--family", "all", "--size", "100m", "--hold", "3"])
+            .args(["--wait-stdin", "--no-copy"])
+            .stdin(Stdio::piped()),
+    );
+    let mut free = quota - CONTEXT;
+    for family in FAMILIES {
+        holder.wait_for(&format!("family={family} op=hold"), Duration::from_secs(30));
+        let recs = records(holder.stdout_so_far(), "family");
+        let allocs = of(&recs, family, "alloc");
+        assert_eq!(allocs.len(), 3, "{family}: {allocs:?}");
+        let held_free = check_allocs(&allocs, quota, free);
+        let (ok, refused): (Vec<&&Rec>, Vec<&&Rec>) = allocs.iter().partition(|a| field(a, "rc") == "0");
+        assert_eq!((ok.len(), refused.len()), (2, 1), "{family}: {allocs:?}");
+        let held: u64 = ok.iter().map(|a| u(a, "bytes")).sum();
+        let hold = of(&recs, family, "hold")[0];
+        assert_eq!((u(hold, "bytes"), field(hold, "rc")), (held, "2"), "{hold:?}");
+
+        // NVML in another process of the container: the same numbers, v1 and v2.
+        for v in container_view(&sim, "320m") {
+            assert_eq!(u(&v, "total"), quota, "{family}: {v:?}");
+            assert_eq!(u(&v, "free"), held_free, "{family}: NVML and cuMemGetInfo agree: {v:?}");
+            assert_eq!(u(&v, "used"), CONTEXT + held, "{family}: {v:?}");
+        }
+        // And the device itself never holds more than the quota for the container.
+        let physical = physical_used(&sim);
+        assert!(physical <= quota, "{family}: simgpu holds {physical} bytes for a {quota}-byte quota");
+
+        holder.send_line("free");
+        // The frees give back exactly what the allocations took, in cuMemGetInfo.
+        let next = FAMILIES.iter().position(|f| *f == family).and_then(|i| FAMILIES.get(i + 1));
+        if let Some(next) = next {
+            holder.wait_for(&format!("family={next} op=alloc"), Duration::from_secs(30));
+            let recs = records(holder.stdout_so_far(), "family");
+            let frees = of(&recs, family, "free");
+            assert_eq!(frees.len(), 2, "{family}: {frees:?}");
+            assert_eq!(u(frees[1], "free"), quota - CONTEXT, "{family}: {frees:?}");
+        }
+        free = quota - CONTEXT;
+    }
+    let (status, out, err) = holder.finish(Duration::from_secs(30));
+    // Every family was refused once; nothing else failed.
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("done failures=9"), "{out}\n{err}");
+    let recs = records(&out, "family");
+    let last = of(&recs, "cuMipmappedArrayCreate", "free");
+    assert_eq!(u(last[1], "free"), quota - CONTEXT, "everything came back: {last:?}");
+}
+
+#[test]
+fn an_allocation_of_exactly_free_succeeds_and_one_byte_more_is_refused() {
+    // TensorFlow sizes its arena from cuMemGetInfo's free and allocates it in one go.
+    let sim = sim();
+    let quota = 256 * MIB;
+    let free = quota - CONTEXT; // 192 MiB
+    let alloc_families = c_programs().join("alloc_families");
+    let out = run(
+        sim.shimmed(&alloc_families).env("CUDA_DEVICE_MEMORY_LIMIT", "256m").args([
+            "--family",
+            "all",
+            "--size",
+            "192m",
+            "--hold",
+            "2",
+            "--no-copy",
+        ]),
+        Duration::from_secs(60),
+    );
+    let stdout = text(&out.stdout);
+    let recs = records(&stdout, "family");
+    for family in FAMILIES {
+        let allocs = of(&recs, family, "alloc");
+        assert_eq!(allocs.len(), 2, "{family}: {stdout}");
+        check_allocs(&allocs, quota, free);
+        if LINEAR.contains(&family) {
+            assert_eq!((field(allocs[0], "rc"), u(allocs[0], "free")), ("0", 0), "{family}: all of free in one allocation: {allocs:?}");
+        }
+        if let Some(last) = of(&recs, family, "free").last() {
+            assert_eq!(u(last, "free"), free, "{family}: every byte came back: {last:?}");
+        }
+    }
+
+    let out = run(
+        sim.shimmed(&alloc_families)
+            .env("CUDA_DEVICE_MEMORY_LIMIT", "256m")
+            .args(["--family", "cuMemAlloc_v2", "--no-copy", "--size"])
+            .arg((free + 1).to_string()),
+        Duration::from_secs(30),
+    );
+    let stdout = text(&out.stdout);
+    let recs = records(&stdout, "family");
+    let alloc = of(&recs, "cuMemAlloc_v2", "alloc");
+    assert_eq!(field(alloc[0], "rc"), "2", "one byte over: {stdout}");
+    assert_eq!(u(alloc[0], "free"), free, "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("out of quota"), "the refusal is logged at the default level: {stderr}");
+}
+
+#[test]
+fn a_quota_smaller_than_a_context_clamps_the_views_and_refuses_everything() {
+    // HAMi reports errors (or 17 TB) here; the views must stay consistent and never fail.
+    let sim = sim();
+    let quota = 32 * MIB;
+    let probe = build_c_helper("probe", false);
+    let out = run(
+        sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "32m").args(["init", "ctx", "info", "total", "alloc=1m", "info", "nvml"]),
+        Duration::from_secs(30),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let recs = records(&stdout, "op");
+    let get = |op: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == op).collect() };
+    assert_eq!(field(get("ctx")[0], "rc"), "0", "the context is created: {stdout}");
+    for info in get("info") {
+        assert_eq!((field(info, "rc"), u(info, "free"), u(info, "total")), ("0", 0, quota), "{stdout}");
+    }
+    let total = get("total")[0];
+    assert_eq!((field(total, "rc"), u(total, "bytes")), ("0", quota));
+    assert_eq!(field(get("alloc")[0], "rc"), "2", "{stdout}");
+    for v in get("nvml") {
+        assert_eq!(field(v, "rc"), "0", "{v:?}");
+        assert_eq!((u(v, "total"), u(v, "free"), u(v, "used")), (quota, 0, quota), "{v:?}");
+    }
+}
+
+#[test]
+fn quotas_are_per_device_by_the_index_the_application_sees() {
+    // Two devices; the application sees only physical device 1, as its device 0.
+    let sim = sim().with("SIMGPU_DEVICES", "2");
+    let probe = build_c_helper("probe", false);
+    let alloc_families = c_programs().join("alloc_families");
+    let limits = |c: &mut Command| {
+        c.env("CUDA_DEVICE_MEMORY_LIMIT_0", "256m").env("CUDA_DEVICE_MEMORY_LIMIT_1", "512m");
+    };
+
+    // Without CUDA_VISIBLE_DEVICES each device has its own quota.
+    for (device, quota) in [("0", 256 * MIB), ("1", 512 * MIB)] {
+        let mut cmd = sim.shimmed(&alloc_families);
+        limits(&mut cmd);
+        let out =
+            run(cmd.args(["--family", "cuMemAlloc_v2", "--size", "100m", "--no-copy"]).args(["--device", device]), Duration::from_secs(30));
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+        let alloc = &records(&stdout, "family")[0];
+        assert_eq!(u(alloc, "total"), quota, "device {device}: {stdout}");
+        assert_eq!(u(alloc, "free"), quota - CONTEXT - 100 * MIB, "{stdout}");
+    }
+
+    // With CUDA_VISIBLE_DEVICES=1, _0 is the quota of physical device 1.
+    let mut cmd = sim.shimmed(&alloc_families);
+    limits(&mut cmd);
+    let out = run(
+        cmd.env("CUDA_VISIBLE_DEVICES", "1").args(["--family", "cuMemAlloc_v2", "--size", "100m", "--no-copy"]),
+        Duration::from_secs(30),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(u(&records(&stdout, "family")[0], "total"), 256 * MIB, "{stdout}");
+
+    // NVML ignores CUDA_VISIBLE_DEVICES: its index 1 is the application's device 0, whether or
+    // not CUDA is initialised in the process; its index 0 is not the container's device.
+    for ops in [vec![], vec!["init"]] {
+        let mut cmd = sim.shimmed(&probe);
+        limits(&mut cmd);
+        cmd.env("CUDA_VISIBLE_DEVICES", "1").args(&ops);
+        let views = nvml_views(&mut cmd, 1);
+        for v in &views {
+            assert_eq!(u(v, "total"), 256 * MIB, "NVML index 1 after {ops:?}: {v:?}");
+        }
+    }
+}
+
+#[test]
+fn memory_a_pool_keeps_after_a_stream_ordered_free_still_counts_against_the_quota() {
+    // PyTorch's cudaMallocAsync backend sets the pool's release threshold to UINT64_MAX, so
+    // freed blocks stay reserved by the pool (on the device) instead of going back to it.
+    let sim = sim();
+    let quota = 256 * MIB;
+    let probe = build_c_helper("probe", false);
+    let mut holder = Background::spawn(
+        sim.shimmed(&probe)
+            .env("CUDA_DEVICE_MEMORY_LIMIT", "256m")
+            .args(["init", "ctx", "keep_pool", "async=150m", "free", "alloc=150m"])
+            .args(["wait", "freeall", "trim_pool"])
+            .stdin(Stdio::piped()),
+    );
+    let alloc = holder.wait_for("op=alloc", Duration::from_secs(30));
+    let physical = physical_used(&sim);
+    let view = container_view(&sim, "256m");
+    holder.send_line("done");
+    let (status, out, err) = holder.finish(Duration::from_secs(30));
+    assert!(status.success(), "{out}\n{err}");
+    assert!(
+        physical <= quota,
+        "the device holds {physical} bytes for the container (context, 150 MiB kept by the \
+         default pool after cuMemFreeAsync, then `{alloc}`), over its {quota}-byte quota:\n{out}"
+    );
+    assert_eq!(u(&view[0], "used"), physical, "the container's NVML view matches what the device holds:\n{out}");
+}
