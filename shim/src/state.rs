@@ -37,7 +37,7 @@ pub struct Shim {
     /// Contexts per device, and what creating them cost.
     pub contexts: ContextBook,
     /// Memory pools and the device each belongs to.
-    pub pools: PoolTable,
+    pub pools: crate::hooks::pools::PoolTable,
     /// The SM share.
     pub sm: crate::sm::SmState,
 }
@@ -63,51 +63,6 @@ impl ContextBook {
             self.primary_cost[d].store(0, Relaxed);
         }
         self.created.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// Memory pools seen being created or fetched, and their device: a small lock-free table
-/// (the stream-ordered allocation path reads it).
-pub struct PoolTable {
-    entries: [(AtomicU64, AtomicU32); 64],
-}
-
-impl Default for PoolTable {
-    fn default() -> Self {
-        PoolTable { entries: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU32::new(0))) }
-    }
-}
-
-impl PoolTable {
-    /// Records that `pool` lives on `device` (a full table forgets nothing already recorded;
-    /// unknown pools are attributed to the current device).
-    pub fn record(&self, pool: u64, device: usize) {
-        if pool == 0 {
-            return;
-        }
-        for (p, d) in &self.entries {
-            let cur = p.load(Acquire);
-            if cur == pool {
-                d.store(device as u32, Release);
-                return;
-            }
-            if cur == 0 && p.compare_exchange(0, pool, AcqRel, Acquire).is_ok() {
-                d.store(device as u32, Release);
-                return;
-            }
-        }
-    }
-
-    /// The device of `pool`, if recorded.
-    pub fn device(&self, pool: u64) -> Option<usize> {
-        self.entries.iter().find(|(p, _)| p.load(Acquire) == pool).map(|(_, d)| d.load(Acquire) as usize)
-    }
-
-    fn clear(&self) {
-        for (p, d) in &self.entries {
-            p.store(0, Relaxed);
-            d.store(0, Relaxed);
-        }
     }
 }
 
@@ -163,7 +118,7 @@ fn init() -> Mode {
         broken: AtomicBool::new(false),
         contexts: ContextBook::default(),
         config,
-        pools: PoolTable::default(),
+        pools: Default::default(),
         sm,
     })
 }

@@ -153,6 +153,8 @@ hook_table! {
         Cuda fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async_ptsz;
         Cuda fn cuMemAllocFromPoolAsync(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
         Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool_ptsz;
+        Cuda fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> CUresult => memory::pool_trim;
+        Cuda fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult => memory::pool_destroy;
         Cuda fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult => memory::pool_create;
         Cuda fn cuDeviceGetDefaultMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult => memory::device_default_pool;
         Cuda fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult => memory::device_pool;
@@ -195,6 +197,7 @@ hook_table! {
         Nvml fn nvmlDeviceGetHandleByUUID;
         Nvml fn nvmlDeviceGetProcessUtilization;
         Nvml fn nvmlDeviceGetComputeRunningProcesses_v3;
+        Cuda fn cuMemPoolGetAttribute;
         Cuda fn cuEventCreate;
         Cuda fn cuEventRecord;
         Cuda fn cuEventQuery;

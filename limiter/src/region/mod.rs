@@ -130,6 +130,12 @@ impl Reservation<'_> {
         }
     }
 
+    /// Keeps the bytes charged without recording an allocation: memory the caller accounts
+    /// for as a whole (a memory pool's reservation) and gives back with [`Region::uncharge`].
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
     /// Keeps the bytes and remembers them under `key` (the allocation's address or handle),
     /// so that [`Region::release`] of that key returns them.
     pub fn commit(self, key: u64) {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering::*;
 
 use cuda_sys::driver::*;
-use cuda_sys::nvml::{nvmlDevice_t, nvmlMemory_t, nvmlReturn_t};
+use cuda_sys::nvml::{nvmlDevice_t, nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
 use vgpu_limiter::region::Region;
 
 use super::{Gate, NO_DRIVER, REFUSED, device_index, gate};
@@ -51,28 +51,44 @@ pub fn nvml_device(dev: c_int) -> Option<nvmlDevice_t> {
     (unsafe { real::nvmlDeviceGetHandleByUUID()?(uuid.as_ptr(), &mut h) } == nvmlReturn_t::NVML_SUCCESS).then_some(h)
 }
 
-/// Device memory in use on CUDA device `dev` according to the real NVML, if it can be asked.
-fn nvml_used(dev: c_int) -> Option<u64> {
+/// What the real NVML says device `dev` holds: (all processes, this process if listed).
+fn nvml_usage(dev: c_int) -> Option<(u64, Option<u64>)> {
     let h = nvml_device(dev)?;
     let mut m = nvmlMemory_t::default();
     // SAFETY: a handle NVML gave us and a valid out-pointer.
-    (unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } == nvmlReturn_t::NVML_SUCCESS).then_some(m.used)
+    if unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } != nvmlReturn_t::NVML_SUCCESS {
+        return None;
+    }
+    let mine = real::nvmlDeviceGetComputeRunningProcesses_v3().and_then(|f| {
+        let mut infos = [nvmlProcessInfo_t::default(); 64];
+        let mut n = infos.len() as u32;
+        // SAFETY: a buffer of `n` entries and a valid count pointer.
+        if unsafe { f(h, &mut n, infos.as_mut_ptr()) } != nvmlReturn_t::NVML_SUCCESS {
+            return None;
+        }
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() } as u32;
+        infos[..(n as usize).min(infos.len())].iter().find(|p| p.pid == me).map(|p| p.usedGpuMemory)
+    });
+    Some((m.used, mine))
 }
 
-/// Runs a context-creating driver call and charges what it cost. Returns (rc, bytes charged).
+/// Runs a context-creating driver call and charges what it cost: the growth of this process's
+/// own NVML usage when NVML lists it (unaffected by other processes), else the growth of the
+/// device's (when NVML reports another PID namespace's numbers). Returns (rc, bytes charged).
 fn create_charged(region: &Region, dev: c_int, call: impl FnOnce() -> R) -> (R, u64) {
-    let Ok(d) = device_index(dev) else {
-        return (call(), 0);
-    };
-    let before = nvml_used(dev);
+    let Ok(d) = device_index(dev) else { return (call(), 0) };
+    let before = nvml_usage(dev);
     let rc = call();
     if rc != R::CUDA_SUCCESS {
         return (rc, 0);
     }
-    let cost = match (before, nvml_used(dev)) {
-        (Some(b), Some(a)) if a > b && a - b <= MAX_PLAUSIBLE_COST => a - b,
-        _ => 0,
+    let grown = match (before, nvml_usage(dev)) {
+        (Some((_, mine_before)), Some((_, Some(mine_after)))) => mine_after.checked_sub(mine_before.unwrap_or(0)),
+        (Some((device_before, _)), Some((device_after, None))) => device_after.checked_sub(device_before),
+        _ => None,
     };
+    let cost = grown.filter(|c| *c <= MAX_PLAUSIBLE_COST).unwrap_or(0);
     region.force_charge(d, cost);
     (rc, cost)
 }

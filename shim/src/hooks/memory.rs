@@ -9,7 +9,7 @@ use std::ffi::c_uint;
 use cuda_sys::driver::*;
 use vgpu_limiter::region::Region;
 
-use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate};
+use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate, pools};
 use crate::log;
 use crate::table::real;
 
@@ -17,7 +17,14 @@ use CUresult as R;
 
 /// Reserves `bytes` of `device`, runs the driver call, and commits under `key()` on success.
 fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
-    let reservation = match region.reserve(device, bytes) {
+    let attempt = region.reserve(device, bytes).or_else(|_| {
+        // Before refusing, let pools that released memory at a synchronisation say so.
+        if let crate::state::Mode::Active(shim) = crate::state::mode() {
+            pools::resync_all(&shim.pools, region);
+        }
+        region.reserve(device, bytes)
+    });
+    let reservation = match attempt {
         Ok(r) => r,
         Err(refused) => {
             log::warn(format_args!(
@@ -68,12 +75,20 @@ unsafe fn on_current_device(bytes: usize, out: *const CUdeviceptr, forward: impl
     }
 }
 
-/// Shared body of the hooks that free by key.
+/// Shared body of the hooks that free by key. A key never charged on its own may be pool
+/// memory: the pools' charges are brought in line after the driver has it back.
 fn free_key(key: u64, forward: impl FnOnce() -> R) -> R {
     match gate() {
         Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => uncharged(region, key, forward),
+        Gate::Enforce(shim, region) => {
+            if region.allocation(key).is_some() {
+                return uncharged(region, key, forward);
+            }
+            let rc = forward();
+            pools::resync_all(&shim.pools, region);
+            rc
+        }
     }
 }
 
@@ -156,83 +171,119 @@ pub unsafe fn mem_free(dptr: CUdeviceptr) -> R {
     free_key(dptr, || unsafe { f(dptr) })
 }
 
-/// `cuMemAllocAsync`: charged when enqueued (the bytes are the caller's from then on).
-pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocAsync() else {
-        return NO_DRIVER;
+/// Shared body of the stream-ordered allocations: charged as the pool's growth (see
+/// [`pools`]); the pool is the given one, or the current pool of the current device.
+///
+/// # Safety
+/// `dptr` is null or valid for reads after a successful `forward`.
+unsafe fn stream_ordered(dptr: *mut CUdeviceptr, bytesize: usize, pool: Option<CUmemoryPool>, forward: impl FnOnce() -> R) -> R {
+    let (shim, region) = match gate() {
+        Gate::Forward => return forward(),
+        Gate::Refuse => return REFUSED,
+        Gate::Enforce(shim, region) => (shim, region),
     };
+    if dptr.is_null() || bytesize == 0 {
+        return forward(); // the driver reports the bad argument
+    }
+    let known = pool.and_then(|p| shim.pools.device(p as u64));
+    let device = match known.map_or_else(current_device, Ok) {
+        Ok(d) => d,
+        Err(rc) => return rc,
+    };
+    let pool = pool.or_else(|| {
+        let f = real::cuDeviceGetMemPool()?;
+        let mut p: CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and a device index the driver gave us.
+        (unsafe { f(&mut p, device as CUdevice) } == R::CUDA_SUCCESS).then_some(p)
+    });
+    let mut forward = Some(forward);
+    if let Some(p) = pool {
+        let call = || forward.take().map_or(R::CUDA_ERROR_UNKNOWN, |f| f());
+        if let Some(rc) = pools::allocate(&shim.pools, region, p as u64, device, bytesize as u64, call) {
+            return rc;
+        }
+    }
+    // The pool cannot be accounted as a whole: charge the allocation itself.
+    let forward = forward.take().expect("not called yet");
+    // SAFETY: read only after the driver wrote it.
+    charged(region, device, bytesize as u64, forward, || unsafe { *dptr })
+}
+
+/// `cuMemAllocAsync`.
+pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
+    let Some(f) = real::cuMemAllocAsync() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { on_current_device(bytesize, dptr, || f(dptr, bytesize, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, None, || f(dptr, bytesize, stream)) }
 }
 
 /// `cuMemAllocAsync_ptsz`.
 pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocAsync_ptsz() else {
-        return NO_DRIVER;
-    };
+    let Some(f) = real::cuMemAllocAsync_ptsz() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { on_current_device(bytesize, dptr, || f(dptr, bytesize, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, None, || f(dptr, bytesize, stream)) }
 }
 
-/// `cuMemFreeAsync`: the charge ends when the free is enqueued.
+/// `cuMemAllocFromPoolAsync`.
+pub unsafe fn mem_alloc_from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
+    let Some(f) = real::cuMemAllocFromPoolAsync() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { stream_ordered(dptr, bytesize, Some(pool), || f(dptr, bytesize, pool, stream)) }
+}
+
+/// `cuMemAllocFromPoolAsync_ptsz`.
+pub unsafe fn mem_alloc_from_pool_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
+    let Some(f) = real::cuMemAllocFromPoolAsync_ptsz() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { stream_ordered(dptr, bytesize, Some(pool), || f(dptr, bytesize, pool, stream)) }
+}
+
+/// `cuMemFreeAsync`: memory charged one by one comes back now; pool memory when the pool
+/// releases it.
 pub unsafe fn mem_free_async(dptr: CUdeviceptr, stream: CUstream) -> R {
-    let Some(f) = real::cuMemFreeAsync() else {
-        return NO_DRIVER;
-    };
+    let Some(f) = real::cuMemFreeAsync() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
     free_key(dptr, || unsafe { f(dptr, stream) })
 }
 
 /// `cuMemFreeAsync_ptsz`.
 pub unsafe fn mem_free_async_ptsz(dptr: CUdeviceptr, stream: CUstream) -> R {
-    let Some(f) = real::cuMemFreeAsync_ptsz() else {
-        return NO_DRIVER;
-    };
+    let Some(f) = real::cuMemFreeAsync_ptsz() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
     free_key(dptr, || unsafe { f(dptr, stream) })
 }
 
-/// Shared body of the pool allocations: charged to the pool's device.
-///
-/// # Safety
-/// `dptr` is null or valid for reads after a successful `forward`.
-unsafe fn from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, forward: impl FnOnce() -> R) -> R {
+/// `cuMemPoolTrimTo`: what the pool releases stops being charged.
+pub unsafe fn pool_trim(pool: CUmemoryPool, keep: usize) -> R {
+    let Some(f) = real::cuMemPoolTrimTo() else { return NO_DRIVER };
     match gate() {
-        Gate::Forward => forward(),
+        // SAFETY: forwarding the caller's arguments.
+        Gate::Forward => unsafe { f(pool, keep) },
         Gate::Refuse => REFUSED,
         Gate::Enforce(shim, region) => {
-            if dptr.is_null() || bytesize == 0 {
-                return forward();
-            }
-            let device = match shim.pools.device(pool as u64) {
-                Some(d) => d,
-                None => match current_device() {
-                    Ok(d) => d,
-                    Err(rc) => return rc,
-                },
-            };
-            // SAFETY: read only after the driver wrote it.
-            charged(region, device, bytesize as u64, forward, || unsafe { *dptr })
+            // SAFETY: forwarding the caller's arguments.
+            let rc = unsafe { f(pool, keep) };
+            pools::resync_pool(&shim.pools, region, pool as u64);
+            rc
         }
     }
 }
 
-/// `cuMemAllocFromPoolAsync`.
-pub unsafe fn mem_alloc_from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocFromPoolAsync() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { from_pool(dptr, bytesize, pool, || f(dptr, bytesize, pool, stream)) }
-}
-
-/// `cuMemAllocFromPoolAsync_ptsz`.
-pub unsafe fn mem_alloc_from_pool_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocFromPoolAsync_ptsz() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { from_pool(dptr, bytesize, pool, || f(dptr, bytesize, pool, stream)) }
+/// `cuMemPoolDestroy`: the pool's charge goes back.
+pub unsafe fn pool_destroy(pool: CUmemoryPool) -> R {
+    let Some(f) = real::cuMemPoolDestroy() else { return NO_DRIVER };
+    match gate() {
+        // SAFETY: forwarding the caller's argument.
+        Gate::Forward => unsafe { f(pool) },
+        Gate::Refuse => REFUSED,
+        Gate::Enforce(shim, region) => {
+            // SAFETY: forwarding the caller's argument.
+            let rc = unsafe { f(pool) };
+            if rc == R::CUDA_SUCCESS {
+                pools::forget(&shim.pools, region, pool as u64);
+            }
+            rc
+        }
+    }
 }
 
 /// Records a pool's device once the driver has made or named the pool.
@@ -245,7 +296,7 @@ unsafe fn remember_pool(rc: R, pool: *mut CUmemoryPool, device: i32) -> R {
         && let (Gate::Enforce(shim, _), Ok(d)) = (gate(), device_index(device))
     {
         // SAFETY: the driver wrote it.
-        shim.pools.record(unsafe { *pool } as u64, d);
+        let _ = shim.pools.record(unsafe { *pool } as u64, d);
     }
     rc
 }

@@ -8,6 +8,7 @@ pub mod init;
 pub mod launch;
 pub mod memory;
 pub mod nvml;
+pub mod pools;
 pub mod proc_address;
 pub mod views;
 

@@ -82,6 +82,7 @@ fn ordinal_of(shim: &Shim, device: nvmlDevice_t) -> Option<usize> {
 fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
     let d = ordinal_of(shim, device)?;
     let region = shim.region()?;
+    super::pools::resync_all(&shim.pools, region);
     let (used, _, quota) = region.usage(d);
     let (total, free) = quota_view(quota?, used, phys_total, phys_free);
     Some((total, free, total - free))

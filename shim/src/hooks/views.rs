@@ -20,11 +20,12 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
     match gate() {
         Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => {
+        Gate::Enforce(shim, region) => {
             let rc = forward();
             if rc != CUresult::CUDA_SUCCESS || free.is_null() || total.is_null() {
                 return rc;
             }
+            super::pools::resync_all(&shim.pools, region);
             let Ok(d) = current_device() else { return rc };
             let (used, _, quota) = region.usage(d);
             if let Some(q) = quota {

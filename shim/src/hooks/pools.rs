@@ -1,0 +1,169 @@
+//! Stream-ordered memory (`cuMemAllocAsync`, `cuMemAllocFromPoolAsync`) is charged as what it
+//! really holds on the device: each memory pool's *reserved* bytes. A pool keeps freed blocks
+//! for reuse (up to its release threshold, which a program may set to "never release"); those
+//! bytes are the container's as much as live ones, so freeing into the pool gives nothing back
+//! until the pool itself releases memory (a trim, a synchronisation below the threshold).
+//!
+//! Each pool's charge is brought in line with its `CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT` after
+//! every stream-ordered allocation, after frees and trims, before the views answer, and before
+//! an allocation is refused.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use cuda_sys::driver::{CUmemPool_attribute, CUmemoryPool, CUresult};
+use vgpu_limiter::region::Region;
+
+use crate::table::real;
+
+use CUresult as R;
+
+/// One pool seen by this process.
+#[derive(Default)]
+pub struct PoolEntry {
+    pool: AtomicU64,
+    device: AtomicU32,
+    /// Bytes of the pool charged to the container.
+    charged: AtomicU64,
+}
+
+/// Pools seen being created or used, their devices and charges: a small lock-free table.
+pub struct PoolTable {
+    entries: [PoolEntry; 64],
+}
+
+impl Default for PoolTable {
+    fn default() -> Self {
+        PoolTable { entries: std::array::from_fn(|_| PoolEntry::default()) }
+    }
+}
+
+impl PoolTable {
+    /// The entry of `pool`, recording it on `device` if new (`None` when the table is full:
+    /// its allocations are then charged one by one).
+    pub fn record(&self, pool: u64, device: usize) -> Option<&PoolEntry> {
+        if pool == 0 {
+            return None;
+        }
+        for e in &self.entries {
+            let cur = e.pool.load(Acquire);
+            if cur == pool || (cur == 0 && e.pool.compare_exchange(0, pool, AcqRel, Acquire).is_ok()) {
+                e.device.store(device as u32, Release);
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// The device of `pool`, if recorded.
+    pub fn device(&self, pool: u64) -> Option<usize> {
+        self.entries.iter().find(|e| e.pool.load(Acquire) == pool).map(|e| e.device.load(Acquire) as usize)
+    }
+
+    fn live(&self) -> impl Iterator<Item = &PoolEntry> {
+        self.entries.iter().filter(|e| e.pool.load(Acquire) != 0)
+    }
+
+    /// Forgets everything (a child after `fork` holds none of its parent's pools).
+    pub fn clear(&self) {
+        for e in &self.entries {
+            e.pool.store(0, Relaxed);
+            e.charged.store(0, Relaxed);
+        }
+    }
+}
+
+/// A pool attribute the driver reports as a 64-bit count.
+fn attribute(pool: u64, attr: CUmemPool_attribute) -> Option<u64> {
+    let f = real::cuMemPoolGetAttribute()?;
+    let mut v = 0u64;
+    // SAFETY: a pool handle the driver gave the program and an 8-byte out-value, as the
+    // driver documents for the byte-count attributes.
+    (unsafe { f(pool as CUmemoryPool, attr, (&mut v as *mut u64).cast()) } == R::CUDA_SUCCESS).then_some(v)
+}
+
+fn reserved(pool: u64) -> Option<u64> {
+    attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
+}
+
+/// Brings a pool's charge in line with what it reserves now.
+fn resync(region: &Region, e: &PoolEntry) {
+    let pool = e.pool.load(Acquire);
+    let Some(now) = reserved(pool) else { return };
+    let before = e.charged.swap(now, AcqRel);
+    let device = e.device.load(Acquire) as usize;
+    if now > before {
+        region.force_charge(device, now - before);
+    } else if before > now {
+        region.uncharge(device, before - now);
+    }
+}
+
+/// Brings every known pool's charge in line (before views answer and before a refusal).
+pub fn resync_all(pools: &PoolTable, region: &Region) {
+    for e in pools.live() {
+        resync(region, e);
+    }
+}
+
+/// A pool is gone: its charge goes back.
+pub fn forget(pools: &PoolTable, region: &Region, pool: u64) {
+    if let Some(e) = pools.entries.iter().find(|e| e.pool.load(Acquire) == pool) {
+        region.uncharge(e.device.load(Acquire) as usize, e.charged.swap(0, AcqRel));
+        e.pool.store(0, Release);
+    }
+}
+
+/// Brings the charge of `pool` in line (after a trim).
+pub fn resync_pool(pools: &PoolTable, region: &Region, pool: u64) {
+    if let Some(e) = pools.live().find(|e| e.pool.load(Acquire) == pool) {
+        resync(region, e);
+    }
+}
+
+/// A stream-ordered allocation of `bytes` from `pool` on `device`: if the pool has not that
+/// much cached, room for `bytes` is reserved first (refused at the quota); after the call the
+/// pool's growth is what stays charged. `None` when the pool cannot be accounted as a whole
+/// (unknown attributes, full table): the caller charges the allocation itself.
+pub fn allocate(pools: &PoolTable, region: &Region, pool: u64, device: usize, bytes: u64, forward: impl FnOnce() -> R) -> Option<R> {
+    let e = pools.record(pool, device)?;
+    let used = attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+    let cached = reserved(pool)?.saturating_sub(used);
+    let mut reservation = None;
+    if cached < bytes {
+        let attempt = region.reserve(device, bytes).or_else(|_| {
+            resync_all(pools, region);
+            region.reserve(device, bytes)
+        });
+        match attempt {
+            Ok(r) => reservation = Some(r),
+            Err(_) => return Some(R::CUDA_ERROR_OUT_OF_MEMORY),
+        }
+    }
+    let rc = forward();
+    if rc != R::CUDA_SUCCESS {
+        return Some(rc); // the reservation rolls back
+    }
+    let now = reserved(pool).unwrap_or(e.charged.load(Acquire) + bytes);
+    let before = e.charged.swap(now, AcqRel);
+    let grew = now.saturating_sub(before);
+    let shrank = before.saturating_sub(now);
+    match reservation {
+        Some(mut r) => {
+            // What the pool took is charged through the reservation (within the quota);
+            // growth beyond it (allocation granularity) is charged on top.
+            let held = r.bytes();
+            r.shrink_to(grew);
+            r.keep();
+            if grew > held {
+                region.force_charge(device, grew - held);
+            }
+        }
+        None if grew > 0 => region.force_charge(device, grew),
+        None => {}
+    }
+    if shrank > 0 {
+        region.uncharge(device, shrank);
+    }
+    Some(rc)
+}
