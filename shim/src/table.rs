@@ -192,6 +192,7 @@ hook_table! {
         Cuda fn cuDeviceGetCount;
         Cuda fn cuDeviceGetUuid_v2;
         Nvml fn nvmlDeviceGetUUID;
+        Nvml fn nvmlDeviceGetCount_v2;
         Nvml fn nvmlDeviceGetHandleByIndex_v2;
         Nvml fn nvmlDeviceGetIndex;
         Nvml fn nvmlDeviceGetHandleByUUID;

@@ -72,16 +72,45 @@ fn ordinal_of(shim: &Shim, device: nvmlDevice_t) -> Option<usize> {
         None => indexed.then_some(index as usize),
         Some(list) => list.iter().position(|v| match v {
             VisibleDevice::Index(i) => indexed && *i == index,
-            VisibleDevice::Uuid(u) => uuid.starts_with(&u.to_ascii_lowercase()),
+            VisibleDevice::Uuid(u) => uuid.starts_with(&u.to_ascii_lowercase()) && unique_prefix(&u.to_ascii_lowercase()),
             VisibleDevice::Mig(_) => false,
         }),
     }
+}
+
+/// Whether exactly one NVML device's UUID starts with `prefix` (the driver refuses an
+/// ambiguous `CUDA_VISIBLE_DEVICES` entry; it must not map two devices to one index here).
+fn unique_prefix(prefix: &str) -> bool {
+    let (Some(count), Some(by_index), Some(get_uuid)) =
+        (real::nvmlDeviceGetCount_v2(), real::nvmlDeviceGetHandleByIndex_v2(), real::nvmlDeviceGetUUID())
+    else {
+        return false;
+    };
+    let mut n = 0;
+    // SAFETY: a valid out-pointer.
+    if unsafe { count(&mut n) } != N::NVML_SUCCESS {
+        return false;
+    }
+    let matches = (0..n)
+        .filter(|&i| {
+            let mut h: nvmlDevice_t = std::ptr::null_mut();
+            let mut buf = [0 as c_char; NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+            // SAFETY: valid out-pointers and a buffer of the size passed.
+            unsafe {
+                by_index(i, &mut h) == N::NVML_SUCCESS
+                    && get_uuid(h, buf.as_mut_ptr(), buf.len() as c_uint) == N::NVML_SUCCESS
+                    && CStr::from_ptr(buf.as_ptr()).to_string_lossy().to_ascii_lowercase().starts_with(prefix)
+            }
+        })
+        .count();
+    matches == 1
 }
 
 /// (total, free, used) through the quota of the device behind `device`, if it has one.
 fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
     let d = ordinal_of(shim, device)?;
     let region = shim.region()?;
+    region.reap();
     super::pools::resync_all(&shim.pools, region);
     let (used, _, quota) = region.usage(d);
     let (total, free) = quota_view(quota?, used, phys_total, phys_free);

@@ -25,6 +25,8 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
             if rc != CUresult::CUDA_SUCCESS || free.is_null() || total.is_null() {
                 return rc;
             }
+            // Views are not a hot path: show a dead process's memory as returned at once.
+            region.reap();
             super::pools::resync_all(&shim.pools, region);
             let Ok(d) = current_device() else { return rc };
             let (used, _, quota) = region.usage(d);
