@@ -3,7 +3,10 @@
 #
 # Builds every crate (the cdylibs and binaries the end-to-end tests start as child processes
 # are only produced by a build, never by `cargo test`), checks formatting and lints, then runs
-# every test. First runs fetch NVIDIA's headers and the Python clients from PyPI into target/.
+# every test. First runs fetch NVIDIA's headers and the Python clients from PyPI into target/,
+# the Kubernetes schema validator (PyPI kubernetes-validate) into target/debug/pyenv-k8s, and,
+# for the release tarball test, cargo-zigbuild (crates.io) and zig (PyPI ziglang) into
+# target/tools: a cold run adds about 2.5 minutes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +15,8 @@ need() {
 }
 need cargo "install Rust (rustup)"
 need gcc "apt-get install gcc"
+need readelf "apt-get install binutils"   # tools/glibc-floor.sh (the release test)
+need strip "apt-get install binutils"
 need python3 "apt-get install python3 python3-venv"
 python3 -m venv --help >/dev/null 2>&1 || { echo "tools/test.sh: python3 lacks venv: apt-get install python3-venv" >&2; exit 1; }
 
