@@ -2,21 +2,25 @@
 //! one futex wake.
 //!
 //! All must succeed; exactly one initialises the region; none may see a half-written header.
-//! The API does not say whether `open` created the file, so the test infers it:
+//! The API does not say whether `open` created or initialised the region, so the test infers
+//! what it can:
 //! * creation is `O_CREAT | O_EXCL`, so at most one process creates the file, and every
-//!   worker reports the same inode;
-//! * an opener that found the region unpublished and initialised it itself would have reset
-//!   every quota to "unlimited" before adopting its own: every worker reads back exactly the
-//!   requested quotas on all 16 devices (odd devices unlimited, even ones distinct sizes), and
-//!   so does the file once everyone is in;
-//! * a half-written header would have made an opener fail (`BadMagic`, `NotReady`,
-//!   `WrongSize`, `QuotaMismatch`): every `open` succeeds;
+//!   worker reports the same inode; the file has the requested mode;
+//! * a half-written header makes an opener fail (`BadMagic`, `NotReady`, `WrongSize`,
+//!   `QuotaMismatch`): every `open` succeeds, and every worker reads back exactly the
+//!   requested quotas on all 16 devices (odd devices unlimited, even ones distinct sizes), as
+//!   does the file once everyone is in;
 //! * registration is exact: the slot generations handed out are exactly 1..=256 (each claim
-//!   took the next value of the header's counter, none was lost or repeated), the slots are 256
-//!   distinct ones, and the bytes each worker then reserves add up in the device's `used`.
+//!   took the next value of the header's counter, none lost or repeated), the 256 slots are
+//!   distinct, and the bytes each worker then reserves add up in the device's `used`;
+//! * a second initialisation after anyone registered is visible: an opener that finds the
+//!   region unpublished initialises it with no limits before adopting its own quotas, so in
+//!   the watched variant every registered worker keeps reading its quotas until all 256 are in,
+//!   and none may ever see them change. (A second initialisation *before* anyone registered
+//!   leaves no trace this test can see; it stores the same values.)
 //!
-//! A second test does the same on an empty file left by a creator that died before sizing it
-//! (every opener may try to initialise it). Both print p50 / p99 of open + registration.
+//! A last test does the same on an empty file left by a creator that died before sizing it
+//! (every opener may try to initialise it). The tests print p50 / p99 of open + registration.
 mod common;
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
