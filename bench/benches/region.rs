@@ -91,6 +91,7 @@ fn contended(c: &mut Criterion, dir: &Path, rows: &mut Vec<Row>) {
         // on few cores this thread gets a small share, so keep the budget small.
         group.measurement_time(Duration::from_millis(if n >= 8 { 300 } else { 1000 }));
         group.warm_up_time(Duration::from_millis(if n >= 8 { 100 } else { 300 }));
+        eprintln!("region bench: {n} hammers running");
         group.bench_function(BenchmarkId::new("cpu", n), |b| {
             b.iter_custom(|iters| {
                 let t0 = thread_cpu_ns();
