@@ -65,9 +65,7 @@ impl CUresult {
             Self::CUDA_ERROR_NOT_INITIALIZED => "initialization error",
             Self::CUDA_ERROR_DEINITIALIZED => "driver shutting down",
             Self::CUDA_ERROR_STUB_LIBRARY => "CUDA driver is a stub library",
-            Self::CUDA_ERROR_DEVICE_UNAVAILABLE => {
-                "CUDA-capable device(s) is/are busy or unavailable"
-            }
+            Self::CUDA_ERROR_DEVICE_UNAVAILABLE => "CUDA-capable device(s) is/are busy or unavailable",
             Self::CUDA_ERROR_NO_DEVICE => "no CUDA-capable device is detected",
             Self::CUDA_ERROR_INVALID_DEVICE => "invalid device ordinal",
             Self::CUDA_ERROR_INVALID_IMAGE => "device kernel image is invalid",
@@ -76,20 +74,14 @@ impl CUresult {
             Self::CUDA_ERROR_MAP_FAILED => "mapping of buffer object failed",
             Self::CUDA_ERROR_UNMAP_FAILED => "unmapping of buffer object failed",
             Self::CUDA_ERROR_ALREADY_MAPPED => "resource already mapped",
-            Self::CUDA_ERROR_NO_BINARY_FOR_GPU => {
-                "no kernel image is available for execution on the device"
-            }
+            Self::CUDA_ERROR_NO_BINARY_FOR_GPU => "no kernel image is available for execution on the device",
             Self::CUDA_ERROR_NOT_MAPPED => "resource not mapped",
             Self::CUDA_ERROR_INVALID_PTX => "a PTX JIT compilation failed",
             Self::CUDA_ERROR_INVALID_SOURCE => "device kernel image is invalid",
             Self::CUDA_ERROR_FILE_NOT_FOUND => "file not found",
-            Self::CUDA_ERROR_OPERATING_SYSTEM => {
-                "OS call failed or operation not supported on this OS"
-            }
+            Self::CUDA_ERROR_OPERATING_SYSTEM => "OS call failed or operation not supported on this OS",
             Self::CUDA_ERROR_INVALID_HANDLE => "invalid resource handle",
-            Self::CUDA_ERROR_ILLEGAL_STATE => {
-                "the operation cannot be performed in the present state"
-            }
+            Self::CUDA_ERROR_ILLEGAL_STATE => "the operation cannot be performed in the present state",
             Self::CUDA_ERROR_NOT_FOUND => "named symbol not found",
             Self::CUDA_ERROR_NOT_READY => "device not ready",
             Self::CUDA_ERROR_ILLEGAL_ADDRESS => "an illegal memory access was encountered",
@@ -98,21 +90,13 @@ impl CUresult {
             Self::CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE => "primary context active",
             Self::CUDA_ERROR_CONTEXT_IS_DESTROYED => "context is destroyed",
             Self::CUDA_ERROR_LAUNCH_FAILED => "unspecified launch failure",
-            Self::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE => {
-                "too many blocks in cooperative launch"
-            }
+            Self::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE => "too many blocks in cooperative launch",
             Self::CUDA_ERROR_NOT_PERMITTED => "operation not permitted",
             Self::CUDA_ERROR_NOT_SUPPORTED => "operation not supported",
-            Self::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED => {
-                "operation not permitted when stream is capturing"
-            }
-            Self::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED => {
-                "operation failed due to a previous error during capture"
-            }
+            Self::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED => "operation not permitted when stream is capturing",
+            Self::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED => "operation failed due to a previous error during capture",
             Self::CUDA_ERROR_STREAM_CAPTURE_UNMATCHED => "capture was not initiated in this stream",
-            Self::CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD => {
-                "attempt to terminate a thread-local capture sequence from another thread"
-            }
+            Self::CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD => "attempt to terminate a thread-local capture sequence from another thread",
             Self::CUDA_ERROR_TIMEOUT => "wait operation timed out",
             Self::CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE => {
                 "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update"

@@ -401,12 +401,7 @@ struct CTypes {
 }
 
 impl CTypes {
-    fn new(
-        structs: &[Struct],
-        opaques: &[Opaque],
-        aliases: &[Alias],
-        newtypes: &[Newtype],
-    ) -> Self {
+    fn new(structs: &[Struct], opaques: &[Opaque], aliases: &[Alias], newtypes: &[Newtype]) -> Self {
         let mut named = BTreeMap::new();
         named.extend(structs.iter().map(|s| (s.rust, s.c)));
         named.extend(opaques.iter().map(|o| (o.rust, o.c)));
@@ -428,9 +423,7 @@ impl CTypes {
         }
         // Arrays: `[T; N]` is `T[N]`, N a number or a constant C also defines.
         if let Some(inner) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            let (elem, len) = inner
-                .rsplit_once(';')
-                .ok_or_else(|| format!("unsupported Rust type spelling `{rust}`"))?;
+            let (elem, len) = inner.rsplit_once(';').ok_or_else(|| format!("unsupported Rust type spelling `{rust}`"))?;
             let (elem, len) = (self.c(elem)?, len.trim());
             if !len.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("unsupported array length in `{rust}`"));
@@ -487,16 +480,8 @@ impl CTypes {
 
     /// The C type of a function pointer with these Rust parameter and return spellings.
     fn fn_ptr(&self, sig: &Signature) -> Result<String, String> {
-        let params: Vec<String> = sig
-            .params
-            .iter()
-            .map(|p| self.c(p))
-            .collect::<Result<_, _>>()?;
-        let params = if params.is_empty() {
-            "void".to_owned()
-        } else {
-            params.join(", ")
-        };
+        let params: Vec<String> = sig.params.iter().map(|p| self.c(p)).collect::<Result<_, _>>()?;
+        let params = if params.is_empty() { "void".to_owned() } else { params.join(", ") };
         Ok(format!("{} (*)({params})", self.c(sig.ret)?))
     }
 }
@@ -538,11 +523,7 @@ impl Program {
         // The key is the check's index: C prints `index value`.
         let key = self.checks.len();
         writeln!(self.source, "    EMIT(\"{key}\", {c_expr});").unwrap();
-        self.checks.push(Check {
-            category,
-            what,
-            expected,
-        });
+        self.checks.push(Check { category, what, expected });
     }
 
     /// Makes the program print `c_expr` under a name of its own, for information.
@@ -603,69 +584,34 @@ int main(void) {
 
 /// Writes the C program and the list of checks it answers.
 fn generate() -> Result<Program, Vec<String>> {
-    let (structs, opaques, aliases, newtypes, consts) =
-        (structs(), opaques(), aliases(), newtypes(), consts());
+    let (structs, opaques, aliases, newtypes, consts) = (structs(), opaques(), aliases(), newtypes(), consts());
     let types = CTypes::new(&structs, &opaques, &aliases, &newtypes);
-    let mut p = Program {
-        source: C_PREAMBLE.to_owned(),
-        ..Program::default()
-    };
+    let mut p = Program { source: C_PREAMBLE.to_owned(), ..Program::default() };
     p.print("version.cuda", "CUDA_VERSION");
     p.print("version.nvml", "NVML_API_VERSION");
 
     for s in &structs {
         let (rust, ct) = (s.rust, s.c);
         let what = format!("size_of::<{rust}>()");
-        p.check_eq(
-            "struct sizes",
-            what,
-            &format!("sizeof({ct})"),
-            s.size as i128,
-        );
+        p.check_eq("struct sizes", what, &format!("sizeof({ct})"), s.size as i128);
         let what = format!("align_of::<{rust}>()");
-        p.check_eq(
-            "struct alignments",
-            what,
-            &format!("_Alignof({ct})"),
-            s.align as i128,
-        );
+        p.check_eq("struct alignments", what, &format!("_Alignof({ct})"), s.align as i128);
         for f in &s.fields {
             let (fr, fc) = (f.rust, f.c_name());
             let member = format!("((({ct} *)0)->{fc})");
             let what = format!("offset_of!({rust}, {fr})");
-            p.check_eq(
-                "field offsets",
-                what,
-                &format!("offsetof({ct}, {fc})"),
-                f.offset as i128,
-            );
+            p.check_eq("field offsets", what, &format!("offsetof({ct}, {fc})"), f.offset as i128);
             let what = format!("size of {rust}.{fr} ({})", f.ty);
-            p.check_eq(
-                "field sizes",
-                what,
-                &format!("sizeof{member}"),
-                f.size as i128,
-            );
-            let want = match f
-                .c_override
-                .map(str::to_owned)
-                .map_or_else(|| types.c(f.ty), Ok)
-            {
+            p.check_eq("field sizes", what, &format!("sizeof{member}"), f.size as i128);
+            let want = match f.c_override.map(str::to_owned).map_or_else(|| types.c(f.ty), Ok) {
                 Ok(t) => t,
                 Err(e) => {
                     p.errors.push(format!("{rust}.{fr}: {e}"));
                     continue;
                 }
             };
-            let what = format!(
-                "{rust}.{fr}: the header's type is not Rust `{}` (C `{want}`)",
-                f.ty
-            );
-            p.check_true(
-                "field types",
-                what,
-                &format!("VGPU_SAME_TYPE(__typeof__{member}, {want})"),
-            );
+            let what = format!("{rust}.{fr}: the header's type is not Rust `{}` (C `{want}`)", f.ty);
+            p.check_true("field types", what, &format!("VGPU_SAME_TYPE(__typeof__{member}, {want})"));
         }
     }
     for o in &opaques {
@@ -676,15 +622,8 @@ fn generate() -> Result<Program, Vec<String>> {
     for a in &aliases {
         match types.c(a.target) {
             Ok(t) => {
-                let what = format!(
-                    "typedef {}: the header's is not Rust `{}` (C `{t}`)",
-                    a.name, a.target
-                );
-                p.check_true(
-                    "type aliases",
-                    what,
-                    &format!("VGPU_SAME_TYPE({}, {t})", a.name),
-                );
+                let what = format!("typedef {}: the header's is not Rust `{}` (C `{t}`)", a.name, a.target);
+                p.check_true("type aliases", what, &format!("VGPU_SAME_TYPE({}, {t})", a.name));
             }
             Err(e) => p.errors.push(format!("alias {}: {e}", a.name)),
         }
@@ -692,19 +631,9 @@ fn generate() -> Result<Program, Vec<String>> {
     for n in &newtypes {
         let name = n.name;
         let what = format!("size_of::<{name}>()");
-        p.check_eq(
-            "enum sizes",
-            what,
-            &format!("sizeof({name})"),
-            n.size as i128,
-        );
+        p.check_eq("enum sizes", what, &format!("sizeof({name})"), n.size as i128);
         let what = format!("align_of::<{name}>()");
-        p.check_eq(
-            "enum alignments",
-            what,
-            &format!("_Alignof({name})"),
-            n.align as i128,
-        );
+        p.check_eq("enum alignments", what, &format!("_Alignof({name})"), n.align as i128);
         match types.c(n.inner) {
             Ok(inner) => {
                 for &(cname, value) in &n.values {
@@ -717,12 +646,7 @@ fn generate() -> Result<Program, Vec<String>> {
     }
     for k in &consts {
         match types.c(k.ty) {
-            Ok(t) => p.check_eq(
-                "constants",
-                k.rust.to_owned(),
-                &format!("({t})({})", k.c),
-                k.value,
-            ),
+            Ok(t) => p.check_eq("constants", k.rust.to_owned(), &format!("({t})({})", k.c), k.value),
             Err(e) => p.errors.push(format!("const {}: {e}", k.rust)),
         }
     }
@@ -731,29 +655,17 @@ fn generate() -> Result<Program, Vec<String>> {
         match types.fn_ptr(s) {
             Ok(fn_ptr) => {
                 let rust = format!("fn({}) -> {}", s.params.join(", "), s.ret);
-                let what =
-                    format!("{name}: the header's prototype is not Rust `{rust}` (C `{fn_ptr}`)");
-                p.check_true(
-                    "signatures",
-                    what,
-                    &format!("VGPU_SAME_TYPE(__typeof__(&{name}), {fn_ptr})"),
-                );
+                let what = format!("{name}: the header's prototype is not Rust `{rust}` (C `{fn_ptr}`)");
+                p.check_true("signatures", what, &format!("VGPU_SAME_TYPE(__typeof__(&{name}), {fn_ptr})"));
             }
             Err(e) => p.errors.push(format!("fn {name}: {e}")),
         }
         // Guards the check above against a header macro that renames the symbol (it would then
         // check another function's prototype); compared separately, not counted as an item.
-        p.print(
-            &format!("renamed.{name}"),
-            &format!("!VGPU_NOT_RENAMED({name})"),
-        );
+        p.print(&format!("renamed.{name}"), &format!("!VGPU_NOT_RENAMED({name})"));
     }
     p.source.push_str("    return 0;\n}\n");
-    if p.errors.is_empty() {
-        Ok(p)
-    } else {
-        Err(p.errors)
-    }
+    if p.errors.is_empty() { Ok(p) } else { Err(p.errors) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,21 +673,14 @@ fn generate() -> Result<Program, Vec<String>> {
 // ---------------------------------------------------------------------------------------------
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cuda-sys sits in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cuda-sys sits in the workspace").to_owned()
 }
 
 /// Ends the test without checking, loudly; fails instead where CI insists on the check.
 fn skip(reason: &str) {
     println!("SKIPPED: cuda.h/nvml.h not available: {reason}");
-    let required = std::env::var("CI").as_deref() == Ok("true")
-        && std::env::var("VGPU_REQUIRE_HEADERS").as_deref() == Ok("1");
-    assert!(
-        !required,
-        "CI=true and VGPU_REQUIRE_HEADERS=1, but the conformance check could not run: {reason}"
-    );
+    let required = std::env::var("CI").as_deref() == Ok("true") && std::env::var("VGPU_REQUIRE_HEADERS").as_deref() == Ok("1");
+    assert!(!required, "CI=true and VGPU_REQUIRE_HEADERS=1, but the conformance check could not run: {reason}");
 }
 
 /// Include directories of cuda.h and nvml.h, fetched (once) into the target directory.
@@ -783,35 +688,22 @@ fn nvidia_headers() -> Result<(PathBuf, PathBuf), String> {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let cache = tmp.parent().unwrap_or(tmp).join("nvidia-headers");
     let script = workspace_root().join("tools/nvidia-headers.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(&cache)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let out = Command::new("bash").arg(&script).arg(&cache).output().map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(stderr
-            .lines()
-            .last()
-            .unwrap_or("tools/nvidia-headers.sh failed")
-            .to_owned());
+        return Err(stderr.lines().last().unwrap_or("tools/nvidia-headers.sh failed").to_owned());
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut lines = stdout.lines().map(PathBuf::from);
     match (lines.next(), lines.next()) {
         (Some(cuda), Some(nvml)) => Ok((cuda, nvml)),
-        _ => Err(format!(
-            "tools/nvidia-headers.sh printed no include directories: {stdout:?}"
-        )),
+        _ => Err(format!("tools/nvidia-headers.sh printed no include directories: {stdout:?}")),
     }
 }
 
 /// The C compiler: `$CC`, else `gcc` (the program uses GNU C builtins; clang has them too).
 fn c_compiler() -> String {
-    std::env::var("CC")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "gcc".to_owned())
+    std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "gcc".to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -828,20 +720,15 @@ fn conformance_with_nvidia_headers() {
     if let Err(e) = Command::new(&cc).arg("--version").output() {
         return skip(&format!("no C compiler to compile them with ({cc}: {e})"));
     }
-    let program = generate()
-        .unwrap_or_else(|errors| panic!("cannot write the C program:\n  {}", errors.join("\n  ")));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cuda-sys-conformance-{}", std::process::id()));
+    let program = generate().unwrap_or_else(|errors| panic!("cannot write the C program:\n  {}", errors.join("\n  ")));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cuda-sys-conformance-{}", std::process::id()));
     let printed = compile_and_run(&cc, &program.source, &dir, &[&cuda_inc, &nvml_inc]);
 
     let mut mismatches = Vec::new();
     // Counts per category, in the order the program checks them.
     let mut per_category: Vec<(&str, usize)> = Vec::new();
     for (index, check) in program.checks.iter().enumerate() {
-        match per_category
-            .iter_mut()
-            .find(|(category, _)| *category == check.category)
-        {
+        match per_category.iter_mut().find(|(category, _)| *category == check.category) {
             Some((_, n)) => *n += 1,
             None => per_category.push((check.category, 1)),
         }
@@ -866,10 +753,7 @@ fn conformance_with_nvidia_headers() {
 
     let cuda_version = printed.get("version.cuda").copied().unwrap_or_default();
     let nvml_version = printed.get("version.nvml").copied().unwrap_or_default();
-    let breakdown: Vec<String> = per_category
-        .iter()
-        .map(|(category, n)| format!("{n} {category}"))
-        .collect();
+    let breakdown: Vec<String> = per_category.iter().map(|(category, n)| format!("{n} {category}")).collect();
     println!(
         "cuda-sys conformance: checked {} items ({}) against cuda.h {}.{} (CUDA_VERSION \
          {cuda_version}) / nvml.h (NVML_API_VERSION {nvml_version}): {} mismatches",
@@ -891,19 +775,12 @@ fn conformance_with_nvidia_headers() {
 
 /// Compiles `source` in `dir` against the include directories, runs it, and returns what it
 /// printed (`key value` lines) as a map.
-fn compile_and_run(
-    cc: &str,
-    source: &str,
-    dir: &Path,
-    includes: &[&Path],
-) -> BTreeMap<String, i128> {
+fn compile_and_run(cc: &str, source: &str, dir: &Path, includes: &[&Path]) -> BTreeMap<String, i128> {
     std::fs::create_dir_all(dir).unwrap();
     let (c_file, binary) = (dir.join("conformance.c"), dir.join("conformance"));
     std::fs::write(&c_file, source).unwrap();
     let mut gcc = Command::new(cc);
-    gcc.args(["-std=gnu11", "-Wall", "-Werror", "-o"])
-        .arg(&binary)
-        .arg(&c_file);
+    gcc.args(["-std=gnu11", "-Wall", "-Werror", "-o"]).arg(&binary).arg(&c_file);
     for include in includes {
         gcc.arg("-I").arg(include);
     }
@@ -921,9 +798,7 @@ fn compile_and_run(
         .unwrap()
         .lines()
         .map(|line| {
-            let parsed = line
-                .split_once(' ')
-                .and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?)));
+            let parsed = line.split_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?)));
             parsed.unwrap_or_else(|| panic!("unexpected line from the C program: {line:?}"))
         })
         .collect()
@@ -946,10 +821,7 @@ struct Declared {
 
 /// The identifier at the start of `s`.
 fn ident(s: &str) -> String {
-    s.trim()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect()
+    s.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
 }
 
 /// Index of the first line after `i` that is not an attribute or a doc comment.
@@ -965,11 +837,8 @@ fn next_item(lines: &[&str], i: usize) -> Option<usize> {
 fn declared_items() -> Declared {
     let mut d = Declared::default();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -983,14 +852,8 @@ fn declared_items() -> Declared {
                     // A macro's template: its invocations are read below.
                     Some(name) if name.starts_with('$') => {}
                     Some(name) if item.ends_with('{') => {
-                        let opaque = at
-                            .and_then(|at| lines.get(at + 1))
-                            .is_some_and(|l| l.trim().starts_with("_private: [u8; 0]"));
-                        let set = if opaque {
-                            &mut d.opaques
-                        } else {
-                            &mut d.structs
-                        };
+                        let opaque = at.and_then(|at| lines.get(at + 1)).is_some_and(|l| l.trim().starts_with("_private: [u8; 0]"));
+                        let set = if opaque { &mut d.opaques } else { &mut d.structs };
                         set.insert(ident(name));
                     }
                     _ => {
@@ -1003,9 +866,7 @@ fn declared_items() -> Declared {
                     d.newtypes.insert(ident(lines[at]));
                 }
             } else if trimmed.ends_with("opaque_handles! {") {
-                let entries = lines[i + 1..]
-                    .iter()
-                    .take_while(|l| !l.trim().starts_with('}'));
+                let entries = lines[i + 1..].iter().take_while(|l| !l.trim().starts_with('}'));
                 for (handle, st) in entries.filter_map(|l| l.split_once("=>")) {
                     d.aliases.insert(ident(handle));
                     d.opaques.insert(ident(st));
@@ -1034,9 +895,7 @@ fn every_declared_item_is_checked() {
     let mut problems: Vec<String> = declared
         .unreadable
         .iter()
-        .map(|item| {
-            format!("{item}: a #[repr(C)] item the scan cannot read (not `pub struct Name {{`)")
-        })
+        .map(|item| format!("{item}: a #[repr(C)] item the scan cannot read (not `pub struct Name {{`)"))
         .collect();
     let mut compare = |what: &str, declared: &BTreeSet<String>, tabled: &BTreeSet<String>| {
         for missing in declared.difference(tabled) {
@@ -1053,11 +912,7 @@ fn every_declared_item_is_checked() {
         }
     };
     compare("#[repr(C)] struct", &declared.structs, &tabled.structs);
-    compare(
-        "opaque #[repr(C)] struct",
-        &declared.opaques,
-        &tabled.opaques,
-    );
+    compare("opaque #[repr(C)] struct", &declared.opaques, &tabled.opaques);
     compare("int_newtype!", &declared.newtypes, &tabled.newtypes);
     compare("pub const", &declared.consts, &tabled.consts);
     compare("pub type", &declared.aliases, &tabled.aliases);
@@ -1069,9 +924,5 @@ fn every_declared_item_is_checked() {
         tabled.structs.len(),
         tabled.opaques.len()
     );
-    assert!(
-        problems.is_empty(),
-        "conformance tables out of date:\n  {}",
-        problems.join("\n  ")
-    );
+    assert!(problems.is_empty(), "conformance tables out of date:\n  {}", problems.join("\n  "));
 }

@@ -236,10 +236,7 @@ pub fn load(path: Path, ptsz: bool) -> Result<Driver, String> {
             // SAFETY: `h` is a live handle and `name` is NUL-terminated.
             let p = unsafe { libc::dlsym(h, cstr_ptr(name)) };
             if p.is_null() {
-                eprintln!(
-                    "warning: driver entry {} not resolved (dlsym)",
-                    name.trim_end_matches('\0')
-                );
+                eprintln!("warning: driver entry {} not resolved (dlsym)", name.trim_end_matches('\0'));
             }
             p
         })),
@@ -258,21 +255,10 @@ pub fn load(path: Path, ptsz: bool) -> Result<Driver, String> {
             };
             Ok(Driver::fill(|e| {
                 let mut p: *mut c_void = ptr::null_mut();
-                let mut status =
-                    CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+                let mut status = CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
                 // SAFETY: a NUL-terminated name and pointers to live locals.
-                let rc = unsafe {
-                    gpa(
-                        cstr_ptr(e.base),
-                        &mut p,
-                        e.version,
-                        flags.0 as c_ulonglong,
-                        &mut status,
-                    )
-                };
-                if rc.is_success()
-                    && status == CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS
-                {
+                let rc = unsafe { gpa(cstr_ptr(e.base), &mut p, e.version, flags.0 as c_ulonglong, &mut status) };
+                if rc.is_success() && status == CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS {
                     p
                 } else {
                     eprintln!(

@@ -18,15 +18,7 @@ pub mod driver;
 pub const SPIN_PTX: &str = concat!(include_str!("../ptx/spin.ptx"), "\0");
 
 /// Kernels in [`SPIN_PTX`].
-pub const SPIN_KERNELS: &[&str] = &[
-    "spin_10us",
-    "spin_50us",
-    "spin_100us",
-    "spin_200us",
-    "spin_500us",
-    "spin_1000us",
-    "noop",
-];
+pub const SPIN_KERNELS: &[&str] = &["spin_10us", "spin_50us", "spin_100us", "spin_200us", "spin_500us", "spin_1000us", "noop"];
 
 /// Parses a byte count: plain digits, or with a `k`/`m`/`g`/`t` suffix (powers of 1024,
 /// optionally followed by `i` and/or `b`: `64m`, `64MiB`, `1g`).
@@ -62,10 +54,7 @@ impl Args {
     /// The process arguments (without the program name); `usage` is printed on errors.
     pub fn from_env(usage: &'static str) -> Self {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        Self {
-            args: args.into_iter(),
-            usage,
-        }
+        Self { args: args.into_iter(), usage }
     }
 
     /// The next flag, or `None` at the end.
@@ -80,16 +69,13 @@ impl Args {
 
     /// The value that follows `flag`; exits with status 2 when it is missing.
     pub fn value(&mut self, flag: &str) -> String {
-        self.args
-            .next()
-            .unwrap_or_else(|| self.fail(&format!("{flag} needs a value")))
+        self.args.next().unwrap_or_else(|| self.fail(&format!("{flag} needs a value")))
     }
 
     /// The value that follows `flag`, parsed; exits with status 2 when it does not parse.
     pub fn parsed<T: std::str::FromStr>(&mut self, flag: &str) -> T {
         let v = self.value(flag);
-        v.parse()
-            .unwrap_or_else(|_| self.fail(&format!("bad value for {flag}: {v}")))
+        v.parse().unwrap_or_else(|_| self.fail(&format!("bad value for {flag}: {v}")))
     }
 
     /// The value that follows `flag`, parsed, and greater than zero; exits with status 2
@@ -138,10 +124,7 @@ mod tests {
             if line == ";" {
                 break;
             }
-            let body = line
-                .strip_prefix('"')
-                .and_then(|l| l.strip_suffix('"'))
-                .expect("a string literal line");
+            let body = line.strip_prefix('"').and_then(|l| l.strip_suffix('"')).expect("a string literal line");
             let mut chars = body.chars();
             while let Some(c) = chars.next() {
                 if c != '\\' {
@@ -164,26 +147,12 @@ mod tests {
     fn c_header_matches_ptx_file() {
         let header = include_str!("../c/spin_ptx.h");
         let ptx = include_str!("../ptx/spin.ptx");
-        assert_eq!(
-            decode_c_literal_lines(header),
-            ptx,
-            "examples/c/spin_ptx.h is stale: run examples/ptx/gen.sh"
-        );
+        assert_eq!(decode_c_literal_lines(header), ptx, "examples/c/spin_ptx.h is stale: run examples/ptx/gen.sh");
         for k in SPIN_KERNELS {
-            assert!(
-                ptx.contains(&format!(".visible .entry {k}(")),
-                "{k} missing from spin.ptx"
-            );
-            assert!(
-                header.contains(&format!("\"{k}\"")),
-                "{k} missing from SPIN_KERNELS in spin_ptx.h"
-            );
+            assert!(ptx.contains(&format!(".visible .entry {k}(")), "{k} missing from spin.ptx");
+            assert!(header.contains(&format!("\"{k}\"")), "{k} missing from SPIN_KERNELS in spin_ptx.h");
         }
-        assert_eq!(
-            ptx.matches(".visible .entry ").count(),
-            SPIN_KERNELS.len(),
-            "SPIN_KERNELS does not list every kernel of spin.ptx"
-        );
+        assert_eq!(ptx.matches(".visible .entry ").count(), SPIN_KERNELS.len(), "SPIN_KERNELS does not list every kernel of spin.ptx");
     }
 
     #[test]
@@ -191,17 +160,10 @@ mod tests {
         // spin_<N>us must wait N * 1000 ns: the simulator charges by the name, a GPU by the code.
         let ptx = include_str!("../ptx/spin.ptx");
         for k in SPIN_KERNELS.iter().filter(|k| k.starts_with("spin_")) {
-            let us: u64 = k
-                .trim_start_matches("spin_")
-                .trim_end_matches("us")
-                .parse()
-                .unwrap();
+            let us: u64 = k.trim_start_matches("spin_").trim_end_matches("us").parse().unwrap();
             let body = &ptx[ptx.find(&format!(".entry {k}(")).unwrap()..];
             let body = &body[..body.find("\n}\n").unwrap()];
-            assert!(
-                body.contains(&format!("add.u64 \t%rd2, %rd1, {};", us * 1000)),
-                "{k} does not wait {us} us"
-            );
+            assert!(body.contains(&format!("add.u64 \t%rd2, %rd1, {};", us * 1000)), "{k} does not wait {us} us");
         }
     }
 }

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 fn build_dir() -> PathBuf {
@@ -26,34 +23,16 @@ fn build() -> Option<PathBuf> {
             }
             let out = build_dir();
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/build.sh");
-            let o = Command::new("bash")
-                .arg(&script)
-                .arg(&out)
-                .env("VGPU_SKIP_LINKED", "1")
-                .output()
-                .expect("run build.sh");
-            assert!(
-                o.status.success(),
-                "build.sh failed:\n{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let o = Command::new("bash").arg(&script).arg(&out).env("VGPU_SKIP_LINKED", "1").output().expect("run build.sh");
+            assert!(o.status.success(), "build.sh failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             Some(out)
         })
         .clone()
 }
 
 fn run(bin: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin)
-        .args(args)
-        .env("LD_LIBRARY_PATH", "/nonexistent")
-        .output()
-        .expect("run program");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let o = Command::new(bin).args(args).env("LD_LIBRARY_PATH", "/nonexistent").output().expect("run program");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 #[test]
@@ -64,36 +43,17 @@ fn c_programs_build_and_parse_arguments() {
 
     let (rc, stdout, _) = run(&alloc, &["--help"]);
     assert_eq!(rc, 0);
-    for fam in [
-        "cuMemAlloc_v2",
-        "cuMemAllocFromPoolAsync",
-        "cuMemCreate",
-        "cuMipmappedArrayCreate",
-    ] {
+    for fam in ["cuMemAlloc_v2", "cuMemAllocFromPoolAsync", "cuMemCreate", "cuMipmappedArrayCreate"] {
         assert!(stdout.contains(fam), "--help lists {fam}: {stdout}");
     }
     let (rc, stdout, _) = run(&launch, &["--help"]);
     assert_eq!(rc, 0);
-    assert!(
-        stdout.contains("spin_1000us") && stdout.contains("noop"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("spin_1000us") && stdout.contains("noop"), "{stdout}");
 
-    for bad in [
-        &["--size", "12x"][..],
-        &["--family", "nope"],
-        &["--hold", "0"],
-        &["--path", "nope"],
-        &["--bogus"],
-    ] {
+    for bad in [&["--size", "12x"][..], &["--family", "nope"], &["--hold", "0"], &["--path", "nope"], &["--bogus"]] {
         assert_eq!(run(&alloc, bad).0, 2, "alloc_families {bad:?}");
     }
-    for bad in [
-        &["--mode", "nope"][..],
-        &["--count", "0"],
-        &["--grid", "x"],
-        &["--bogus"],
-    ] {
+    for bad in [&["--mode", "nope"][..], &["--count", "0"], &["--grid", "x"], &["--bogus"]] {
         assert_eq!(run(&launch, bad).0, 2, "launch {bad:?}");
     }
     // The _nolink builds have no linked path.
@@ -111,16 +71,7 @@ fn spin_ptx_assembles_when_ptxas_is_available() {
     let ptx = Path::new(env!("CARGO_MANIFEST_DIR")).join("ptx/spin.ptx");
     for arch in ["sm_70", "sm_80", "sm_90"] {
         let cubin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("spin_{arch}.cubin"));
-        let o = Command::new("ptxas")
-            .args(["-Werror", "-arch", arch, "-o"])
-            .arg(&cubin)
-            .arg(&ptx)
-            .output()
-            .expect("run ptxas");
-        assert!(
-            o.status.success(),
-            "ptxas {arch}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = Command::new("ptxas").args(["-Werror", "-arch", arch, "-o"]).arg(&cubin).arg(&ptx).output().expect("run ptxas");
+        assert!(o.status.success(), "ptxas {arch}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }

@@ -80,9 +80,7 @@ fn parse_args() -> Opts {
                 o.families = if v == "all" {
                     Family::ALL.to_vec()
                 } else {
-                    vec![
-                        Family::parse(&v).unwrap_or_else(|| a.fail(&format!("unknown family {v}"))),
-                    ]
+                    vec![Family::parse(&v).unwrap_or_else(|| a.fail(&format!("unknown family {v}")))]
                 };
             }
             "--size" => {
@@ -99,8 +97,7 @@ fn parse_args() -> Opts {
             "--device" => o.device = a.parsed(&flag),
             "--path" => {
                 let v = a.value(&flag);
-                o.path = Path::parse(&v)
-                    .unwrap_or_else(|| a.fail(&format!("unknown path {v} (dlopen|gpa)")));
+                o.path = Path::parse(&v).unwrap_or_else(|| a.fail(&format!("unknown path {v} (dlopen|gpa)")));
             }
             "--ptsz" => o.ptsz = true,
             "--stream" => {
@@ -140,10 +137,7 @@ struct Run {
 }
 
 fn pattern_byte(off: usize, seed: usize) -> u8 {
-    (off.wrapping_mul(131)
-        .wrapping_add(seed.wrapping_mul(17))
-        .wrapping_add(off >> 12)
-        & 0xff) as u8
+    (off.wrapping_mul(131).wrapping_add(seed.wrapping_mul(17)).wrapping_add(off >> 12) & 0xff) as u8
 }
 
 fn round_up(v: usize, to: usize) -> usize {
@@ -156,18 +150,9 @@ impl Run {
         let mrc = cu!(self.d, cuMemGetInfo(&mut free, &mut total));
         let sep = if extra.is_empty() { "" } else { " " };
         if mrc.is_success() {
-            println!(
-                "family={} op={op} bytes={bytes} rc={} free={free} total={total}{sep}{extra}",
-                fam.name(),
-                rc.0
-            );
+            println!("family={} op={op} bytes={bytes} rc={} free={free} total={total}{sep}{extra}", fam.name(), rc.0);
         } else {
-            println!(
-                "family={} op={op} bytes={bytes} rc={} free=-1 total=-1 meminfo_rc={}{sep}{extra}",
-                fam.name(),
-                rc.0,
-                mrc.0
-            );
+            println!("family={} op={op} bytes={bytes} rc={} free=-1 total=-1 meminfo_rc={}{sep}{extra}", fam.name(), rc.0, mrc.0);
         }
     }
 
@@ -184,26 +169,15 @@ impl Run {
         CUmemAllocationProp {
             type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
             requestedHandleTypes: 0,
-            location: CUmemLocation {
-                type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
-                id: self.dev,
-            },
+            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: self.dev },
             win32HandleMetaData: core::ptr::null_mut(),
-            allocFlags: CUmemAllocationProp_allocFlags {
-                compressionType: 0,
-                gpuDirectRDMACapable: 0,
-                usage: 0,
-                reserved: [0; 4],
-            },
+            allocFlags: CUmemAllocationProp_allocFlags { compressionType: 0, gpuDirectRDMACapable: 0, usage: 0, reserved: [0; 4] },
         }
     }
 
     fn alloc(&mut self, fam: Family) -> (CUresult, Block) {
         let size = self.o.size as usize;
-        let mut b = Block {
-            bytes: size,
-            ..Block::default()
-        };
+        let mut b = Block { bytes: size, ..Block::default() };
         let rc = match fam {
             Family::Alloc => cu!(self.d, cuMemAlloc(&mut b.ptr, size)),
             Family::Async => {
@@ -245,10 +219,7 @@ impl Run {
         }
         b.mapped = true;
         let acc = CUmemAccessDesc {
-            location: CUmemLocation {
-                type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
-                id: self.dev,
-            },
+            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: self.dev },
             flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
         };
         let rc = cu!(self.d, cuMemSetAccess(b.ptr, n, &acc, 1));
@@ -257,11 +228,7 @@ impl Run {
 
     fn copy_check(&mut self, fam: Family, b: &Block, seed: usize) {
         let win = b.bytes.min(COPY_WINDOW);
-        let offsets: &[usize] = if b.bytes > win {
-            &[0, b.bytes - win]
-        } else {
-            &[0]
-        };
+        let offsets: &[usize] = if b.bytes > win { &[0, b.bytes - win] } else { &[0] };
         let mut rc = CUresult::CUDA_SUCCESS;
         let mut matched = true;
         let mut buf = vec![0u8; win];
@@ -269,10 +236,7 @@ impl Run {
             for (i, x) in buf.iter_mut().enumerate() {
                 *x = pattern_byte(off + i, seed);
             }
-            rc = cu!(
-                self.d,
-                cuMemcpyHtoD(b.ptr + off as u64, buf.as_ptr().cast::<c_void>(), win)
-            );
+            rc = cu!(self.d, cuMemcpyHtoD(b.ptr + off as u64, buf.as_ptr().cast::<c_void>(), win));
             if !rc.is_success() {
                 break;
             }
@@ -282,27 +246,14 @@ impl Run {
                 break;
             }
             buf.fill(0);
-            rc = cu!(
-                self.d,
-                cuMemcpyDtoH(buf.as_mut_ptr().cast::<c_void>(), b.ptr + off as u64, win)
-            );
-            matched &= rc.is_success()
-                && buf
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &x)| x == pattern_byte(off + i, seed));
+            rc = cu!(self.d, cuMemcpyDtoH(buf.as_mut_ptr().cast::<c_void>(), b.ptr + off as u64, win));
+            matched &= rc.is_success() && buf.iter().enumerate().all(|(i, &x)| x == pattern_byte(off + i, seed));
         }
         matched &= rc.is_success();
         if !matched {
             self.failures += 1;
         }
-        self.line(
-            fam,
-            "copy",
-            win * offsets.len(),
-            rc,
-            &format!("match={}", u8::from(matched)),
-        );
+        self.line(fam, "copy", win * offsets.len(), rc, &format!("match={}", u8::from(matched)));
     }
 
     fn free(&mut self, fam: Family, b: &mut Block) {
@@ -313,11 +264,7 @@ impl Run {
             Family::Alloc => cu!(self.d, cuMemFree(b.ptr)),
             Family::Async => {
                 let rc = cu!(self.d, cuMemFreeAsync(b.ptr, self.stream));
-                if rc.is_success() {
-                    cu!(self.d, cuStreamSynchronize(self.stream))
-                } else {
-                    rc
-                }
+                if rc.is_success() { cu!(self.d, cuStreamSynchronize(self.stream)) } else { rc }
             }
             Family::Create => {
                 if b.mapped {
@@ -335,10 +282,7 @@ impl Run {
         if !rc.is_success() {
             self.failures += 1;
         }
-        *b = Block {
-            bytes: b.bytes,
-            ..Block::default()
-        };
+        *b = Block { bytes: b.bytes, ..Block::default() };
         self.line(fam, "free", b.bytes, rc, "");
     }
 
@@ -348,11 +292,7 @@ impl Run {
             let mut g = 0usize;
             let rc = cu!(
                 self.d,
-                cuMemGetAllocationGranularity(
-                    &mut g,
-                    &prop,
-                    CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM
-                )
+                cuMemGetAllocationGranularity(&mut g, &prop, CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM)
             );
             if !self.step(fam, "granularity", 0, rc) {
                 return;
@@ -380,13 +320,7 @@ impl Run {
             blocks.push(b);
         }
         if self.o.hold.is_some() {
-            self.line(
-                fam,
-                "hold",
-                held,
-                first_rc,
-                &format!("blocks={nheld} requested={n}"),
-            );
+            self.line(fam, "hold", held, first_rc, &format!("blocks={nheld} requested={n}"));
         }
         if self.o.wait > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(self.o.wait));
@@ -420,10 +354,7 @@ fn main() {
     let mut dev: CUdevice = 0;
     fatal("cuDeviceGet", cu!(d, cuDeviceGet(&mut dev, o.device)));
     let mut ctx: CUcontext = core::ptr::null_mut();
-    fatal(
-        "cuDevicePrimaryCtxRetain",
-        cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)),
-    );
+    fatal("cuDevicePrimaryCtxRetain", cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)));
     fatal("cuCtxSetCurrent", cu!(d, cuCtxSetCurrent(ctx)));
     let mut stream: CUstream = core::ptr::null_mut();
     if o.created_stream {
@@ -431,14 +362,7 @@ fn main() {
     }
 
     let families = o.families.clone();
-    let mut run = Run {
-        d,
-        o,
-        dev,
-        stream,
-        granularity: 0,
-        failures: 0,
-    };
+    let mut run = Run { d, o, dev, stream, granularity: 0, failures: 0 };
     for fam in families {
         run.family(fam);
     }

@@ -92,16 +92,12 @@ fn parse_args() -> Opts {
             }
             "--path" => {
                 let v = a.value(&flag);
-                o.path = Path::parse(&v)
-                    .unwrap_or_else(|| a.fail(&format!("unknown path {v} (dlopen|gpa)")));
+                o.path = Path::parse(&v).unwrap_or_else(|| a.fail(&format!("unknown path {v} (dlopen|gpa)")));
             }
             "--ptsz" => o.ptsz = true,
             "--device" => o.device = a.parsed(&flag),
             "--resolve-all" => o.resolve_all = true,
-            _ => a.fail(&format!(
-                "unknown argument {flag}; kernels: {}",
-                SPIN_KERNELS.join(" ")
-            )),
+            _ => a.fail(&format!("unknown argument {flag}; kernels: {}", SPIN_KERNELS.join(" "))),
         }
     }
     o
@@ -130,58 +126,35 @@ fn main() {
     let mut dev: CUdevice = 0;
     fatal("cuDeviceGet", cu!(d, cuDeviceGet(&mut dev, o.device)));
     let mut ctx: CUcontext = core::ptr::null_mut();
-    fatal(
-        "cuDevicePrimaryCtxRetain",
-        cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)),
-    );
+    fatal("cuDevicePrimaryCtxRetain", cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)));
     fatal("cuCtxSetCurrent", cu!(d, cuCtxSetCurrent(ctx)));
     let mut sms = 0;
     fatal(
         "cuDeviceGetAttribute",
-        cu!(
-            d,
-            cuDeviceGetAttribute(
-                &mut sms,
-                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-                dev
-            )
-        ),
+        cu!(d, cuDeviceGetAttribute(&mut sms, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev)),
     );
 
     let mut module: CUmodule = core::ptr::null_mut();
-    fatal(
-        "cuModuleLoadData",
-        cu!(
-            d,
-            cuModuleLoadData(&mut module, SPIN_PTX.as_ptr().cast::<c_void>())
-        ),
-    );
+    fatal("cuModuleLoadData", cu!(d, cuModuleLoadData(&mut module, SPIN_PTX.as_ptr().cast::<c_void>())));
     let kname = CString::new(o.kernel.clone()).unwrap_or_else(|_| {
         eprintln!("error: kernel name contains NUL");
         std::process::exit(2)
     });
     let mut func: CUfunction = core::ptr::null_mut();
-    fatal(
-        "cuModuleGetFunction",
-        cu!(d, cuModuleGetFunction(&mut func, module, kname.as_ptr())),
-    );
+    fatal("cuModuleGetFunction", cu!(d, cuModuleGetFunction(&mut func, module, kname.as_ptr())));
 
     let mut counter: CUdeviceptr = 0;
     fatal("cuMemAlloc_v2", cu!(d, cuMemAlloc(&mut counter, 8)));
     fatal("cuMemsetD8_v2", cu!(d, cuMemsetD8(counter, 0, 8)));
     // A memset of device memory may return before it is done, and under --ptsz it runs on the
     // per-thread stream, which does not order with a created stream: wait for it.
-    fatal(
-        "cuStreamSynchronize",
-        cu!(d, cuStreamSynchronize(core::ptr::null_mut())),
-    );
+    fatal("cuStreamSynchronize", cu!(d, cuStreamSynchronize(core::ptr::null_mut())));
 
     let mut stream: CUstream = core::ptr::null_mut();
     if o.created_stream {
         fatal("cuStreamCreate", cu!(d, cuStreamCreate(&mut stream, 0)));
     }
-    let (mut ev_start, mut ev_stop): (CUevent, CUevent) =
-        (core::ptr::null_mut(), core::ptr::null_mut());
+    let (mut ev_start, mut ev_stop): (CUevent, CUevent) = (core::ptr::null_mut(), core::ptr::null_mut());
     fatal("cuEventCreate", cu!(d, cuEventCreate(&mut ev_start, 0)));
     fatal("cuEventCreate", cu!(d, cuEventCreate(&mut ev_stop, 0)));
 
@@ -195,22 +168,7 @@ fn main() {
     let mut counter_arg = counter;
     let mut params = [(&raw mut counter_arg).cast::<c_void>()];
     let launch = |s: CUstream, params: &mut [*mut c_void; 1]| {
-        cu!(
-            d,
-            cuLaunchKernel(
-                func,
-                o.grid,
-                1,
-                1,
-                o.block,
-                1,
-                1,
-                0,
-                s,
-                params.as_mut_ptr(),
-                core::ptr::null_mut()
-            )
-        )
+        cu!(d, cuLaunchKernel(func, o.grid, 1, 1, o.block, 1, 1, 0, s, params.as_mut_ptr(), core::ptr::null_mut()))
     };
 
     // Graph mode: capture once before the timed run, on a created stream (the legacy default
@@ -220,15 +178,9 @@ fn main() {
     if o.mode == Mode::Graph {
         let mut cs = stream;
         if cs.is_null() {
-            fatal(
-                "cuStreamCreate",
-                cu!(d, cuStreamCreate(&mut cs, CU_STREAM_NON_BLOCKING)),
-            );
+            fatal("cuStreamCreate", cu!(d, cuStreamCreate(&mut cs, CU_STREAM_NON_BLOCKING)));
         }
-        let rc = note(cu!(
-            d,
-            cuStreamBeginCapture(cs, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
-        ));
+        let rc = note(cu!(d, cuStreamBeginCapture(cs, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)));
         if rc.is_success() {
             for _ in 0..o.graph_kernels {
                 if !note(launch(cs, &mut params)).is_success() {
@@ -247,8 +199,7 @@ fn main() {
 
     let mut kernels: u64 = 0;
     let t0 = Instant::now();
-    let mut ok =
-        note(cu!(d, cuEventRecord(ev_start, stream))).is_success() && exec_ready(o.mode, exec);
+    let mut ok = note(cu!(d, cuEventRecord(ev_start, stream))).is_success() && exec_ready(o.mode, exec);
     let mut it: u64 = 0;
     while ok {
         let more = match o.duration {
@@ -287,15 +238,11 @@ fn main() {
     }
     let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut gpu_ms: f32 = -1.0;
-    if !rec.is_success() || !cu!(d, cuEventElapsedTime(&mut gpu_ms, ev_start, ev_stop)).is_success()
-    {
+    if !rec.is_success() || !cu!(d, cuEventElapsedTime(&mut gpu_ms, ev_start, ev_stop)).is_success() {
         gpu_ms = -1.0;
     }
     let mut done: u64 = 0;
-    note(cu!(
-        d,
-        cuMemcpyDtoH((&raw mut done).cast::<c_void>(), counter, 8)
-    ));
+    note(cu!(d, cuMemcpyDtoH((&raw mut done).cast::<c_void>(), counter, 8)));
     let first = first;
 
     println!(
@@ -306,19 +253,11 @@ fn main() {
         o.kernel,
         o.grid,
         o.block,
-        if o.created_stream {
-            "created"
-        } else {
-            "default"
-        },
+        if o.created_stream { "created" } else { "default" },
         kernels * u64::from(o.grid)
     );
     if !first.is_success() {
-        eprintln!(
-            "error: first failure rc={} ({})",
-            first.0,
-            d.err_name(first)
-        );
+        eprintln!("error: first failure rc={} ({})", first.0, d.err_name(first));
     }
 
     // Teardown: failures here are reported by the driver calls' own rc only.

@@ -5,15 +5,8 @@ use std::path::PathBuf;
 fn main() {
     // target/<profile>/examples/layout -> target/<profile>
     let exe = std::env::current_exe().expect("current_exe");
-    let artifacts: PathBuf = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target/<profile>/examples")
-        .to_path_buf();
-    let out = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| artifacts.join("simgpu-lib"));
+    let artifacts: PathBuf = exe.parent().and_then(|p| p.parent()).expect("target/<profile>/examples").to_path_buf();
+    let out = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| artifacts.join("simgpu-lib"));
     match simgpu::layout::layout(&artifacts, &out) {
         Ok(dir) => println!("{}", dir.display()),
         Err(e) => {

@@ -50,18 +50,14 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
             None => Ok(default),
             Some(v) => match v.trim().parse::<u32>() {
                 Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "{name}={v:?}: expected a whole number from {lo} to {hi}"
-                )),
+                _ => Err(format!("{name}={v:?}: expected a whole number from {lo} to {hi}")),
             },
         }
     };
     let size = |name: &str, default: u64| -> Result<u64, String> {
         match get(name) {
             None => Ok(default),
-            Some(v) => {
-                parse_size(&v).map_err(|e| format!("{name}={v:?}: {e}; expected {SIZE_SYNTAX}"))
-            }
+            Some(v) => parse_size(&v).map_err(|e| format!("{name}={v:?}: {e}; expected {SIZE_SYNTAX}")),
         }
     };
     let devices = int("SIMGPU_DEVICES", 1, 1, MAX_DEVICES)?;
@@ -80,15 +76,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
         Some(p) => PathBuf::from(p),
         None => default_state_dir(&get).join(format!("machine-{devices}x{memory}-{sms}sm")),
     };
-    Ok(SimConfig {
-        devices,
-        memory,
-        sms,
-        state_path,
-        context_memory,
-        memory_pools,
-        queue_depth,
-    })
+    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth })
 }
 
 fn default_state_dir(get: &impl Fn(&str) -> Option<String>) -> PathBuf {
@@ -105,10 +93,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<SimConfig, String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         from_lookup(|k| m.get(k).cloned())
     }
 
@@ -116,17 +101,8 @@ mod tests {
     fn defaults_and_overrides() {
         let c = cfg(&[("XDG_RUNTIME_DIR", "/run/u")]).unwrap();
         assert_eq!((c.devices, c.memory, c.sms), (1, 16 << 30, 132));
-        assert_eq!(
-            c.state_path,
-            PathBuf::from(format!("/run/u/simgpu/machine-1x{}-132sm", 16u64 << 30))
-        );
-        let c = cfg(&[
-            ("SIMGPU_DEVICES", "2"),
-            ("SIMGPU_MEMORY", "4Gi"),
-            ("SIMGPU_SMS", "8"),
-            ("SIMGPU_STATE", "/x"),
-        ])
-        .unwrap();
+        assert_eq!(c.state_path, PathBuf::from(format!("/run/u/simgpu/machine-1x{}-132sm", 16u64 << 30)));
+        let c = cfg(&[("SIMGPU_DEVICES", "2"), ("SIMGPU_MEMORY", "4Gi"), ("SIMGPU_SMS", "8"), ("SIMGPU_STATE", "/x")]).unwrap();
         assert_eq!((c.devices, c.memory, c.sms), (2, 4 << 30, 8));
         assert_eq!(c.state_path, PathBuf::from("/x"));
     }

@@ -27,14 +27,7 @@ pub fn uuid_bytes(index: u32) -> [u8; 16] {
 pub fn uuid_string(index: u32) -> String {
     let b = uuid_bytes(index);
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "GPU-{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
+    format!("GPU-{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat())
 }
 
 /// PCI bus of device `index`.

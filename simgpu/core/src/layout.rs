@@ -10,10 +10,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// (cargo artifact, SONAME, development symlink) for each library simgpu builds.
-pub const LIBRARIES: &[(&str, &str, &str)] = &[
-    ("libcuda.so", "libcuda.so.1", "libcuda.so"),
-    ("libnvidia_ml.so", "libnvidia-ml.so.1", "libnvidia-ml.so"),
-];
+pub const LIBRARIES: &[(&str, &str, &str)] =
+    &[("libcuda.so", "libcuda.so.1", "libcuda.so"), ("libnvidia_ml.so", "libnvidia-ml.so.1", "libnvidia-ml.so")];
 
 /// Copies the libraries from `artifacts` (e.g. `target/debug`) into `out` under their SONAMEs,
 /// with the development symlinks. Each file is replaced atomically, so a process that is
@@ -25,10 +23,7 @@ pub fn layout(artifacts: &Path, out: &Path) -> io::Result<PathBuf> {
         if !src.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!(
-                    "{} is missing: build the workspace first (cargo build --workspace)",
-                    src.display()
-                ),
+                format!("{} is missing: build the workspace first (cargo build --workspace)", src.display()),
             ));
         }
         let tmp = out.join(format!(".{soname}.{}", std::process::id()));

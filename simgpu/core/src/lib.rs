@@ -22,10 +22,7 @@ pub mod machine;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the time base every process of a machine shares.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -44,19 +41,9 @@ pub fn sleep_until(deadline_ns: u64) {
         }
         if deadline_ns - now > SPIN_NS {
             let wake = deadline_ns - SPIN_NS / 2;
-            let ts = libc::timespec {
-                tv_sec: (wake / 1_000_000_000) as libc::time_t,
-                tv_nsec: (wake % 1_000_000_000) as libc::c_long,
-            };
+            let ts = libc::timespec { tv_sec: (wake / 1_000_000_000) as libc::time_t, tv_nsec: (wake % 1_000_000_000) as libc::c_long };
             // SAFETY: an absolute sleep on a valid timespec; an early return (EINTR) loops.
-            unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &ts,
-                    std::ptr::null_mut(),
-                )
-            };
+            unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
         } else {
             std::thread::yield_now();
         }

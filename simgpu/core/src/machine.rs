@@ -89,8 +89,7 @@ fn ring_off(devices: u32) -> usize {
     (DEV_OFF + devices as usize * size_of::<DeviceState>()).next_multiple_of(4096)
 }
 fn slot_off(devices: u32) -> usize {
-    (ring_off(devices) + devices as usize * RING_LEN as usize * size_of::<Interval>())
-        .next_multiple_of(4096)
+    (ring_off(devices) + devices as usize * RING_LEN as usize * size_of::<Interval>()).next_multiple_of(4096)
 }
 fn file_len(devices: u32) -> usize {
     (slot_off(devices) + MAX_PROCS as usize * size_of::<ProcSlot>()).next_multiple_of(4096)
@@ -153,22 +152,15 @@ impl Machine {
 
     fn open_as(config: &SimConfig, register: bool) -> Result<Machine, String> {
         let path = &config.state_path;
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir);
+            let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
         }
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| format!("SIMGPU_STATE {}: contains a NUL byte", path.display()))?;
+        let cpath =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("SIMGPU_STATE {}: contains a NUL byte", path.display()))?;
         let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: open(2) on a valid NUL-terminated path.
-        let mut fd =
-            unsafe { libc::open(cpath.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, 0o600) };
+        let mut fd = unsafe { libc::open(cpath.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, 0o600) };
         let created = fd >= 0;
         if !created {
             // SAFETY: as above.
@@ -192,16 +184,7 @@ impl Machine {
         let map_len = if created { len } else { size.max(HEADER_LEN) };
         // SAFETY: a shared mapping of our fd; the length is checked against the header below
         // before anything past the header is touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
         if base == libc::MAP_FAILED {
             let e = os_err("cannot map simgpu state file", path);
             // SAFETY: closing our own fd.
@@ -225,12 +208,7 @@ impl Machine {
             m.await_ready(config, len)?;
         }
         if register {
-            m.slot = m.claim_slot().ok_or_else(|| {
-                format!(
-                    "simgpu state {}: all {MAX_PROCS} process slots are taken",
-                    path.display()
-                )
-            })?;
+            m.slot = m.claim_slot().ok_or_else(|| format!("simgpu state {}: all {MAX_PROCS} process slots are taken", path.display()))?;
         }
         Ok(m)
     }
@@ -263,18 +241,13 @@ impl Machine {
             // Nobody initialising it (the creator died, or the file is foreign and empty):
             // take the init lock and do it ourselves if it is still not ready.
             if lock_byte(self.fd, 0, false) {
-                if self.header().ready.load(Acquire) != 1
-                    && self.header().magic.load(Relaxed) == 0
-                    && file_size(self.fd) <= len
-                {
+                if self.header().ready.load(Acquire) != 1 && self.header().magic.load(Relaxed) == 0 && file_size(self.fd) <= len {
                     // SAFETY: ftruncate on our own fd, then remap to the full length.
                     if unsafe { libc::ftruncate(self.fd, len as libc::off_t) } != 0 {
                         unlock_byte(self.fd, 0);
                         return Err(os_err("cannot size simgpu state file", path));
                     }
-                    self.remap(len).map_err(|e| {
-                        format!("cannot map simgpu state file {}: {e}", path.display())
-                    })?;
+                    self.remap(len).map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
                     self.initialise(len);
                     break;
                 }
@@ -284,20 +257,14 @@ impl Machine {
                 break;
             }
             if now_ns() > deadline {
-                return Err(format!(
-                    "simgpu state file {} never became ready (not a simgpu state file?)",
-                    path.display()
-                ));
+                return Err(format!("simgpu state file {} never became ready (not a simgpu state file?)", path.display()));
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let h = self.header();
         let shape = (h.magic.load(Relaxed), h.version.load(Relaxed));
         if shape.0 != MAGIC {
-            return Err(format!(
-                "{} is not a simgpu state file (bad magic)",
-                path.display()
-            ));
+            return Err(format!("{} is not a simgpu state file (bad magic)", path.display()));
         }
         if shape.1 != VERSION {
             return Err(format!(
@@ -306,11 +273,7 @@ impl Machine {
                 shape.1
             ));
         }
-        let (d, mem, sms) = (
-            h.devices.load(Relaxed),
-            h.memory.load(Relaxed),
-            h.sms.load(Relaxed),
-        );
+        let (d, mem, sms) = (h.devices.load(Relaxed), h.memory.load(Relaxed), h.sms.load(Relaxed));
         if (d, mem, sms) != (config.devices, config.memory, config.sms) {
             return Err(format!(
                 "simgpu state file {} is a machine of {d} device(s) x {mem} bytes x {sms} SMs, but SIMGPU_DEVICES/SIMGPU_MEMORY/SIMGPU_SMS ask for {} x {} x {}: use another SIMGPU_STATE",
@@ -320,34 +283,18 @@ impl Machine {
                 config.sms
             ));
         }
-        if h.file_size.load(Relaxed) != len as u64
-            || file_size(self.fd) < len
-            || h.max_procs.load(Relaxed) != MAX_PROCS
-        {
-            return Err(format!(
-                "simgpu state file {} has the wrong size: remove it",
-                path.display()
-            ));
+        if h.file_size.load(Relaxed) != len as u64 || file_size(self.fd) < len || h.max_procs.load(Relaxed) != MAX_PROCS {
+            return Err(format!("simgpu state file {} has the wrong size: remove it", path.display()));
         }
         if self.len < len {
-            self.remap(len)
-                .map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
+            self.remap(len).map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
         }
         Ok(())
     }
 
     fn remap(&mut self, len: usize) -> io::Result<()> {
         // SAFETY: a fresh shared mapping of our fd; the old one is unmapped only after success.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.fd,
-                0,
-            )
-        };
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, self.fd, 0) };
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
@@ -361,37 +308,19 @@ impl Machine {
     fn device(&self, dev: u32) -> &DeviceState {
         assert!(dev < self.devices, "device {dev} out of range");
         // SAFETY: in bounds of the validated mapping, 64-byte aligned.
-        unsafe {
-            &*(self
-                .base
-                .add(DEV_OFF)
-                .cast::<DeviceState>()
-                .add(dev as usize))
-        }
+        unsafe { &*(self.base.add(DEV_OFF).cast::<DeviceState>().add(dev as usize)) }
     }
 
     fn interval(&self, dev: u32, index: u64) -> &Interval {
         let i = dev as usize * RING_LEN as usize + (index % RING_LEN) as usize;
         // SAFETY: in bounds of the validated mapping.
-        unsafe {
-            &*(self
-                .base
-                .add(ring_off(self.devices))
-                .cast::<Interval>()
-                .add(i))
-        }
+        unsafe { &*(self.base.add(ring_off(self.devices)).cast::<Interval>().add(i)) }
     }
 
     fn slot_at(&self, i: u32) -> &ProcSlot {
         assert!(i < MAX_PROCS);
         // SAFETY: in bounds of the validated mapping, 64-byte aligned.
-        unsafe {
-            &*(self
-                .base
-                .add(slot_off(self.devices))
-                .cast::<ProcSlot>()
-                .add(i as usize))
-        }
+        unsafe { &*(self.base.add(slot_off(self.devices)).cast::<ProcSlot>().add(i as usize)) }
     }
 
     fn slot_byte(&self, i: u32) -> i64 {
@@ -410,10 +339,7 @@ impl Machine {
             if s.pid.load(Acquire) != 0 || !lock_byte(self.fd, self.slot_byte(i), false) {
                 continue;
             }
-            if s.pid
-                .compare_exchange(0, self.pid, AcqRel, Relaxed)
-                .is_err()
-            {
+            if s.pid.compare_exchange(0, self.pid, AcqRel, Relaxed).is_err() {
                 unlock_byte(self.fd, self.slot_byte(i));
                 continue;
             }
@@ -479,13 +405,7 @@ impl Machine {
     /// Charges `bytes` of `dev` to this process if they fit; false is out of memory.
     pub fn charge(&self, dev: u32, bytes: u64) -> bool {
         let d = self.device(dev);
-        let fits = |d: &DeviceState| {
-            d.used
-                .fetch_update(AcqRel, Acquire, |u| {
-                    u.checked_add(bytes).filter(|n| *n <= self.memory)
-                })
-                .is_ok()
-        };
+        let fits = |d: &DeviceState| d.used.fetch_update(AcqRel, Acquire, |u| u.checked_add(bytes).filter(|n| *n <= self.memory)).is_ok();
         if !fits(d) && (self.reap() == 0 || !fits(d)) {
             return false;
         }
@@ -506,8 +426,7 @@ impl Machine {
 
     /// Forgets a context of this process on `dev`.
     pub fn context_destroyed(&self, dev: u32) {
-        let _ = self.my_slot().contexts[dev as usize]
-            .fetch_update(AcqRel, Acquire, |c| c.checked_sub(1));
+        let _ = self.my_slot().contexts[dev as usize].fetch_update(AcqRel, Acquire, |c| c.checked_sub(1));
     }
 
     /// Processes with a context or memory on `dev`, after reaping the dead.
@@ -520,11 +439,7 @@ impl Machine {
                 let pid = s.pid.load(Acquire);
                 let used = s.used[dev as usize].load(Acquire);
                 let contexts = s.contexts[dev as usize].load(Acquire);
-                (pid != 0 && (used > 0 || contexts > 0)).then_some(ProcessUsage {
-                    pid,
-                    used,
-                    contexts,
-                })
+                (pid != 0 && (used > 0 || contexts > 0)).then_some(ProcessUsage { pid, used, contexts })
             })
             .collect()
     }
@@ -578,10 +493,7 @@ impl Machine {
         loop {
             let holder = d.lock.load(Relaxed);
             if holder == 0 {
-                if d.lock
-                    .compare_exchange_weak(0, self.pid, Acquire, Relaxed)
-                    .is_ok()
-                {
+                if d.lock.compare_exchange_weak(0, self.pid, Acquire, Relaxed).is_ok() {
                     return;
                 }
                 continue;
@@ -641,11 +553,7 @@ impl Machine {
             i -= 1;
             let e = self.interval(dev, i);
             let seq = e.seq.load(Acquire);
-            let (s, end, p) = (
-                e.start.load(Relaxed),
-                e.end.load(Acquire),
-                e.pid.load(Relaxed),
-            );
+            let (s, end, p) = (e.start.load(Relaxed), e.end.load(Acquire), e.pid.load(Relaxed));
             if seq != 2 * i + 2 || e.seq.load(Acquire) != seq {
                 continue;
             }
@@ -688,11 +596,7 @@ fn flock_at(kind: libc::c_short, offset: i64) -> libc::flock {
 /// Takes an OFD write lock on one byte; `wait` blocks for it. True when held.
 fn lock_byte(fd: libc::c_int, offset: i64, wait: bool) -> bool {
     let fl = flock_at(libc::F_WRLCK as libc::c_short, offset);
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
     // SAFETY: fcntl with a valid flock pointer on our fd.
     unsafe { libc::fcntl(fd, cmd, &fl) == 0 }
 }
@@ -732,8 +636,7 @@ mod tests {
     }
 
     fn tempdir() -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("simgpu-test-{}-{}", std::process::id(), now_ns()));
+        let d = std::env::temp_dir().join(format!("simgpu-test-{}-{}", std::process::id(), now_ns()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -776,11 +679,6 @@ mod tests {
         std::fs::write(dir.join("junk"), vec![7u8; 8192]).unwrap();
         let mut c = config(&dir, 1000);
         c.state_path = dir.join("junk");
-        assert!(
-            Machine::open(&c)
-                .err()
-                .unwrap()
-                .contains("not a simgpu state file")
-        );
+        assert!(Machine::open(&c).err().unwrap().contains("not a simgpu state file"));
     }
 }

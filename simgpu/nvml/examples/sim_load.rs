@@ -10,10 +10,7 @@ use std::io::Write;
 use simgpu::machine::Machine;
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("arguments are whole numbers"))
-        .collect();
+    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("arguments are whole numbers")).collect();
     let [dev, mib, percent, seconds] = args[..] else {
         eprintln!("usage: sim_load <device> <MiB> <busy-percent> <seconds>");
         std::process::exit(2);
@@ -22,10 +19,7 @@ fn main() {
     let machine = Machine::open(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let dev = dev as u32;
     machine.context_created(dev);
-    assert!(
-        machine.charge(dev, mib << 20),
-        "{mib} MiB do not fit on device {dev}"
-    );
+    assert!(machine.charge(dev, mib << 20), "{mib} MiB do not fit on device {dev}");
     println!("ready pid={}", std::process::id());
     std::io::stdout().flush().unwrap();
     const PERIOD: u64 = 10_000_000;

@@ -108,9 +108,7 @@ unsafe fn get_str<'a>(p: *const c_char) -> Result<&'a str, nvmlReturn_t> {
         return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
     }
     // SAFETY: non-null and NUL-terminated by the caller's contract.
-    unsafe { CStr::from_ptr(p) }
-        .to_str()
-        .map_err(|_| nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)
 }
 
 /// Writes a process list with NVML's size protocol: `*count` is the capacity of `infos` on
@@ -155,30 +153,18 @@ fn index_by_uuid(uuid: &str, devices: u32) -> Result<u32, nvmlReturn_t> {
     let b = uuid.as_bytes();
     let well_formed = b.len() == 40
         && b[..4].eq_ignore_ascii_case(b"GPU-")
-        && b[4..].iter().copied().enumerate().all(|(i, b)| {
-            if [8, 13, 18, 23].contains(&i) {
-                b == b'-'
-            } else {
-                b.is_ascii_hexdigit()
-            }
-        });
+        && b[4..].iter().copied().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
     if !well_formed {
         return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
     }
-    (0..devices)
-        .find(|&i| identity::uuid_string(i).eq_ignore_ascii_case(uuid))
-        .ok_or(nvmlReturn_t::NVML_ERROR_NOT_FOUND)
+    (0..devices).find(|&i| identity::uuid_string(i).eq_ignore_ascii_case(uuid)).ok_or(nvmlReturn_t::NVML_ERROR_NOT_FOUND)
 }
 
 /// Parses a PCI bus id in the forms NVML accepts (hex): `domain:bus:device.function`,
 /// `domain:bus:device`, `bus:device.function`. Returns (domain, bus, device, function).
 fn parse_pci_bus_id(s: &str) -> Option<(u32, u32, u32, u32)> {
     let hex = |t: &str| {
-        if t.is_empty() || t.len() > 8 {
-            None
-        } else {
-            u32::from_str_radix(t, 16).ok()
-        }
+        if t.is_empty() || t.len() > 8 { None } else { u32::from_str_radix(t, 16).ok() }
     };
     let parts: Vec<&str> = s.trim().split(':').collect();
     match parts[..] {
@@ -199,11 +185,8 @@ fn parse_pci_bus_id(s: &str) -> Option<(u32, u32, u32, u32)> {
 
 /// The index of the device at PCI bus id `id`.
 fn index_by_pci_bus_id(id: &str, devices: u32) -> Result<u32, nvmlReturn_t> {
-    let (domain, bus, dev, func) =
-        parse_pci_bus_id(id).ok_or(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)?;
-    (0..devices)
-        .find(|&i| (domain, dev, func) == (0, 0, 0) && bus == identity::pci_bus(i))
-        .ok_or(nvmlReturn_t::NVML_ERROR_NOT_FOUND)
+    let (domain, bus, dev, func) = parse_pci_bus_id(id).ok_or(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)?;
+    (0..devices).find(|&i| (domain, dev, func) == (0, 0, 0) && bus == identity::pci_bus(i)).ok_or(nvmlReturn_t::NVML_ERROR_NOT_FOUND)
 }
 
 /// The name NVML gives process `pid`: its `argv[0]`, else its `comm`.
@@ -265,20 +248,9 @@ static MESSAGES: OnceLock<Vec<(nvmlReturn_t, std::ffi::CString)>> = OnceLock::ne
 pub unsafe extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
     let lookup = || {
         let table = MESSAGES.get_or_init(|| {
-            nvmlReturn_t::ALL
-                .iter()
-                .map(|&(_, code)| {
-                    (
-                        code,
-                        std::ffi::CString::new(code.description()).unwrap_or_default(),
-                    )
-                })
-                .collect()
+            nvmlReturn_t::ALL.iter().map(|&(_, code)| (code, std::ffi::CString::new(code.description()).unwrap_or_default())).collect()
         });
-        table
-            .iter()
-            .find(|(code, _)| *code == result)
-            .map_or(c"Unknown Error".as_ptr(), |(_, s)| s.as_ptr())
+        table.iter().find(|(code, _)| *code == result).map_or(c"Unknown Error".as_ptr(), |(_, s)| s.as_ptr())
     };
     catch_unwind(lookup).unwrap_or(c"Unknown Error".as_ptr())
 }
@@ -286,10 +258,7 @@ const _: pfn::nvmlErrorString = nvmlErrorString;
 
 /// `nvmlSystemGetDriverVersion`: the simulated driver's version string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlSystemGetDriverVersion(
-    version: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetDriverVersion(version: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard(|| {
         state::machine()?;
         // SAFETY: the caller passes a buffer of `length` bytes or NULL.
@@ -300,10 +269,7 @@ const _: pfn::nvmlSystemGetDriverVersion = nvmlSystemGetDriverVersion;
 
 /// `nvmlSystemGetNVMLVersion`: this library's version string (works before init).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlSystemGetNVMLVersion(
-    version: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetNVMLVersion(version: *mut c_char, length: c_uint) -> nvmlReturn_t {
     // SAFETY: the caller passes a buffer of `length` bytes or NULL.
     guard(|| unsafe { put_str(version, length, identity::NVML_VERSION) })
 }
@@ -311,9 +277,7 @@ const _: pfn::nvmlSystemGetNVMLVersion = nvmlSystemGetNVMLVersion;
 
 /// `nvmlSystemGetCudaDriverVersion`: the CUDA driver API version (works before init).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion(
-    cuda_driver_version: *mut c_int,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion(cuda_driver_version: *mut c_int) -> nvmlReturn_t {
     // SAFETY: the caller passes a valid pointer or NULL.
     guard(|| unsafe { put(cuda_driver_version, identity::CUDA_DRIVER_VERSION) })
 }
@@ -321,9 +285,7 @@ const _: pfn::nvmlSystemGetCudaDriverVersion = nvmlSystemGetCudaDriverVersion;
 
 /// `nvmlSystemGetCudaDriverVersion_v2`: the same as [`nvmlSystemGetCudaDriverVersion`].
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion_v2(
-    cuda_driver_version: *mut c_int,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion_v2(cuda_driver_version: *mut c_int) -> nvmlReturn_t {
     // SAFETY: the caller passes a valid pointer or NULL.
     guard(|| unsafe { put(cuda_driver_version, identity::CUDA_DRIVER_VERSION) })
 }
@@ -331,11 +293,7 @@ const _: pfn::nvmlSystemGetCudaDriverVersion_v2 = nvmlSystemGetCudaDriverVersion
 
 /// `nvmlSystemGetProcessName`: process `pid`'s `argv[0]` (or `comm`), cropped to `length`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlSystemGetProcessName(
-    pid: c_uint,
-    name: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetProcessName(pid: c_uint, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard(|| {
         state::machine()?;
         if name.is_null() || length == 0 {
@@ -374,10 +332,7 @@ const _: pfn::nvmlDeviceGetCount_v2 = nvmlDeviceGetCount_v2;
 
 /// `nvmlDeviceGetHandleByIndex`: the same as [`nvmlDeviceGetHandleByIndex_v2`].
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex(
-    index: c_uint,
-    device: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex(index: c_uint, device: *mut nvmlDevice_t) -> nvmlReturn_t {
     // SAFETY: forwards the caller's pointer under the same contract.
     unsafe { nvmlDeviceGetHandleByIndex_v2(index, device) }
 }
@@ -385,10 +340,7 @@ const _: pfn::nvmlDeviceGetHandleByIndex = nvmlDeviceGetHandleByIndex;
 
 /// `nvmlDeviceGetHandleByIndex_v2`: the handle of device `index` (0-based, all devices).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
-    index: c_uint,
-    device: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(index: c_uint, device: *mut nvmlDevice_t) -> nvmlReturn_t {
     guard(|| {
         let machine = state::machine()?;
         if index >= machine.devices() {
@@ -402,10 +354,7 @@ const _: pfn::nvmlDeviceGetHandleByIndex_v2 = nvmlDeviceGetHandleByIndex_v2;
 
 /// `nvmlDeviceGetHandleByUUID`: the handle of the device with UUID `uuid` (`GPU-…`).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(
-    uuid: *const c_char,
-    device: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(uuid: *const c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t {
     guard(|| {
         let machine = state::machine()?;
         if device.is_null() {
@@ -422,10 +371,7 @@ const _: pfn::nvmlDeviceGetHandleByUUID = nvmlDeviceGetHandleByUUID;
 
 /// `nvmlDeviceGetHandleByPciBusId_v2`: the handle of the device at PCI bus id `pci_bus_id`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetHandleByPciBusId_v2(
-    pci_bus_id: *const c_char,
-    device: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetHandleByPciBusId_v2(pci_bus_id: *const c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t {
     guard(|| {
         let machine = state::machine()?;
         if device.is_null() {
@@ -442,10 +388,7 @@ const _: pfn::nvmlDeviceGetHandleByPciBusId_v2 = nvmlDeviceGetHandleByPciBusId_v
 
 /// `nvmlDeviceGetIndex`: the index of `device`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetIndex(
-    device: nvmlDevice_t,
-    index: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetIndex(device: nvmlDevice_t, index: *mut c_uint) -> nvmlReturn_t {
     guard(|| {
         let (_, dev) = self::device(device)?;
         // SAFETY: the caller passes a valid pointer or NULL.
@@ -456,11 +399,7 @@ const _: pfn::nvmlDeviceGetIndex = nvmlDeviceGetIndex;
 
 /// `nvmlDeviceGetName`: the product name of `device`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetName(
-    device: nvmlDevice_t,
-    name: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetName(device: nvmlDevice_t, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard(|| {
         self::device(device)?;
         // SAFETY: the caller passes a buffer of `length` bytes or NULL.
@@ -471,11 +410,7 @@ const _: pfn::nvmlDeviceGetName = nvmlDeviceGetName;
 
 /// `nvmlDeviceGetUUID`: the UUID of `device` as `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetUUID(
-    device: nvmlDevice_t,
-    uuid: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetUUID(device: nvmlDevice_t, uuid: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard(|| {
         let (_, dev) = self::device(device)?;
         // SAFETY: the caller passes a buffer of `length` bytes or NULL.
@@ -486,10 +421,7 @@ const _: pfn::nvmlDeviceGetUUID = nvmlDeviceGetUUID;
 
 /// `nvmlDeviceGetPciInfo_v3`: the PCI location and ids of `device`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPciInfo_v3(
-    device: nvmlDevice_t,
-    pci: *mut nvmlPciInfo_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPciInfo_v3(device: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> nvmlReturn_t {
     guard(|| {
         let (_, dev) = self::device(device)?;
         let bus = identity::pci_bus(dev);
@@ -510,10 +442,7 @@ const _: pfn::nvmlDeviceGetPciInfo_v3 = nvmlDeviceGetPciInfo_v3;
 
 /// `nvmlDeviceGetMinorNumber`: the `/dev/nvidia<N>` minor number of `device` (its index).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMinorNumber(
-    device: nvmlDevice_t,
-    minor_number: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMinorNumber(device: nvmlDevice_t, minor_number: *mut c_uint) -> nvmlReturn_t {
     guard(|| {
         let (_, dev) = self::device(device)?;
         // SAFETY: the caller passes a valid pointer or NULL.
@@ -524,11 +453,7 @@ const _: pfn::nvmlDeviceGetMinorNumber = nvmlDeviceGetMinorNumber;
 
 /// `nvmlDeviceGetCudaComputeCapability`: the compute capability of `device`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
-    device: nvmlDevice_t,
-    major: *mut c_int,
-    minor: *mut c_int,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(device: nvmlDevice_t, major: *mut c_int, minor: *mut c_int) -> nvmlReturn_t {
     guard(|| {
         self::device(device)?;
         if major.is_null() || minor.is_null() {
@@ -543,24 +468,12 @@ const _: pfn::nvmlDeviceGetCudaComputeCapability = nvmlDeviceGetCudaComputeCapab
 
 /// `nvmlDeviceGetMemoryInfo`: total, free and used memory of `device`, all processes counted.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
-    device: nvmlDevice_t,
-    memory: *mut nvmlMemory_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t {
     guard(|| {
         let (machine, dev) = self::device(device)?;
         let (total, used) = (machine.memory(), machine.used(dev));
         // SAFETY: the caller passes a valid pointer or NULL.
-        unsafe {
-            put(
-                memory,
-                nvmlMemory_t {
-                    total,
-                    free: total - used,
-                    used,
-                },
-            )
-        }
+        unsafe { put(memory, nvmlMemory_t { total, free: total - used, used }) }
     })
 }
 const _: pfn::nvmlDeviceGetMemoryInfo = nvmlDeviceGetMemoryInfo;
@@ -568,10 +481,7 @@ const _: pfn::nvmlDeviceGetMemoryInfo = nvmlDeviceGetMemoryInfo;
 /// `nvmlDeviceGetMemoryInfo_v2`: as [`nvmlDeviceGetMemoryInfo`] with `reserved` (always 0);
 /// `memory->version` must be `nvmlMemory_v2`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
-    device: nvmlDevice_t,
-    memory: *mut nvmlMemory_v2_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> nvmlReturn_t {
     guard(|| {
         let (machine, dev) = self::device(device)?;
         if memory.is_null() {
@@ -583,13 +493,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
             return Err(nvmlReturn_t::NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
         }
         let (total, used) = (machine.memory(), machine.used(dev));
-        let info = nvmlMemory_v2_t {
-            version,
-            total,
-            reserved: 0,
-            free: total - used,
-            used,
-        };
+        let info = nvmlMemory_v2_t { version, total, reserved: 0, free: total - used, used };
         // SAFETY: as above.
         unsafe { put(memory, info) }
     })
@@ -599,10 +503,7 @@ const _: pfn::nvmlDeviceGetMemoryInfo_v2 = nvmlDeviceGetMemoryInfo_v2;
 /// `nvmlDeviceGetUtilizationRates`: percent of the last 500 ms `device` was running kernels
 /// (`memory` is 0).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
-    device: nvmlDevice_t,
-    utilization: *mut nvmlUtilization_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: nvmlDevice_t, utilization: *mut nvmlUtilization_t) -> nvmlReturn_t {
     guard(|| {
         let (machine, dev) = self::device(device)?;
         if utilization.is_null() {
@@ -666,12 +567,7 @@ unsafe fn compute_processes<T: Copy>(
 }
 
 fn info_v2(p: &simgpu::machine::ProcessUsage) -> nvmlProcessInfo_t {
-    nvmlProcessInfo_t {
-        pid: p.pid,
-        usedGpuMemory: p.used,
-        gpuInstanceId: NO_INSTANCE,
-        computeInstanceId: NO_INSTANCE,
-    }
+    nvmlProcessInfo_t { pid: p.pid, usedGpuMemory: p.used, gpuInstanceId: NO_INSTANCE, computeInstanceId: NO_INSTANCE }
 }
 
 /// `nvmlDeviceGetComputeRunningProcesses`: processes with a context on `device` (v1 struct).
@@ -682,12 +578,7 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses(
     infos: *mut nvmlProcessInfo_v1_t,
 ) -> nvmlReturn_t {
     // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe {
-        compute_processes(device, info_count, infos, |p| nvmlProcessInfo_v1_t {
-            pid: p.pid,
-            usedGpuMemory: p.used,
-        })
-    }
+    unsafe { compute_processes(device, info_count, infos, |p| nvmlProcessInfo_v1_t { pid: p.pid, usedGpuMemory: p.used }) }
 }
 const _: pfn::nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetComputeRunningProcesses;
 

@@ -101,9 +101,7 @@ static DEVICES: [DeviceRecord; MAX_DEVICES as usize] = {
 
 /// The handle of device `index` (the caller checks `index` against the machine).
 pub(crate) fn handle(index: u32) -> nvmlDevice_t {
-    ptr::from_ref(&DEVICES[index as usize])
-        .cast::<nvmlDevice_st>()
-        .cast_mut()
+    ptr::from_ref(&DEVICES[index as usize]).cast::<nvmlDevice_st>().cast_mut()
 }
 
 /// The index behind `device` if it is one of our handles and names a device of `machine`;
@@ -116,9 +114,5 @@ pub(crate) fn device_index(machine: &Machine, device: nvmlDevice_t) -> Result<u3
         return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
     }
     let index = DEVICES[slot].index;
-    if index < machine.devices() {
-        Ok(index)
-    } else {
-        Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT)
-    }
+    if index < machine.devices() { Ok(index) } else { Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT) }
 }

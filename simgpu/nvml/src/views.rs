@@ -21,25 +21,15 @@ pub fn percent(busy: u64, window: u64) -> u32 {
 /// memory bandwidth.
 pub fn utilization(machine: &Machine, dev: u32, now: u64) -> nvmlUtilization_t {
     let t0 = now.saturating_sub(DEVICE_WINDOW_NS);
-    nvmlUtilization_t {
-        gpu: percent(machine.busy_between(dev, t0, now, None), now - t0),
-        memory: 0,
-    }
+    nvmlUtilization_t { gpu: percent(machine.busy_between(dev, t0, now, None), now - t0), memory: 0 }
 }
 
 /// Per-process samples at `now` for a caller that last saw samples at `last_seen_us`
 /// (microseconds of `CLOCK_MONOTONIC`, 0 = everything): one per process that kept the device
 /// busy within `[max(last_seen, now - 1 s), now]`, with its share of that window as `smUtil`
 /// and `now` as the timestamp. Sorted by pid.
-pub fn process_samples(
-    machine: &Machine,
-    dev: u32,
-    now: u64,
-    last_seen_us: u64,
-) -> Vec<nvmlProcessUtilizationSample_t> {
-    let t0 = last_seen_us
-        .saturating_mul(1000)
-        .max(now.saturating_sub(PROCESS_WINDOW_NS));
+pub fn process_samples(machine: &Machine, dev: u32, now: u64, last_seen_us: u64) -> Vec<nvmlProcessUtilizationSample_t> {
+    let t0 = last_seen_us.saturating_mul(1000).max(now.saturating_sub(PROCESS_WINDOW_NS));
     if t0 >= now {
         return Vec::new();
     }

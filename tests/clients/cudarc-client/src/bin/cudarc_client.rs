@@ -26,15 +26,7 @@ use cudarc::nvrtc::Ptx;
 const SPIN_PTX: &str = include_str!("../../../../../examples/ptx/spin.ptx");
 
 /// Every kernel `SPIN_PTX` defines.
-const KERNELS: &[&str] = &[
-    "spin_10us",
-    "spin_50us",
-    "spin_100us",
-    "spin_200us",
-    "spin_500us",
-    "spin_1000us",
-    "noop",
-];
+const KERNELS: &[&str] = &["spin_10us", "spin_50us", "spin_100us", "spin_200us", "spin_500us", "spin_1000us", "noop"];
 
 const USAGE: &str = "usage: cudarc_client [--device I] [--alloc-mib N] [--kernels N] [--kernel NAME] [--grid BLOCKS]\n\
                      \x20                    [--hold-ms MS] [--alloc-too-much]";
@@ -57,23 +49,12 @@ fn usage_exit(msg: &str) -> ! {
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts {
-        device: 0,
-        alloc_mib: 64,
-        kernels: 3,
-        kernel: "spin_100us".into(),
-        grid: 1,
-        hold_ms: None,
-        too_much: false,
-    };
+    let mut o = Opts { device: 0, alloc_mib: 64, kernels: 3, kernel: "spin_100us".into(), grid: 1, hold_ms: None, too_much: false };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = |what: &str| -> u64 {
-            let v = args
-                .next()
-                .unwrap_or_else(|| usage_exit(&format!("{flag} needs {what}")));
-            v.parse()
-                .unwrap_or_else(|_| usage_exit(&format!("{flag} {v}: expected {what}")))
+            let v = args.next().unwrap_or_else(|| usage_exit(&format!("{flag} needs {what}")));
+            v.parse().unwrap_or_else(|_| usage_exit(&format!("{flag} {v}: expected {what}")))
         };
         match flag.as_str() {
             "--device" => o.device = value("a device index") as usize,
@@ -82,14 +63,9 @@ fn parse_args() -> Opts {
             "--grid" => o.grid = value("a number of blocks") as u32,
             "--hold-ms" => o.hold_ms = Some(value("milliseconds")),
             "--kernel" => {
-                o.kernel = args
-                    .next()
-                    .unwrap_or_else(|| usage_exit("--kernel needs a name"));
+                o.kernel = args.next().unwrap_or_else(|| usage_exit("--kernel needs a name"));
                 if !KERNELS.contains(&o.kernel.as_str()) {
-                    usage_exit(&format!(
-                        "--kernel {}: expected one of {KERNELS:?}",
-                        o.kernel
-                    ));
+                    usage_exit(&format!("--kernel {}: expected one of {KERNELS:?}", o.kernel));
                 }
             }
             "--alloc-too-much" => o.too_much = true,
@@ -119,18 +95,12 @@ trait Step<T> {
 
 impl<T> Step<T> for Result<T, DriverError> {
     fn at(self, op: &'static str) -> Result<T, Failure> {
-        self.map_err(|e| Failure {
-            op,
-            err: format!("{:?}", e.0),
-        })
+        self.map_err(|e| Failure { op, err: format!("{:?}", e.0) })
     }
 }
 
 fn fail(op: &'static str, err: impl Into<String>) -> Failure {
-    Failure {
-        op,
-        err: err.into(),
-    }
+    Failure { op, err: err.into() }
 }
 
 fn mem_info(ctx: &Arc<CudaContext>, stage: &str) -> Result<(usize, usize), Failure> {
@@ -151,25 +121,15 @@ fn alloc_too_much(stream: &Arc<CudaStream>, total: usize) -> Result<ExitCode, Fa
             let name = format!("{:?}", e.0);
             println!("client=cudarc op=oom bytes={bytes} err={name}");
             let ok = name == "CUDA_ERROR_OUT_OF_MEMORY";
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }
 
 fn run(o: &Opts) -> Result<ExitCode, Failure> {
     let ctx = CudaContext::new(o.device).at("init")?;
-    let pools = ctx
-        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
-        .at("init")?;
-    println!(
-        "client=cudarc op=init device={} pools={pools} pid={}",
-        o.device,
-        std::process::id()
-    );
+    let pools = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED).at("init")?;
+    println!("client=cudarc op=init device={} pools={pools} pid={}", o.device, std::process::id());
     let stream = ctx.default_stream();
     let (_, total) = mem_info(&ctx, "before")?;
     if o.too_much {
@@ -184,10 +144,7 @@ fn run(o: &Opts) -> Result<ExitCode, Failure> {
     mem_info(&ctx, "after_alloc")?;
 
     if let Some(ms) = o.hold_ms {
-        println!(
-            "client=cudarc op=hold pid={} bytes={bytes} ms={ms}",
-            std::process::id()
-        );
+        println!("client=cudarc op=hold pid={} bytes={bytes} ms={ms}", std::process::id());
         std::thread::sleep(Duration::from_millis(ms));
         drop(buf);
         stream.synchronize().at("free")?;
@@ -216,18 +173,10 @@ fn run(o: &Opts) -> Result<ExitCode, Failure> {
         functions.push((*name, module.load_function(name).at("module")?));
     }
     println!("client=cudarc op=module functions={} ok=1", functions.len());
-    let func = &functions
-        .iter()
-        .find(|(name, _)| *name == o.kernel)
-        .expect("checked in parse_args")
-        .1;
+    let func = &functions.iter().find(|(name, _)| *name == o.kernel).expect("checked in parse_args").1;
 
     let mut counter = stream.alloc_zeros::<u64>(1).at("launch")?;
-    let cfg = LaunchConfig {
-        grid_dim: (o.grid, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid_dim: (o.grid, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
     stream.synchronize().at("launch")?;
     let start = Instant::now();
     for _ in 0..o.kernels {

@@ -33,10 +33,7 @@ fn run(index: u32) -> Result<(), (&'static str, String)> {
     println!("client=nvml op=device index={index} name={name} uuid={uuid}");
 
     let m = at(dev.memory_info(), "memory")?;
-    println!(
-        "client=nvml op=memory total={} used={} free={} reserved={}",
-        m.total, m.used, m.free, m.reserved
-    );
+    println!("client=nvml op=memory total={} used={} free={} reserved={}", m.total, m.used, m.free, m.reserved);
 
     let procs = at(dev.running_compute_processes(), "processes")?;
     for p in &procs {
@@ -49,10 +46,7 @@ fn run(index: u32) -> Result<(), (&'static str, String)> {
     println!("client=nvml op=processes count={}", procs.len());
 
     let u = at(dev.utilization_rates(), "utilization")?;
-    println!(
-        "client=nvml op=utilization gpu={} memory={}",
-        u.gpu, u.memory
-    );
+    println!("client=nvml op=utilization gpu={} memory={}", u.gpu, u.memory);
     println!("client=nvml op=done ok=1");
     Ok(())
 }
