@@ -6,8 +6,8 @@
 //!   the share; the state is one word (the theoretical arrival time), so admitting a launch is
 //!   one compare-and-swap when tokens are available.
 //! * [`CostModel`]: per process, the GPU time of each kernel (function and grid) or graph,
-//!   learned from sampled event timings: a new measurement below the estimate replaces it
-//!   (queueing behind other work only inflates a measurement), one above raises it slowly.
+//!   learned from sampled event timings: the lowest timing seen (queueing behind other work,
+//!   or other containers' kernels between the events, only inflate a timing).
 //! * [`next_scale`]: the controller. Every tick it compares the container's measured share
 //!   with the target and corrects the factor by which estimates are charged, so errors in the
 //!   estimates (or work the estimates never see) do not become errors in the share.
@@ -88,6 +88,8 @@ pub mod word {
 pub const SCALE_ONE: u64 = 1 << 16;
 /// How far ahead of its share a container may run (wall time): a burst of this much is free.
 pub const BURST_NS: u64 = 8_000_000;
+/// Most debt a correction may create (wall ns ahead of now).
+pub const MAX_DEBT_NS: u64 = 1_000_000_000;
 /// Longest single wait of a throttled launch: it re-checks at least this often.
 pub const MAX_WAIT_STEP_NS: u64 = 2_000_000;
 
@@ -114,8 +116,15 @@ impl<'a> Bucket<'a> {
 
     /// Sets the share (percent, 1..=100) and, on first use, a neutral controller factor and
     /// enforcement on (until the controller decides otherwise).
-    pub fn configure(&self, limit_pct: u8) {
-        self.w[word::LIMIT].store(u64::from(limit_pct.clamp(1, 100)) * 10, Release);
+    /// A process that is not `alone` in the container keeps the limit the line already has
+    /// (set by the container's first process, or changed at run time by an operator).
+    pub fn configure(&self, limit_pct: u8, alone: bool) {
+        let limit = u64::from(limit_pct.clamp(1, 100)) * 10;
+        if alone {
+            self.w[word::LIMIT].store(limit, Release);
+        } else {
+            let _ = self.w[word::LIMIT].compare_exchange(0, limit, AcqRel, Acquire);
+        }
         let _ = self.w[word::SCALE].compare_exchange(0, SCALE_ONE, AcqRel, Acquire);
         let _ = self.w[word::ENFORCE].compare_exchange(0, 1, AcqRel, Acquire);
     }
@@ -158,11 +167,20 @@ impl<'a> Bucket<'a> {
 
     /// Corrects an earlier charge once the launch's real GPU time is known: `delta_gpu_ns` is
     /// measured minus estimated (negative gives time back).
+    ///
+    /// The debt a correction can create is capped at [`MAX_DEBT_NS`] ahead of now: a timing
+    /// inflated by queueing behind another container's work must not stall this one for
+    /// seconds (the controller corrects what the cap leaves out).
     pub fn correct(&self, now: u64, delta_gpu_ns: i64) {
         let wall = self.wall_cost(delta_gpu_ns.unsigned_abs());
         let _ = self.w[word::TAT].fetch_update(AcqRel, Acquire, |t| {
-            Some(if delta_gpu_ns >= 0 { t.max(now).saturating_add(wall) } else { t.saturating_sub(wall) })
+            Some(if delta_gpu_ns >= 0 { t.max(now).saturating_add(wall).min(now + MAX_DEBT_NS).max(t) } else { t.saturating_sub(wall) })
         });
+    }
+
+    /// How far ahead of `now` the container has been charged (its debt), in wall ns.
+    pub fn ahead(&self, now: u64) -> u64 {
+        self.w[word::TAT].load(Acquire).saturating_sub(now)
     }
 
     /// Records time a launch spent waiting for tokens.
@@ -230,9 +248,9 @@ impl<'a> Bucket<'a> {
 /// a cheaper rate it would later spend in a burst). Within a dead band nothing changes.
 pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool) -> f64 {
     const DEAD_BAND: f64 = 0.005;
-    const GAIN: f64 = 0.5;
+    const GAIN: f64 = 0.25;
     /// Largest change in one tick: a wrong sample must not swing the share.
-    const STEP: (f64, f64) = (0.85, 1.18);
+    const STEP: (f64, f64) = (0.9, 1.12);
     const MIN: f64 = 0.2;
     const MAX: f64 = 8.0;
     if target <= 0.0 || !achieved.is_finite() {
@@ -243,10 +261,24 @@ pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool) -> f6
     (scale * factor).clamp(MIN, MAX)
 }
 
-/// GPU time assumed for a kernel never measured: charged, then corrected once measured.
-pub const DEFAULT_KERNEL_NS: u64 = 20_000;
+/// What [`CostModel::launch`] says about one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// GPU time to charge.
+    pub cost: u64,
+    /// Whether `cost` is the default (no measurement yet).
+    pub defaulted: bool,
+    /// Whether to time this launch.
+    pub timed: bool,
+}
+
+/// GPU time assumed for a kernel never measured: charged, then corrected once measured. It
+/// errs high (most kernels are shorter): a new kernel's first launches are held back a little
+/// and refunded when its timings come in, rather than let through in a burst and paid for
+/// afterwards.
+pub const DEFAULT_KERNEL_NS: u64 = 1_000_000;
 /// GPU time assumed for a graph never measured.
-pub const DEFAULT_GRAPH_NS: u64 = 100_000;
+pub const DEFAULT_GRAPH_NS: u64 = 5_000_000;
 const TABLE: usize = 4096;
 const PROBE: usize = 32;
 
@@ -257,6 +289,8 @@ pub struct CostModel {
     launches: Box<[AtomicU32]>,
     /// Launches charged the default before the first measurement came back.
     defaulted: Box<[AtomicU32]>,
+    /// Timings learned from.
+    observed: Box<[AtomicU32]>,
 }
 
 impl Default for CostModel {
@@ -266,6 +300,7 @@ impl Default for CostModel {
             estimates: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
             launches: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
             defaulted: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
+            observed: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -314,42 +349,41 @@ impl CostModel {
         Some(self.estimates[s].load(Acquire)).filter(|e| *e > 0)
     }
 
-    /// What to charge a launch of `key`: its estimate, or `default` (remembered, so that the
-    /// first measurement can correct every launch charged before it). Returns (cost, whether
-    /// it was the default).
-    pub fn charge(&self, key: u64, default: u64) -> (u64, bool) {
-        match self.estimate(key) {
-            Some(e) => (e, false),
-            None => {
-                if let Some(s) = self.slot(key, true) {
-                    self.defaulted[s].fetch_add(1, AcqRel);
-                }
-                (default, true)
+    /// A launch of `key`: what to charge (its estimate, or `default`, remembered so that the
+    /// first measurement corrects every launch charged before it), whether that was the
+    /// default, and whether to time this launch (the first few of each key, then one in 32).
+    /// One probe of the table.
+    pub fn launch(&self, key: u64, default: u64) -> Launch {
+        let Some(s) = self.slot(key, true) else {
+            return Launch { cost: default, defaulted: false, timed: false };
+        };
+        let n = self.launches[s].fetch_add(1, Relaxed);
+        let timed = n < 4 || n.is_multiple_of(32);
+        match self.estimates[s].load(Acquire) {
+            0 => {
+                self.defaulted[s].fetch_add(1, AcqRel);
+                Launch { cost: default, defaulted: true, timed }
             }
+            e => Launch { cost: e, defaulted: false, timed },
         }
     }
 
-    /// Counts a launch of `key`; true when this launch should be timed (the first few of each
-    /// key, then one in 32).
-    pub fn count_launch(&self, key: u64) -> bool {
-        match self.slot(key, true) {
-            Some(s) => {
-                let n = self.launches[s].fetch_add(1, Relaxed);
-                n < 4 || n.is_multiple_of(32)
-            }
-            None => false,
-        }
-    }
-
-    /// Learns from a timing of `key`: lower replaces, higher raises by an eighth of the gap.
-    /// Returns how many launches were charged the default before this (and now need the
-    /// difference charged), handing each such launch out once.
-    pub fn observe(&self, key: u64, measured_ns: u64) -> u32 {
-        let Some(s) = self.slot(key, true) else { return 0 };
+    /// Learns from a timing of `key`: the estimate is the lowest timing seen. A timing only
+    /// over-states a kernel (it includes whatever else the device ran between the events:
+    /// queueing, other containers' kernels); one that really grew is the controller's to
+    /// correct.
+    /// Returns the estimate after learning (what corrections should use: a timing inflated
+    /// by queueing behind someone else barely moves it) and how many launches were charged
+    /// the default before this (each handed out once). Those are handed out only from the
+    /// second timing on: the first launch of a burst is the one that waited behind everything
+    /// already queued on the device, the next ones show the kernel's own time.
+    pub fn observe(&self, key: u64, measured_ns: u64) -> (u64, u32) {
+        let Some(s) = self.slot(key, true) else { return (measured_ns, 0) };
         let measured = measured_ns.max(1);
-        let _ = self.estimates[s]
-            .fetch_update(AcqRel, Acquire, |e| Some(if e == 0 || measured <= e { measured } else { e + (measured - e) / 8 }));
-        self.defaulted[s].swap(0, AcqRel)
+        let prev = self.estimates[s].fetch_update(AcqRel, Acquire, |e| Some(if e == 0 { measured } else { e.min(measured) })).unwrap_or(0);
+        let now = if prev == 0 { measured } else { prev.min(measured) };
+        let seen = self.observed[s].fetch_add(1, AcqRel) + 1;
+        (now, if seen >= 2 { self.defaulted[s].swap(0, AcqRel) } else { 0 })
     }
 }
 
@@ -359,7 +393,7 @@ mod tests {
 
     fn bucket_line(limit_pct: u8) -> Box<SmBucket> {
         let line = Box::new(SmBucket { words: std::array::from_fn(|_| AtomicU64::new(0)) });
-        Bucket::new(&line).configure(limit_pct);
+        Bucket::new(&line).configure(limit_pct, true);
         line
     }
 
@@ -446,11 +480,12 @@ mod tests {
 
     #[test]
     fn the_controller_corrects_both_ways_and_holds_when_idle() {
-        let s = next_scale(1.0, 0.3, 0.45, false);
-        assert!(s > 1.15, "overshoot raises the price: {s}");
-        let s = next_scale(1.0, 0.3, 0.2, true);
-        assert!(s < 0.9, "throttled under-delivery lowers it: {s}");
-        assert_eq!(next_scale(1.0, 0.7, 0.07, true), 0.85, "one tick moves it at most so far");
+        let s = next_scale(1.0, 0.3, 0.36, false);
+        assert!(s > 1.04, "overshoot raises the price: {s}");
+        let s = next_scale(1.0, 0.3, 0.25, true);
+        assert!(s < 0.97, "throttled under-delivery lowers it: {s}");
+        assert_eq!(next_scale(1.0, 0.7, 0.07, true), 0.9, "one tick moves it at most so far");
+        assert_eq!(next_scale(1.0, 0.3, 0.9, false), 1.12, "one tick moves it at most so far");
         assert_eq!(next_scale(1.0, 0.3, 0.1, false), 1.0, "an idle container keeps its price");
         assert_eq!(next_scale(1.0, 0.3, 0.302, true), 1.0, "dead band");
         assert_eq!(next_scale(7.9, 0.1, 0.9, false), 8.0, "clamped");
@@ -483,21 +518,42 @@ mod tests {
     }
 
     #[test]
-    fn the_cost_model_learns_low_fast_and_high_slowly() {
+    fn the_cost_model_keeps_the_lowest_timing() {
         let m = CostModel::default();
         let k = kernel_key(0x1234, [132, 1, 1], [256, 1, 1]);
         assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
         assert_eq!(m.estimate(k), None);
-        let sampled: Vec<bool> = (0..70).map(|_| m.count_launch(k)).collect();
-        assert_eq!(sampled.iter().filter(|s| **s).count(), 4 + 2, "first four, then 1 in 32");
-        assert_eq!(m.charge(k, 20_000), (20_000, true));
-        assert_eq!(m.charge(k, 20_000), (20_000, true));
-        assert_eq!(m.observe(k, 1000), 2, "two launches were charged the default");
-        assert_eq!(m.charge(k, 20_000), (1000, false));
-        assert_eq!(m.observe(k, 5000), 0); // queued behind someone else: barely moves the estimate
-        assert_eq!(m.estimate(k), Some(1500));
-        m.observe(k, 900);
+        let first = m.launch(k, 20_000);
+        assert_eq!(first, Launch { cost: 20_000, defaulted: true, timed: true });
+        m.launch(k, 20_000);
+        assert_eq!(m.observe(k, 90_000), (90_000, 0), "the first timing may have queued: no bulk yet");
+        assert_eq!(m.observe(k, 1000), (1000, 2), "two launches were charged the default");
+        let timed: Vec<bool> = (0..68).map(|_| m.launch(k, 20_000).timed).collect();
+        assert_eq!(timed.iter().filter(|t| **t).count(), 2 + 2, "first four, then 1 in 32");
+        assert_eq!(m.launch(k, 20_000).cost, 1000);
+        assert_eq!(m.observe(k, 5000), (1000, 0), "queued behind someone else: does not move the estimate");
+        assert_eq!(m.observe(k, 900), (900, 0));
         assert_eq!(m.estimate(k), Some(900));
+    }
+
+    #[test]
+    fn corrections_cannot_stall_a_container_for_more_than_a_second() {
+        let line = bucket_line(10);
+        let b = Bucket::new(&line);
+        let now = 1_000_000_000;
+        b.correct(now, 10_000_000_000); // a timing inflated by a neighbour's 10 s queue
+        assert_eq!(b.ahead(now), MAX_DEBT_NS);
+    }
+
+    #[test]
+    fn a_run_time_limit_survives_a_new_process() {
+        let line = bucket_line(30);
+        let b = Bucket::new(&line);
+        b.set_limit_permille(700);
+        b.configure(30, false);
+        assert_eq!(b.limit_permille(), Some(700), "a second process keeps the operator's change");
+        b.configure(30, true);
+        assert_eq!(b.limit_permille(), Some(300), "a container starting afresh takes its own limit");
     }
 
     #[test]

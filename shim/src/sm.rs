@@ -88,7 +88,8 @@ impl SmState {
             return; // the launch hot path: one load
         }
         if !self.configured[device].swap(true, AcqRel) {
-            Bucket::new(region.sm_bucket(device)).configure(limit);
+            let alone = region.processes().iter().filter(|p| p.alive).count() <= 1;
+            Bucket::new(region.sm_bucket(device)).configure(limit, alone);
         }
         if !self.thread.swap(true, AcqRel) {
             let spawned = std::thread::Builder::new().name("vgpu-sm".into()).spawn(move || controller(shim));
@@ -105,6 +106,9 @@ struct Tick {
     /// NVML's timestamp of the newest sample seen (its own time base); 0 before the first.
     last_seen_us: u64,
     throttled_ns: u64,
+    /// The container's share, smoothed over about a second (a big kernel makes single
+    /// 100 ms windows all or nothing).
+    smoothed: f64,
 }
 
 /// The controller: every tick, for each limited device whose lease it holds, measures the
@@ -118,7 +122,9 @@ fn controller(shim: &'static crate::state::Shim) {
         let (slot, generation) = region.me();
         let me = (generation << 12) | slot as u64;
         for (d, tick) in ticks.iter_mut().enumerate() {
-            let Some(limit) = shim.sm.limit(d) else { continue };
+            if shim.sm.limit(d).is_none() {
+                continue;
+            }
             let bucket = Bucket::new(region.sm_bucket(d));
             if !shim.sm.configured[d].load(Acquire) || !bucket.lead(me, clock.now_ns(), LEASE_NS) {
                 continue;
@@ -142,14 +148,20 @@ fn controller(shim: &'static crate::state::Shim) {
                 UtilizationPolicy::Default => others,
                 UtilizationPolicy::Disable => false,
             });
-            let target = f64::from(limit) / 100.0;
+            // The bucket's limit, not this process's environment: an operator may have changed it.
+            let Some(limit) = bucket.limit_permille() else { continue };
+            let target = limit as f64 / 1000.0;
+            // Waiting that was only paying off debt says nothing about wanting more.
+            let throttled = throttled && bucket.ahead(clock.now_ns()) < 4 * vgpu_limiter::sm::BURST_NS;
             bucket.set_achieved_permille((achieved * 1000.0) as u64);
+            tick.smoothed = if tick.smoothed == 0.0 { achieved } else { 0.5 * tick.smoothed + 0.5 * achieved };
             if bucket.enforcing() {
-                bucket.set_scale(next_scale(bucket.scale(), target, achieved, throttled));
+                bucket.set_scale(next_scale(bucket.scale(), target, tick.smoothed, throttled));
             }
             log::debug(format_args!(
-                "device {d}: share {:.1}% of {limit}%, factor {:.3}, throttled {throttled}, enforcing {}",
+                "device {d}: share {:.1}% of {:.1}%, factor {:.3}, throttled {throttled}, enforcing {}",
                 achieved * 100.0,
+                target * 100.0,
                 bucket.scale(),
                 bucket.enforcing()
             ));

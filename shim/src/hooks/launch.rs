@@ -36,6 +36,8 @@ struct Sample {
     device: usize,
     /// What the launch was charged, `None` when it was the default (corrected in bulk).
     charged: Option<u64>,
+    /// Whether launches were being charged at all (no correction otherwise).
+    enforced: bool,
     default: u64,
     start: CUevent,
     end: CUevent,
@@ -76,12 +78,16 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
             let mut ms = 0f32;
             // SAFETY: as above, with a valid out-pointer.
             if rc == R::CUDA_SUCCESS && unsafe { elapsed(&mut ms, s.start, s.end) } == R::CUDA_SUCCESS && ms >= 0.0 {
-                let measured = (f64::from(ms) * 1e6) as i64;
-                let defaulted = i64::from(shim.sm.model.observe(s.key, measured as u64));
-                // Every launch charged the default before this first measurement owes the
-                // difference; a launch charged an estimate owes its own error.
-                let delta = defaulted * (measured - s.default as i64) + s.charged.map_or(0, |c| measured - c as i64);
-                Bucket::new(region.sm_bucket(s.device)).correct(now, delta);
+                let measured = (f64::from(ms) * 1e6) as u64;
+                let (learned, defaulted) = shim.sm.model.observe(s.key, measured);
+                let learned = learned as i64;
+                // Every launch charged the default before the first measurement owes the
+                // difference; a launch charged an estimate owes its own error. Both against the
+                // learned estimate, which a timing inflated by queueing barely moves.
+                let delta = i64::from(defaulted) * (learned - s.default as i64) + s.charged.map_or(0, |c| learned - c as i64);
+                if s.enforced {
+                    Bucket::new(region.sm_bucket(s.device)).correct(now, delta);
+                }
             }
             destroy(s.start);
             destroy(s.end);
@@ -92,7 +98,7 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
 }
 
 /// Runs `call` between two recorded events on `stream` and keeps the pair for [`poll`].
-fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64), call: impl FnOnce() -> R) -> R {
+fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64, bool), call: impl FnOnce() -> R) -> R {
     let (Some(create), Some(record)) = (real::cuEventCreate(), real::cuEventRecord()) else {
         return call();
     };
@@ -111,13 +117,13 @@ fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64), call: impl Fn
     let rc = call();
     // SAFETY: as above.
     let recorded = rc == R::CUDA_SUCCESS && unsafe { record(end, stream) } == R::CUDA_SUCCESS;
-    let (key, device, charged, default) = sample;
+    let (key, device, charged, default, enforced) = sample;
     let kept = recorded
         && PENDING_SAMPLES.with(|p| {
             let Ok(mut pending) = p.try_borrow_mut() else { return false };
             match pending.iter_mut().find(|s| s.is_none()) {
                 Some(slot) => {
-                    *slot = Some(Sample { key, device, charged, default, start, end });
+                    *slot = Some(Sample { key, device, charged, enforced, default, start, end });
                     PENDING_COUNT.with(|c| c.set(c.get() + 1));
                     true
                 }
@@ -150,20 +156,22 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
     let started = clock.now_ns();
     poll(shim, region, started);
     let enforcing = bucket.enforcing();
-    let (estimate, defaulted) = if enforcing { shim.sm.model.charge(key, default_ns) } else { (0, false) };
+    let launch = shim.sm.model.launch(key, default_ns);
     if enforcing {
         let mut now = started;
-        while let Admission::Wait(ns) = bucket.admit(now, estimate) {
+        while let Admission::Wait(ns) = bucket.admit(now, launch.cost) {
             std::thread::sleep(std::time::Duration::from_nanos(ns));
             now = clock.now_ns();
+            // Timings that come in while waiting may refund what the wait is for.
+            poll(shim, region, now);
         }
         if now > started {
             bucket.add_throttled(now - started);
         }
     }
-    if shim.sm.model.count_launch(key) {
-        let charged = if defaulted { None } else { Some(estimate) };
-        timed(timing_stream(stream, per_thread), (key, device, charged, default_ns), call)
+    if launch.timed {
+        let charged = if !enforcing || launch.defaulted { None } else { Some(launch.cost) };
+        timed(timing_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
     } else {
         call()
     }
