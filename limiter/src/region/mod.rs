@@ -742,13 +742,26 @@ impl Region {
     /// Reserves `bytes` of `device` if the container's usage stays within its quota; one
     /// compare-and-swap, plus a reap and one retry when it would not fit.
     pub fn reserve(&self, device: usize, bytes: u64) -> Result<Reservation<'_>, Refused> {
+        self.reserve_or(device, bytes, || false)
+    }
+
+    /// [`Region::reserve`], with one more chance before refusing: `free_more` may give back
+    /// memory the caller holds but no longer needs charged (a memory pool that released its
+    /// cache); when it says it did, the reservation is tried once more. One refusal is counted.
+    pub fn reserve_or(&self, device: usize, bytes: u64, free_more: impl FnOnce() -> bool) -> Result<Reservation<'_>, Refused> {
         let l = self.ledger(device);
         let quota = l.quota.load(Acquire);
         let attempt = || l.used.fetch_update(AcqRel, Acquire, |u| u.checked_add(bytes).filter(|n| *n <= quota));
         let before = match attempt() {
             Ok(u) => u,
-            Err(_) if self.reap() > 0 => attempt().map_err(|used| self.refuse(device, quota, used, bytes))?,
-            Err(used) => return Err(self.refuse(device, quota, used, bytes)),
+            Err(_) => {
+                let reaped = self.reap() > 0;
+                let freed = free_more();
+                match if reaped || freed { attempt().ok() } else { None } {
+                    Some(u) => u,
+                    None => return Err(self.refuse(device, quota, l.used.load(Acquire), bytes)),
+                }
+            }
         };
         self.my_slot().used[device].fetch_add(bytes, AcqRel);
         if before + bytes > l.peak.load(Relaxed) {

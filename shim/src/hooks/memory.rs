@@ -17,14 +17,9 @@ use CUresult as R;
 
 /// Reserves `bytes` of `device`, runs the driver call, and commits under `key()` on success.
 fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
-    let attempt = region.reserve(device, bytes).or_else(|_| {
-        // Before refusing, let pools that released memory at a synchronisation say so.
-        if let crate::state::Mode::Active(shim) = crate::state::mode() {
-            pools::resync_all(&shim.pools, region);
-        }
-        region.reserve(device, bytes)
-    });
-    let reservation = match attempt {
+    // Before refusing, let pools that released memory at a synchronisation say so.
+    let free_more = || matches!(crate::state::mode(), crate::state::Mode::Active(shim) if pools::resync_all(&shim.pools, region));
+    let reservation = match region.reserve_or(device, bytes, free_more) {
         Ok(r) => r,
         Err(refused) => {
             log::warn(format_args!(
@@ -86,7 +81,7 @@ fn free_key(key: u64, forward: impl FnOnce() -> R) -> R {
                 return uncharged(region, key, forward);
             }
             let rc = forward();
-            pools::resync_all(&shim.pools, region);
+            let _ = pools::resync_all(&shim.pools, region);
             rc
         }
     }

@@ -111,7 +111,7 @@ fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: 
     let d = ordinal_of(shim, device)?;
     let region = shim.region()?;
     region.reap();
-    super::pools::resync_all(&shim.pools, region);
+    let _ = super::pools::resync_all(&shim.pools, region);
     let (used, _, quota) = region.usage(d);
     let (total, free) = quota_view(quota?, used, phys_total, phys_free);
     Some((total, free, total - free))

@@ -86,10 +86,10 @@ fn reserved(pool: u64) -> Option<u64> {
     attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
 }
 
-/// Brings a pool's charge in line with what it reserves now.
-fn resync(region: &Region, e: &PoolEntry) {
+/// Brings a pool's charge in line with what it reserves now; true when that gave memory back.
+fn resync(region: &Region, e: &PoolEntry) -> bool {
     let pool = e.pool.load(Acquire);
-    let Some(now) = reserved(pool) else { return };
+    let Some(now) = reserved(pool) else { return false };
     let before = e.charged.swap(now, AcqRel);
     let device = e.device.load(Acquire) as usize;
     if now > before {
@@ -97,13 +97,17 @@ fn resync(region: &Region, e: &PoolEntry) {
     } else if before > now {
         region.uncharge(device, before - now);
     }
+    before > now
 }
 
 /// Brings every known pool's charge in line (before views answer and before a refusal).
-pub fn resync_all(pools: &PoolTable, region: &Region) {
+/// True when that gave any memory back.
+pub fn resync_all(pools: &PoolTable, region: &Region) -> bool {
+    let mut freed = false;
     for e in pools.live() {
-        resync(region, e);
+        freed |= resync(region, e);
     }
+    freed
 }
 
 /// A pool is gone: its charge goes back.
@@ -117,7 +121,7 @@ pub fn forget(pools: &PoolTable, region: &Region, pool: u64) {
 /// Brings the charge of `pool` in line (after a trim).
 pub fn resync_pool(pools: &PoolTable, region: &Region, pool: u64) {
     if let Some(e) = pools.live().find(|e| e.pool.load(Acquire) == pool) {
-        resync(region, e);
+        let _ = resync(region, e);
     }
 }
 
@@ -131,11 +135,7 @@ pub fn allocate(pools: &PoolTable, region: &Region, pool: u64, device: usize, by
     let cached = reserved(pool)?.saturating_sub(used);
     let mut reservation = None;
     if cached < bytes {
-        let attempt = region.reserve(device, bytes).or_else(|_| {
-            resync_all(pools, region);
-            region.reserve(device, bytes)
-        });
-        match attempt {
+        match region.reserve_or(device, bytes, || resync_all(pools, region)) {
             Ok(r) => reservation = Some(r),
             Err(_) => return Some(R::CUDA_ERROR_OUT_OF_MEMORY),
         }

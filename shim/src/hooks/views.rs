@@ -27,7 +27,7 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
             }
             // Views are not a hot path: show a dead process's memory as returned at once.
             region.reap();
-            super::pools::resync_all(&shim.pools, region);
+            let _ = super::pools::resync_all(&shim.pools, region);
             let Ok(d) = current_device() else { return rc };
             let (used, _, quota) = region.usage(d);
             if let Some(q) = quota {
