@@ -36,5 +36,7 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "test"
 cargo test --workspace --locked -- --skip conformance_with_nvidia_headers
+step "bench smoke"
+cargo test -p vgpu-bench --benches --locked
 step "header conformance"
 cargo test -p cuda-sys --test conformance --locked -- --nocapture conformance_with_nvidia_headers

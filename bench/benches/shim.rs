@@ -8,9 +8,14 @@
 //!
 //! * `hook/alloc_free`: `cuMemAlloc_v2` (2 MiB) + `cuMemFree_v2`, with a quota set;
 //! * `hook/mem_get_info`: `cuMemGetInfo_v2`;
-//! * `hook/launch`: `cuLaunchKernel` of a 1 ns kernel with no SM limit set: whatever pointer
-//!   `dlsym` hands out (the driver's own while the shim does not hook launches, its hook once
-//!   it does), the shim may add at most 20 ns;
+//! * `hook/nvml_mem_info`: `nvmlDeviceGetMemoryInfo_v2` (from `libnvidia-ml.so.1`);
+//! * `hook/launch`: `cuLaunchKernel` of a 1 ns kernel with no SM limit set: the shim may add
+//!   at most 20 ns;
+//! * `hook/launch_sm`: the same launch in a second child that runs with
+//!   `CUDA_DEVICE_SM_LIMIT=99 GPU_CORE_UTILIZATION_POLICY=force`, so every launch through the
+//!   shim is charged to the container's SM bucket while tokens stay available (the kernel
+//!   costs nothing); at most 50 ns added. Afterwards the bench reads the bucket from the region
+//!   and reports whether any launch waited (its THROTTLED word);
 //! * `hook/dlsym_{hooked,unhooked}`: `dlsym(handle, "cuMemAlloc_v2" | "cuLaunchKernel")`,
 //!   the shim's exported `dlsym` against libc's own (found with `dlvsym`);
 //! * `hook/gpa_{hooked,hooked_ptds,unhooked}`: `cuGetProcAddress_v2` of `cuMemAlloc`,
@@ -28,15 +33,18 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
 
-/// Set in the child, which runs under `LD_PRELOAD=libvgpu.so` and measures.
+/// Set in a child, which runs under `LD_PRELOAD=libvgpu.so` and measures: `plain` (a memory
+/// quota, no SM limit: every benchmark but `launch_sm`) or `sm` (an SM limit too: `launch_sm`).
 const CHILD_VAR: &str = "VGPU_BENCH_SHIM_CHILD";
 /// Where the child writes its paired estimates (`paired <name> direct_ns= added_ns=` lines).
 const PAIRED_VAR: &str = "VGPU_BENCH_SHIM_PAIRED";
 /// Benchmarks, with the most the shim may add to each (ns), where the issue sets one.
-const BENCHES: [(&str, Option<f64>); 8] = [
+const BENCHES: [(&str, Option<f64>); 10] = [
     ("alloc_free", Some(1000.0)),
     ("mem_get_info", None),
+    ("nvml_mem_info", None),
     ("launch", Some(20.0)),
+    ("launch_sm", Some(50.0)),
     ("dlsym_hooked", None),
     ("dlsym_unhooked", None),
     ("gpa_hooked", None),
@@ -55,6 +63,20 @@ type MemFreeFn = unsafe extern "C" fn(u64) -> CUresult;
 type MemGetInfoFn = unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult;
 type LaunchFn = unsafe extern "C" fn(Ptr, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, Ptr, *mut Ptr, *mut Ptr) -> CUresult;
 type GpaFn = unsafe extern "C" fn(*const c_char, *mut Ptr, c_int, u64, *mut c_int) -> CUresult;
+type NvmlMemFn = unsafe extern "C" fn(Ptr, *mut NvmlMemoryV2) -> c_int;
+
+/// NVML's `nvmlMemory_v2_t`.
+#[repr(C)]
+#[derive(Default)]
+struct NvmlMemoryV2 {
+    version: c_uint,
+    total: u64,
+    reserved: u64,
+    free: u64,
+    used: u64,
+}
+/// NVML's `nvmlMemory_v2`: the struct's size and version 2.
+const NVML_MEMORY_V2: c_uint = std::mem::size_of::<NvmlMemoryV2>() as c_uint | (2 << 24);
 
 /// One side of the comparison: the functions the benchmarks call.
 #[derive(Clone, Copy)]
@@ -100,14 +122,23 @@ fn sym(handle: Ptr, name: &str) -> Ptr {
     let c = CString::new(name).expect("no NUL");
     // SAFETY: a live handle and a NUL-terminated name.
     let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
-    assert!(!p.is_null(), "libcuda.so.1 has no {name}");
+    assert!(!p.is_null(), "dlsym({name}) found nothing");
     p
 }
 
-/// The real driver's functions, by name, read from the ELF symbol table of the loaded
-/// `libcuda.so.1` (its file, plus its load address): what `dlsym` would return without the
-/// shim, obtained without asking `dlsym`.
+/// `dlopen(name)`, which must succeed.
+fn open(name: &CStr) -> Ptr {
+    // SAFETY: dlopen with a NUL-terminated name.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen({name:?}) failed: is simgpu on LD_LIBRARY_PATH?");
+    handle
+}
+
+/// A library's real functions, by name, read from the ELF symbol table of the loaded file
+/// (plus its load address): what `dlsym` would return without the shim, obtained without
+/// asking `dlsym`.
 struct ElfSymbols {
+    file: String,
     bias: usize,
     symbols: std::collections::HashMap<String, u64>,
 }
@@ -137,11 +168,11 @@ impl ElfSymbols {
         unsafe { libc::dl_iterate_phdr(Some(visit), (&mut found as *mut Found).cast()) };
         let (bias, path) = found.hit.unwrap_or_else(|| panic!("no loaded object ends in {soname_suffix}"));
         let elf = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        ElfSymbols { bias, symbols: dynsym(&elf) }
+        ElfSymbols { file: path.display().to_string(), bias, symbols: dynsym(&elf) }
     }
 
     fn get(&self, name: &str) -> Ptr {
-        let v = self.symbols.get(name).unwrap_or_else(|| panic!("{name} is not in libcuda.so.1's .dynsym"));
+        let v = self.symbols.get(name).unwrap_or_else(|| panic!("{name} is not in the .dynsym of {}", self.file));
         (self.bias + *v as usize) as Ptr
     }
 }
@@ -170,11 +201,11 @@ fn dynsym(elf: &[u8]) -> std::collections::HashMap<String, u64> {
     out
 }
 
-/// The child: the driver set up once, then every benchmark both ways.
-fn child() {
-    // SAFETY: dlopen with a NUL-terminated name.
-    let handle = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    assert!(!handle.is_null(), "dlopen(libcuda.so.1) failed: is simgpu on LD_LIBRARY_PATH?");
+/// A child: the driver set up once, then every benchmark of its kind (`plain` or `sm`, see
+/// [`CHILD_VAR`]) both ways.
+fn child(kind: &str) {
+    let sm = kind == "sm";
+    let handle = open(c"libcuda.so.1");
     let elf = ElfSymbols::of_loaded("/libcuda.so.1");
     // The ELF route finds exactly what dlsym finds for a function the shim leaves alone.
     assert_eq!(elf.get("cuDriverGetVersion"), sym(handle, "cuDriverGetVersion"));
@@ -233,6 +264,28 @@ fn child() {
     type Op<'a> = Box<dyn Fn() + 'a>;
     let mut ops: Vec<(&str, [Op; 2], bool)> = Vec::new();
     let sides = [direct, program];
+    if sm {
+        // The only benchmark of this child: every launch through the shim is charged to the
+        // SM bucket. Each side counts its launches (the same cost on both sides); the count of
+        // the shim's goes to the paired file, beside the bucket's throttled time.
+        let counts = [std::cell::Cell::new(0u64), std::cell::Cell::new(0u64)];
+        let counts = &*Box::leak(Box::new(counts));
+        ops.push((
+            "launch_sm",
+            [0, 1].map(|i| -> Op {
+                let s = sides[i];
+                Box::new(move || {
+                    let null = std::ptr::null_mut();
+                    // SAFETY: a kernel without parameters on a live stream.
+                    black_box(unsafe { (s.launch)(function, 1, 1, 1, 32, 1, 1, 0, stream, null, null) });
+                    counts[i].set(counts[i].get() + 1);
+                })
+            }),
+            true,
+        ));
+        measure(&ops, &|| format!("launches_through_shim {}\n", counts[1].get()));
+        return;
+    }
     ops.push((
         "alloc_free",
         sides.map(|s| -> Op {
@@ -255,6 +308,50 @@ fn child() {
                 // SAFETY: valid out-pointers.
                 black_box(unsafe { (s.mem_get_info)(&mut free, &mut total) });
                 black_box((free, total));
+            })
+        }),
+        true,
+    ));
+    // NVML: the library a monitoring tool or PyTorch opens, initialised through the shim.
+    let nvml = open(c"libnvidia-ml.so.1");
+    let nvml_elf = ElfSymbols::of_loaded("/libnvidia-ml.so.1");
+    assert_eq!(nvml_elf.get("nvmlDeviceGetName"), sym(nvml, "nvmlDeviceGetName"));
+    let nvml_sides: [NvmlMemFn; 2] = {
+        let name = "nvmlDeviceGetMemoryInfo_v2";
+        eprintln!(
+            "shim bench: {name}: the program gets {}, the real one is in {}",
+            object_of(sym(nvml, name)),
+            object_of(nvml_elf.get(name))
+        );
+        // SAFETY: both pointers are nvmlDeviceGetMemoryInfo_v2.
+        unsafe { [as_fn(nvml_elf.get(name)), as_fn(sym(nvml, name))] }
+    };
+    assert!(object_of(nvml_sides[1] as Ptr).ends_with("libvgpu.so"), "the shim does not hook nvmlDeviceGetMemoryInfo_v2");
+    // SAFETY: NVML's initialisation and device lookup with a valid out-pointer.
+    let device = unsafe {
+        let init: unsafe extern "C" fn() -> c_int = as_fn(sym(nvml, "nvmlInit_v2"));
+        let by_index: unsafe extern "C" fn(c_uint, *mut Ptr) -> c_int = as_fn(sym(nvml, "nvmlDeviceGetHandleByIndex_v2"));
+        assert_eq!(init(), 0, "nvmlInit_v2");
+        let mut device = std::ptr::null_mut();
+        assert_eq!(by_index(0, &mut device), 0, "nvmlDeviceGetHandleByIndex_v2");
+        device
+    };
+    let mut shown = [0u64; 2];
+    for (i, f) in nvml_sides.iter().enumerate() {
+        let mut m = NvmlMemoryV2 { version: NVML_MEMORY_V2, ..Default::default() };
+        // SAFETY: a device handle and a versioned struct.
+        assert_eq!(unsafe { f(device, &mut m) }, 0, "nvmlDeviceGetMemoryInfo_v2");
+        shown[i] = m.total;
+    }
+    eprintln!("shim bench: NVML total memory: {} bytes from simgpu, {} bytes through the shim (the quota)", shown[0], shown[1]);
+    ops.push((
+        "nvml_mem_info",
+        nvml_sides.map(|f| -> Op {
+            Box::new(move || {
+                let mut m = NvmlMemoryV2 { version: NVML_MEMORY_V2, ..Default::default() };
+                // SAFETY: a device handle and a versioned struct.
+                black_box(unsafe { f(device, &mut m) });
+                black_box(m.free);
             })
         }),
         true,
@@ -299,9 +396,18 @@ fn child() {
         ));
     }
 
+    measure(&ops, &String::new);
+}
+
+/// One benchmark, both sides: (name, [direct, shim], whether 1000 calls make a batch).
+type Bench<'a> = (&'a str, [Box<dyn Fn() + 'a>; 2], bool);
+
+/// Runs `ops` under criterion, then (under `cargo bench`) the paired estimate, and writes the
+/// paired lines and what `extra` says after both to the paired file.
+fn measure(ops: &[Bench<'_>], extra: &dyn Fn() -> String) {
     let mut c = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2)).configure_from_args();
     let mut g = c.benchmark_group("hook");
-    for (name, [d, s], _) in &ops {
+    for (name, [d, s], _) in ops {
         g.bench_function(BenchmarkId::new(*name, "direct"), |b| b.iter(d));
         g.bench_function(BenchmarkId::new(*name, "shim"), |b| b.iter(s));
     }
@@ -311,10 +417,11 @@ fn child() {
     // Criterion measures the two sides seconds apart; on a busy machine that drift can exceed
     // the few nanoseconds in question. The paired estimate alternates batches of the two (in
     // both orders) and takes the median of the per-round differences.
-    if std::env::args().any(|a| a == "--bench") {
-        let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        let mut out = String::new();
-        for (name, [d, s], cheap) in &ops {
+    let args: Vec<String> = std::env::args().collect();
+    let mut out = String::new();
+    if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test") {
+        let filter: Vec<String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).cloned().collect();
+        for (name, [d, s], cheap) in ops {
             if !filter.is_empty() && !filter.iter().any(|f| format!("hook/{name}").contains(f.as_str())) {
                 continue;
             }
@@ -322,9 +429,10 @@ fn child() {
             let (added, direct_ns) = paired(d, s, batch, 201);
             out.push_str(&format!("paired {name} direct_ns={direct_ns:.1} added_ns={added:.1}\n"));
         }
-        if let Some(path) = std::env::var_os(PAIRED_VAR) {
-            std::fs::write(path, out).expect("write the paired results");
-        }
+    }
+    out.push_str(&extra());
+    if let Some(path) = std::env::var_os(PAIRED_VAR) {
+        std::fs::write(path, out).expect("write the paired results");
     }
 }
 
@@ -398,7 +506,70 @@ fn median_ns(criterion_home: &Path, name: &str, role: &str, since: SystemTime) -
     value[..end].trim().parse().ok()
 }
 
-/// The parent: runs the child under the shim, then prints the comparison.
+/// What the SM child's bucket says after its run.
+struct BucketReport {
+    limit_permille: u64,
+    enforcing: bool,
+    throttled_ns: u64,
+    /// Nanoseconds from the bucket's theoretical arrival time to when it was read (how long
+    /// ago the last charge was paid for; 0 or negative: charged ahead of now).
+    tat_age_ns: i64,
+    launches: Option<u64>,
+}
+
+/// Runs one child (`plain` or `sm`) under the shim in its own simulated machine and region;
+/// returns its paired lines, and the region's path.
+fn run_child(kind: &str, shim: &Path, lib: &Path, scratch: &Path, criterion_home: &Path) -> (String, PathBuf) {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(std::env::args_os().skip(1)).env(CHILD_VAR, kind).env("CRITERION_HOME", criterion_home);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CUDA_")
+            || k.starts_with("SIMGPU_")
+            || k.starts_with("VGPU_REAL_")
+            || k == "LIBCUDA_LOG_LEVEL"
+            || k == "GPU_CORE_UTILIZATION_POLICY"
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    let region = scratch.join(format!("region-{kind}"));
+    let paired = scratch.join(format!("paired-{kind}"));
+    // A quota, so allocations go through the region.
+    cmd.env("LD_LIBRARY_PATH", lib)
+        .env("LD_PRELOAD", shim)
+        .env("SIMGPU_STATE", scratch.join(format!("machine-{kind}")))
+        .env("CUDA_DEVICE_MEMORY_LIMIT", "8g")
+        .env("CUDA_DEVICE_MEMORY_SHARED_CACHE", &region)
+        .env(PAIRED_VAR, &paired);
+    if kind == "sm" {
+        // Every launch charged (policy force: enforced even with no other tenant), and a share
+        // a 1 ns kernel can never exhaust.
+        cmd.env("CUDA_DEVICE_SM_LIMIT", "99").env("GPU_CORE_UTILIZATION_POLICY", "force");
+    }
+    let status = cmd.status().expect("run the bench child");
+    assert!(status.success(), "the bench child ({kind}) failed: {status}");
+    (std::fs::read_to_string(&paired).unwrap_or_default(), region)
+}
+
+/// Reads device 0's SM bucket of `region` (the `sm` child has exited; the file remains).
+fn read_bucket(region: &Path, paired: &str) -> Option<BucketReport> {
+    use vgpu_limiter::sm::{Bucket, word};
+    let observer = vgpu_limiter::region::Observer::open(region).ok()?;
+    let line = observer.sm_bucket(0);
+    let bucket = Bucket::new(line);
+    let tat = line.words[word::TAT].load(std::sync::atomic::Ordering::Acquire);
+    let launches = paired.lines().find_map(|l| l.strip_prefix("launches_through_shim ")).and_then(|n| n.trim().parse().ok());
+    Some(BucketReport {
+        limit_permille: bucket.limit_permille()?,
+        enforcing: bucket.enforcing(),
+        throttled_ns: bucket.throttled_ns(),
+        tat_age_ns: vgpu_bench::now_ns() as i64 - tat as i64,
+        launches,
+    })
+}
+
+/// The parent: runs the children under the shim, then prints the comparison.
 fn parent() {
     let started = SystemTime::now();
     let art = artifacts_dir();
@@ -411,25 +582,11 @@ fn parent() {
     let criterion_home =
         std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| art.parent().expect("target dir").join("criterion"));
 
-    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-    cmd.args(std::env::args_os().skip(1)).env(CHILD_VAR, "1").env("CRITERION_HOME", &criterion_home);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("CUDA_") || k.starts_with("SIMGPU_") || k.starts_with("VGPU_REAL_") || k == "LIBCUDA_LOG_LEVEL" {
-            cmd.env_remove(&k);
-        }
-    }
-    // A quota, so allocations go through the region; no SM limit.
-    cmd.env("LD_LIBRARY_PATH", &lib)
-        .env("LD_PRELOAD", &shim)
-        .env("SIMGPU_STATE", scratch.join("machine"))
-        .env("CUDA_DEVICE_MEMORY_LIMIT", "8g")
-        .env("CUDA_DEVICE_MEMORY_SHARED_CACHE", scratch.join("region"))
-        .env(PAIRED_VAR, scratch.join("paired"));
-    let status = cmd.status().expect("run the bench child");
-    let paired = std::fs::read_to_string(scratch.join("paired")).unwrap_or_default();
+    let (mut paired, _) = run_child("plain", &shim, &lib, &scratch, &criterion_home);
+    let (paired_sm, sm_region) = run_child("sm", &shim, &lib, &scratch, &criterion_home);
+    let bucket = read_bucket(&sm_region, &paired_sm);
+    paired.push_str(&paired_sm);
     let _ = std::fs::remove_dir_all(&scratch);
-    assert!(status.success(), "the bench child failed: {status}");
 
     let rows: Vec<(&str, f64, f64, Option<f64>)> = BENCHES
         .iter()
@@ -439,8 +596,28 @@ fn parent() {
             Some((*name, direct, shimmed, *target))
         })
         .collect();
+    let bucket_line = bucket.as_ref().map(|b| {
+        let paid = if b.tat_age_ns >= 0 {
+            format!("paid up to {:.1} ms before it was read", b.tat_age_ns as f64 / 1e6)
+        } else {
+            format!("charged {:.1} ms ahead of when it was read (within the burst)", -b.tat_age_ns as f64 / 1e6)
+        };
+        let launches = b.launches.map_or("?".to_string(), |n| n.to_string());
+        format!(
+            "launch_sm: SM bucket of device 0 after the run: limit {} permille, enforcing {}, {paid}; {launches} launches through the \
+             shim; time launches waited for tokens (THROTTLED): {:.3} ms{}",
+            b.limit_permille,
+            b.enforcing,
+            b.throttled_ns as f64 / 1e6,
+            if b.throttled_ns == 0 { ": no launch waited" } else { ": SOME LAUNCHES WAITED (tokens were not always available)" }
+        )
+    });
     if rows.is_empty() {
-        return; // test mode (`cargo test --benches`) or a filter that matched nothing
+        // Test mode (`cargo test --benches`) or a filter that matched nothing.
+        if let Some(line) = bucket_line {
+            println!("{line}");
+        }
+        return;
     }
     let paired_added = |name: &str| -> Option<f64> {
         let line = paired.lines().find(|l| l.split_whitespace().nth(1) == Some(name))?;
@@ -464,8 +641,14 @@ fn parent() {
         let pair = pair.map_or("-".to_string(), |p| format!("{p:.1}"));
         println!("{name:<16} {direct:>10.1} {shimmed:>10.1} {added:>10.1} {:>7.3} {pair:>12}  {verdict}", shimmed / direct);
     }
+    if let Some(line) = bucket_line {
+        println!("\n{line}");
+    }
 }
 
 fn main() {
-    if std::env::var_os(CHILD_VAR).is_some() { child() } else { parent() }
+    match std::env::var(CHILD_VAR) {
+        Ok(kind) => child(&kind),
+        Err(_) => parent(),
+    }
 }
