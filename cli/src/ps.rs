@@ -101,12 +101,17 @@ fn stem(p: &Path) -> String {
 }
 
 /// The entries of `dir`, sorted, without the `libvgpu.so*` mount points HAMi's device plugin
-/// leaves in each container's directory (as HAMi's own monitor skips them).
+/// leaves in each container's directory (as HAMi's own monitor skips them) and without
+/// dot-files (a region's creation lock and temporary build files).
 fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, std::fs::FileType)>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut v: Vec<_> = rd
         .filter_map(Result::ok)
-        .filter(|e| !e.file_name().to_string_lossy().contains("libvgpu.so"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // HAMi's libvgpu.so mount points; vgpu's own .<region>.lock and build files.
+            !name.contains("libvgpu.so") && !name.starts_with('.')
+        })
         .filter_map(|e| e.file_type().ok().map(|t| (e.path(), t)))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -279,6 +279,8 @@ pub struct Launch {
 pub const DEFAULT_KERNEL_NS: u64 = 1_000_000;
 /// GPU time assumed for a graph never measured.
 pub const DEFAULT_GRAPH_NS: u64 = 5_000_000;
+/// After its first four launches, one launch of a kernel in this many is timed.
+pub const TIME_ONE_IN: u32 = 128;
 const TABLE: usize = 4096;
 const PROBE: usize = 32;
 
@@ -351,14 +353,15 @@ impl CostModel {
 
     /// A launch of `key`: what to charge (its estimate, or `default`, remembered so that the
     /// first measurement corrects every launch charged before it), whether that was the
-    /// default, and whether to time this launch (the first few of each key, then one in 32).
+    /// default, and whether to time this launch (the first few of each key, then one in
+    /// [`TIME_ONE_IN`]).
     /// One probe of the table.
     pub fn launch(&self, key: u64, default: u64) -> Launch {
         let Some(s) = self.slot(key, true) else {
             return Launch { cost: default, defaulted: false, timed: false };
         };
         let n = self.launches[s].fetch_add(1, Relaxed);
-        let timed = n < 4 || n.is_multiple_of(32);
+        let timed = n < 4 || n.is_multiple_of(TIME_ONE_IN);
         match self.estimates[s].load(Acquire) {
             0 => {
                 self.defaulted[s].fetch_add(1, AcqRel);
@@ -529,7 +532,7 @@ mod tests {
         assert_eq!(m.observe(k, 90_000), (90_000, 0), "the first timing may have queued: no bulk yet");
         assert_eq!(m.observe(k, 1000), (1000, 2), "two launches were charged the default");
         let timed: Vec<bool> = (0..68).map(|_| m.launch(k, 20_000).timed).collect();
-        assert_eq!(timed.iter().filter(|t| **t).count(), 2 + 2, "first four, then 1 in 32");
+        assert_eq!(timed.iter().filter(|t| **t).count(), 2, "first four, then 1 in 128");
         assert_eq!(m.launch(k, 20_000).cost, 1000);
         assert_eq!(m.observe(k, 5000), (1000, 0), "queued behind someone else: does not move the estimate");
         assert_eq!(m.observe(k, 900), (900, 0));

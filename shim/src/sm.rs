@@ -27,8 +27,8 @@ pub struct SmState {
     limits: [Option<u8>; MAX_DEVICES],
     policy: UtilizationPolicy,
     any: bool,
-    /// Learned GPU time per kernel shape and graph.
-    pub model: CostModel,
+    /// Learned GPU time per kernel shape and graph (built on the first limited launch).
+    model: std::sync::OnceLock<CostModel>,
     configured: [AtomicBool; MAX_DEVICES],
     thread: AtomicBool,
     capturing: [AtomicU64; CAPTURE_SLOTS],
@@ -45,12 +45,17 @@ impl SmState {
             any: limits.iter().any(Option::is_some),
             limits,
             policy,
-            model: CostModel::default(),
+            model: std::sync::OnceLock::new(),
             configured: std::array::from_fn(|_| AtomicBool::new(false)),
             thread: AtomicBool::new(false),
             capturing: std::array::from_fn(|_| AtomicU64::new(0)),
             captures: AtomicU32::new(0),
         }
+    }
+
+    /// The cost model.
+    pub fn model(&self) -> &CostModel {
+        self.model.get_or_init(CostModel::default)
     }
 
     /// Whether any device has a limit.

@@ -356,13 +356,17 @@ impl Region {
         // published with link(2), which fails if another process published first. So openers
         // never wait for a creator, and a creator that dies leaves nothing at `path`.
         for _ in 0..8 {
-            match Self::open_existing(path, quotas)? {
-                Some(r) => return Ok(r),
-                None => {
-                    if let Some(r) = Self::create(path, quotas, mode)? {
-                        return Ok(r);
-                    }
-                }
+            if let Some(r) = Self::open_existing(path, quotas)? {
+                return Ok(r);
+            }
+            // Only one process builds: the others wait for it here, then open its region
+            // (without this, a start-up storm builds a region per process).
+            let _creating = creation_lock(path);
+            if let Some(r) = Self::open_existing(path, quotas)? {
+                return Ok(r);
+            }
+            if let Some(r) = Self::create(path, quotas, mode)? {
+                return Ok(r);
             }
         }
         Err(RegionError::NotReady { path: path.to_path_buf() })
@@ -917,6 +921,38 @@ impl Region {
         }
         Region::open(&path, &quotas, 0o600)
     }
+}
+
+/// Holds `.<name>.lock` beside the region while this process builds the region (the lock is
+/// the kernel's: it goes with the descriptor, even if the process dies). Best effort: after two
+/// seconds, or if the lock file cannot be made, creation goes ahead anyway (link(2) keeps it
+/// correct; the lock only saves work).
+struct CreationLock(libc::c_int);
+
+impl Drop for CreationLock {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor; closing it releases the lock.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn creation_lock(path: &Path) -> Option<CreationLock> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let lock_path = CString::new(path.with_file_name(format!(".{name}.lock")).as_os_str().as_bytes()).ok()?;
+    // SAFETY: open(2) with a NUL-terminated path.
+    let fd = unsafe { libc::open(lock_path.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return None;
+    }
+    let guard = CreationLock(fd);
+    let deadline = now_ns() + 2_000_000_000;
+    while !lock(fd, 0, false) {
+        if now_ns() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    Some(guard)
 }
 
 fn sub_saturating(a: &AtomicU64, n: u64) {

@@ -79,7 +79,7 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
             // SAFETY: as above, with a valid out-pointer.
             if rc == R::CUDA_SUCCESS && unsafe { elapsed(&mut ms, s.start, s.end) } == R::CUDA_SUCCESS && ms >= 0.0 {
                 let measured = (f64::from(ms) * 1e6) as u64;
-                let (learned, defaulted) = shim.sm.model.observe(s.key, measured);
+                let (learned, defaulted) = shim.sm.model().observe(s.key, measured);
                 let learned = learned as i64;
                 // Every launch charged the default before the first measurement owes the
                 // difference; a launch charged an estimate owes its own error. Both against the
@@ -156,7 +156,7 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
     let started = clock.now_ns();
     poll(shim, region, started);
     let enforcing = bucket.enforcing();
-    let launch = shim.sm.model.launch(key, default_ns);
+    let launch = shim.sm.model().launch(key, default_ns);
     if enforcing {
         let mut now = started;
         while let Admission::Wait(ns) = bucket.admit(now, launch.cost) {

@@ -241,7 +241,11 @@ impl Machine {
             // Nobody initialising it (the creator died, or the file is foreign and empty):
             // take the init lock and do it ourselves if it is still not ready.
             if lock_byte(self.fd, 0, false) {
-                if self.header().ready.load(Acquire) != 1 && self.header().magic.load(Relaxed) == 0 && file_size(self.fd) <= len {
+                // The header may not be readable yet (a creator that has not sized the file):
+                // read it only once the file covers it.
+                let size = file_size(self.fd);
+                let blank = size < HEADER_LEN || (self.header().ready.load(Acquire) != 1 && self.header().magic.load(Relaxed) == 0);
+                if blank && size <= len {
                     // SAFETY: ftruncate on our own fd, then remap to the full length.
                     if unsafe { libc::ftruncate(self.fd, len as libc::off_t) } != 0 {
                         unlock_byte(self.fd, 0);
