@@ -114,6 +114,8 @@ struct Tick {
     /// The container's share, smoothed over about a second (a big kernel makes single
     /// 100 ms windows all or nothing).
     smoothed: f64,
+    /// The limit the last tick worked towards (permille).
+    limit: u64,
 }
 
 /// The controller: every tick, for each limited device whose lease it holds, measures the
@@ -156,6 +158,14 @@ fn controller(shim: &'static crate::state::Shim) {
             // The bucket's limit, not this process's environment: an operator may have changed it.
             let Some(limit) = bucket.limit_permille() else { continue };
             let target = limit as f64 / 1000.0;
+            if tick.limit != limit {
+                // A new target (an operator's change): what was measured for the old one says
+                // nothing about the estimates' error under the new one.
+                tick.limit = limit;
+                tick.smoothed = 0.0;
+                tick.throttled_ns = bucket.throttled_ns();
+                continue;
+            }
             // Waiting that was only paying off debt says nothing about wanting more.
             let throttled = throttled && bucket.ahead(clock.now_ns()) < 4 * vgpu_limiter::sm::BURST_NS;
             bucket.set_achieved_permille((achieved * 1000.0) as u64);
