@@ -33,6 +33,8 @@ pub struct SmState {
     thread: AtomicBool,
     capturing: [AtomicU64; CAPTURE_SLOTS],
     captures: AtomicU32,
+    /// 0 unknown, 1 the process sees one device, 2 several.
+    devices: std::sync::atomic::AtomicU8,
 }
 
 impl SmState {
@@ -50,12 +52,28 @@ impl SmState {
             thread: AtomicBool::new(false),
             capturing: std::array::from_fn(|_| AtomicU64::new(0)),
             captures: AtomicU32::new(0),
+            devices: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
     /// The cost model.
     pub fn model(&self) -> &CostModel {
         self.model.get_or_init(CostModel::default)
+    }
+
+    /// The device a launch of this thread goes to: with one device visible (a container's
+    /// usual case) it is 0 without asking the driver on every launch.
+    pub fn launch_device(&self) -> Result<usize, cuda_sys::driver::CUresult> {
+        match self.devices.load(Relaxed) {
+            1 => return Ok(0),
+            2 => return crate::hooks::current_device(),
+            _ => {}
+        }
+        let mut n = 0;
+        // SAFETY: a valid out-pointer.
+        let one = real::cuDeviceGetCount().is_some_and(|f| unsafe { f(&mut n) } == cuda_sys::driver::CUresult::CUDA_SUCCESS && n == 1);
+        self.devices.store(if one { 1 } else { 2 }, Relaxed);
+        crate::hooks::current_device()
     }
 
     /// Whether any device has a limit.

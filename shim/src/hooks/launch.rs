@@ -18,7 +18,7 @@ use cuda_sys::driver::*;
 use vgpu_limiter::region::Region;
 use vgpu_limiter::sm::{self, Admission, Bucket, Clock, MonotonicClock};
 
-use super::{Gate, NO_DRIVER, REFUSED, current_device, gate};
+use super::{Gate, NO_DRIVER, REFUSED, gate};
 use crate::state::Shim;
 use crate::table::real;
 
@@ -148,7 +148,7 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
     if !shim.sm.limited() || shim.sm.capturing(stream) {
         return call();
     }
-    let Ok(device) = current_device() else { return call() };
+    let Ok(device) = shim.sm.launch_device() else { return call() };
     let Some(limit) = shim.sm.limit(device) else { return call() };
     shim.sm.start(shim, region, device, limit);
     let clock = MonotonicClock;
