@@ -407,47 +407,18 @@ fn setup_step(what: &str, cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Creates (or reuses) `<artifacts>/pyenv` with the packages pinned by
-/// `tests/python/requirements.txt`; returns its python. The same venv, lock file and stamp as
-/// `tests/tests/clients_python.rs` uses, so the two never rebuild each other's venv.
+/// `tests/python/requirements.txt`; returns its python.
 fn setup_venv() -> Result<PathBuf, String> {
-    let art = artifacts_dir();
-    let venv = art.join("pyenv");
-    let requirements = repo_root().join("tests/python/requirements.txt");
-    let wanted = std::fs::read(&requirements).map_err(|e| format!("read {}: {e}", requirements.display()))?;
-    let hash = format!("{:016x}\n", fnv1a(&wanted));
-    let stamp = venv.join("vgpu-requirements.hash");
-    let python = venv.join("bin/python");
-    with_file_lock(&art.join(".pyenv.lock"), || {
-        if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
-            return Ok(python.clone());
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        setup_step("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        setup_step(
-            "pip install (is PyPI reachable?)",
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--disable-pip-version-check", "--no-input", "--quiet", "--timeout", "30", "-r"])
-                .arg(&requirements),
-        )?;
-        std::fs::write(&stamp, &hash).map_err(|e| format!("write {}: {e}", stamp.display()))?;
-        Ok(python.clone())
-    })
+    venv_with("pyenv", &repo_root().join("tests/python/requirements.txt"))
 }
 
 /// The Python clients' venv python, or `None` after printing `SKIPPED: <reason>` when Python
 /// or PyPI is unavailable (a failure instead when `VGPU_REQUIRE_PYTHON=1`, as in CI).
 pub fn python_venv() -> Option<&'static Path> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PYTHON.get_or_init(setup_venv) {
-        Ok(p) => Some(p),
-        Err(reason) if std::env::var("VGPU_REQUIRE_PYTHON").as_deref() == Ok("1") => {
-            panic!("VGPU_REQUIRE_PYTHON=1 but the Python clients cannot run: {reason}")
-        }
-        Err(reason) => {
-            println!("SKIPPED: {reason}");
-            None
-        }
-    }
+    let setup = PYTHON.get_or_init(setup_venv);
+    or_skip("the Python clients", setup)?;
+    setup.as_deref().ok()
 }
 
 // ---- Tool venvs for tests/tests/k8s.rs and tests/tests/release.rs ---------------------------

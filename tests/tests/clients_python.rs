@@ -7,81 +7,20 @@
 //! Without Python or PyPI the tests print `SKIPPED: <reason>` and pass, unless
 //! `VGPU_REQUIRE_PYTHON=1` (CI), where that is a failure.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, artifacts_dir, cargo_program, num, records, repo_root, run_ok, text, with_file_lock};
+use vgpu_tests::{Background, Sim, cargo_program, num, records, repo_root, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
 
 type Rec = HashMap<String, String>;
 
-/// FNV-1a: a stable hash of the requirements file for the venv's stamp.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// Runs a setup command; `Err` carries its output's tail.
-fn setup_step(what: &str, cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: cannot start {cmd:?}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    // pip's verdict is on its ERROR lines; otherwise the last lines say what went wrong.
-    let all = text(&out.stderr) + &text(&out.stdout);
-    let mut why: Vec<&str> = all.lines().filter(|l| l.starts_with("ERROR")).collect();
-    if why.is_empty() {
-        why = all.lines().rev().take(3).collect();
-        why.reverse();
-    }
-    Err(format!("{what} failed ({}): {}", out.status, why.join(" | ")))
-}
-
-/// Creates (or reuses) `<artifacts>/pyenv` with the pinned packages; returns its python.
-/// Serialised across test binaries by a file lock; a stamp holds the requirements' hash, so
-/// the venv is rebuilt only when `requirements.txt` changes.
-fn setup_venv() -> Result<PathBuf, String> {
-    let art = artifacts_dir();
-    let venv = art.join("pyenv");
-    let requirements = repo_root().join("tests/python/requirements.txt");
-    let wanted = std::fs::read(&requirements).map_err(|e| format!("read {}: {e}", requirements.display()))?;
-    let hash = format!("{:016x}\n", fnv1a(&wanted));
-    let stamp = venv.join("vgpu-requirements.hash");
-    let python = venv.join("bin/python");
-    with_file_lock(&art.join(".pyenv.lock"), || {
-        if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
-            return Ok(python.clone());
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        setup_step("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        let pip = venv.join("bin/pip");
-        setup_step(
-            "pip install (is PyPI reachable?)",
-            Command::new(&pip)
-                .args(["install", "--disable-pip-version-check", "--no-input", "--quiet", "--timeout", "30", "-r"])
-                .arg(&requirements),
-        )?;
-        std::fs::write(&stamp, &hash).map_err(|e| format!("write {}: {e}", stamp.display()))?;
-        Ok(python.clone())
-    })
-}
-
 /// The venv's python, or `None` after printing why the test is skipped.
 fn python() -> Option<&'static Path> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PYTHON.get_or_init(setup_venv) {
-        Ok(p) => Some(p),
-        Err(reason) if std::env::var("VGPU_REQUIRE_PYTHON").as_deref() == Ok("1") => {
-            panic!("VGPU_REQUIRE_PYTHON=1 but the Python clients cannot run: {reason}")
-        }
-        Err(reason) => {
-            println!("SKIPPED: {reason}");
-            None
-        }
-    }
+    vgpu_tests::python_venv()
 }
 
 /// A command running one of `tests/python/*.py` on `sim` with the venv's python.
