@@ -924,9 +924,9 @@ impl Region {
 }
 
 /// Holds `.<name>.lock` beside the region while this process builds the region (the lock is
-/// the kernel's: it goes with the descriptor, even if the process dies). Best effort: after two
-/// seconds, or if the lock file cannot be made, creation goes ahead anyway (link(2) keeps it
-/// correct; the lock only saves work).
+/// the kernel's: it goes with the descriptor, even if the process dies). Best effort: if the
+/// lock file cannot be made, creation goes ahead anyway (link(2) keeps it correct; the lock
+/// only saves work).
 struct CreationLock(libc::c_int);
 
 impl Drop for CreationLock {
@@ -945,14 +945,10 @@ fn creation_lock(path: &Path) -> Option<CreationLock> {
         return None;
     }
     let guard = CreationLock(fd);
-    let deadline = now_ns() + 2_000_000_000;
-    while !lock(fd, 0, false) {
-        if now_ns() > deadline {
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
-    Some(guard)
+    // Blocking: the waiters sleep in the kernel (a start-up storm of pollers would starve
+    // the creator of CPU); the creator holds it for the microseconds a region takes to build,
+    // and the kernel releases it if the creator dies.
+    lock(fd, 0, true).then_some(guard)
 }
 
 fn sub_saturating(a: &AtomicU64, n: u64) {
