@@ -100,6 +100,10 @@ pub fn run(args: RunArgs) -> i32 {
     };
     let status = cmd.status();
     if let Some(r) = ours {
+        // The region this run made, and the creation lock the limiter keeps beside it.
+        if let Some(name) = r.file_name().map(|n| n.to_string_lossy().into_owned()) {
+            let _ = std::fs::remove_file(r.with_file_name(format!(".{name}.lock")));
+        }
         let _ = std::fs::remove_file(r);
     }
     match status {
