@@ -76,6 +76,15 @@ impl SmState {
         crate::hooks::current_device()
     }
 
+    /// In a child after `fork`: no controller thread exists and the buckets need configuring
+    /// again from this process.
+    pub fn after_fork(&self) {
+        self.thread.store(false, Release);
+        for c in &self.configured {
+            c.store(false, Release);
+        }
+    }
+
     /// Whether any device has a limit.
     pub fn limited(&self) -> bool {
         self.any

@@ -30,6 +30,8 @@ pub enum Mode {
 
 /// The enforcing state.
 pub struct Shim {
+    /// The region's path (a child after `fork` opens it anew).
+    region_path: PathBuf,
     /// The configuration read at start.
     pub config: Config,
     region: AtomicPtr<Region>,
@@ -38,6 +40,8 @@ pub struct Shim {
     pub contexts: ContextBook,
     /// Memory pools and the device each belongs to.
     pub pools: crate::hooks::pools::PoolTable,
+    /// Physical VMM handles mapped into address ranges (not a hot path: a lock is fine).
+    pub vmm: Mutex<Vmm>,
     /// The SM share.
     pub sm: crate::sm::SmState,
 }
@@ -66,6 +70,18 @@ impl ContextBook {
     }
 }
 
+/// VMM bookkeeping: a physical handle's memory stays the container's while any mapping of it
+/// remains, even after `cuMemRelease` (the driver frees it only at the last unmap).
+#[derive(Default)]
+pub struct Vmm {
+    /// Live mappings per handle.
+    pub mapped: HashMap<u64, u32>,
+    /// Mapping start address → handle.
+    pub by_address: HashMap<u64, u64>,
+    /// Handles released while still mapped.
+    pub released: std::collections::HashSet<u64>,
+}
+
 static MODE: OnceLock<Mode> = OnceLock::new();
 static FORKED: AtomicBool = AtomicBool::new(false);
 
@@ -74,7 +90,18 @@ pub fn mode() -> &'static Mode {
     MODE.get_or_init(init)
 }
 
+/// The descriptor of this process's region (closed in a child right after `fork`).
+static INHERITED_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Runs in the child right after `fork`, before any other code: async-signal-safe work only.
+/// Closing the inherited descriptor drops the child's reference to the parent's open file
+/// description, so the parent's slot lock dies with the parent even while children live.
 extern "C" fn after_fork_in_child() {
+    let fd = INHERITED_FD.swap(-1, AcqRel);
+    if fd >= 0 {
+        // SAFETY: close(2) is async-signal-safe; the inherited Region never uses it again.
+        unsafe { libc::close(fd) };
+    }
     FORKED.store(true, Release);
 }
 
@@ -110,15 +137,18 @@ fn init() -> Mode {
             return Mode::Failed;
         }
     };
-    // SAFETY: registering a handler that only stores to an atomic.
+    INHERITED_FD.store(region.raw_fd(), Release);
+    // SAFETY: registering a handler that only closes a descriptor and stores to atomics.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     let sm = crate::sm::SmState::new(&config);
     Mode::Active(Shim {
         region: AtomicPtr::new(Box::into_raw(Box::new(region))),
+        region_path,
         broken: AtomicBool::new(false),
         contexts: ContextBook::default(),
         config,
         pools: Default::default(),
+        vmm: Mutex::new(Vmm::default()),
         sm,
     })
 }
@@ -127,29 +157,44 @@ impl Shim {
     /// The region, renewed first if this process is a child that has not yet done so.
     /// `None` once renewing failed (every call then fails closed).
     pub fn region(&self) -> Option<&Region> {
-        if FORKED.load(Relaxed) && FORKED.swap(false, AcqRel) {
+        if FORKED.load(Acquire) {
             self.renew_after_fork();
         }
         if self.broken.load(Relaxed) {
             return None;
         }
-        // SAFETY: the pointer is a leaked Box that is only replaced after fork, in the one
-        // thread a child starts with; it is never freed.
+        // SAFETY: the pointer is a leaked Box, replaced only while FORKED is set (every thread
+        // waits for the renewal then); no Region is ever freed.
         Some(unsafe { &*self.region.load(Acquire) })
     }
 
+    /// In a child after `fork`: a region of its own (the atfork handler already closed the
+    /// inherited descriptor, so the parent's slot lock is not kept alive by the child). Every
+    /// thread that sees FORKED waits here until the first has renewed; the inherited mapping
+    /// is left in place (a few MiB), so no thread can touch unmapped memory.
     fn renew_after_fork(&self) {
+        static RENEW: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = RENEW.lock().unwrap_or_else(|e| e.into_inner());
+        if !FORKED.load(Acquire) {
+            return;
+        }
         self.contexts.reset();
         self.pools.clear();
-        let old = self.region.load(Acquire);
-        // SAFETY: the parent's handle, inherited; nobody else uses it in this child.
-        let inherited = unsafe { Box::from_raw(old) };
-        match inherited.reopen_after_fork() {
-            Ok(r) => self.region.store(Box::into_raw(Box::new(r)), Release),
+        if let Ok(mut vmm) = self.vmm.try_lock() {
+            *vmm = Vmm::default();
+        }
+        self.sm.after_fork();
+        let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| self.config.memory_limit(d));
+        match Region::open(&self.region_path, &quotas, 0o600) {
+            Ok(r) => {
+                INHERITED_FD.store(r.raw_fd(), Release);
+                self.region.store(Box::into_raw(Box::new(r)), Release);
+            }
             Err(e) => {
                 log::error(format_args!("after fork: {e}; CUDA calls in this child fail"));
                 self.broken.store(true, Release);
             }
         }
+        FORKED.store(false, Release);
     }
 }

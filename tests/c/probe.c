@@ -24,6 +24,9 @@
  *   freeall             frees every live block, newest first
  *   keep_pool           sets the default pool's release threshold to UINT64_MAX
  *   trim_pool           cuMemPoolTrimTo(default pool, 0)
+ *   vmm=SIZE            cuMemCreate + cuMemAddressReserve + cuMemMap, then cuMemRelease at once
+ *                       (legal: the mapping keeps the memory): op=vmm rc= release_rc= free= total=
+ *   vmm_unmap           cuMemUnmap + cuMemAddressFree of the newest vmm= mapping
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   hooked              calls hooked functions with harmless arguments, one line per call
@@ -116,6 +119,17 @@ static const struct {
 
 static const char *who = "parent";
 
+/* Where load() looked the entries up, for the ops that look up more. */
+static void *lookup_handle = RTLD_DEFAULT;
+
+/* Virtual-memory mappings made by vmm=, newest last. */
+struct mapping {
+    CUdeviceptr ptr;
+    size_t bytes;
+};
+static struct mapping mappings[16];
+static int nmappings;
+
 struct block {
     CUdeviceptr ptr;
     size_t bytes;
@@ -151,6 +165,7 @@ static void load(const char *lookup) {
             h = lib;
         }
     }
+    lookup_handle = h;
     for (size_t i = 0; i < N_ENTRIES; i++) *ENTRIES[i].slot = dlsym(h, ENTRIES[i].name);
 }
 
@@ -223,6 +238,59 @@ static void op_free(void) {
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=free who=%s bytes=%zu rc=%d %s\n", who, b.bytes, rc, mi);
+}
+
+/* CUmemAllocationProp for device 0 (32 bytes; only type and location are set). */
+typedef struct {
+    int type, handle_types, location_type, location_id;
+    void *win32;
+    unsigned char flags[8];
+} vmm_prop;
+
+static void op_vmm(const char *arg) {
+    typedef unsigned long long H;
+    CUresult (*create)(H *, size_t, const vmm_prop *, unsigned long long) = dlsym(lookup_handle, "cuMemCreate");
+    CUresult (*reserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long) =
+        dlsym(lookup_handle, "cuMemAddressReserve");
+    CUresult (*map)(CUdeviceptr, size_t, size_t, H, unsigned long long) = dlsym(lookup_handle, "cuMemMap");
+    CUresult (*release)(H) = dlsym(lookup_handle, "cuMemRelease");
+    size_t size;
+    if (parse_size(arg, &size) != 0 || nmappings == (int)(sizeof mappings / sizeof mappings[0])) {
+        fprintf(stderr, "probe: bad size %s (or too many mappings)\n", arg);
+        exit(2);
+    }
+    vmm_prop prop;
+    memset(&prop, 0, sizeof prop);
+    prop.type = 1;          /* CU_MEM_ALLOCATION_TYPE_PINNED */
+    prop.location_type = 1; /* CU_MEM_LOCATION_TYPE_DEVICE */
+    H handle = 0;
+    CUdeviceptr ptr = 0;
+    CUresult rc = create ? create(&handle, size, &prop, 0) : NOT_FOUND;
+    CUresult release_rc = -1;
+    if (rc == 0) {
+        rc = reserve ? reserve(&ptr, size, 0, 0, 0) : NOT_FOUND;
+        if (rc == 0) rc = map ? map(ptr, size, 0, handle, 0) : NOT_FOUND;
+        if (rc == 0) mappings[nmappings++] = (struct mapping){ptr, size};
+        release_rc = release ? release(handle) : NOT_FOUND;
+    }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=vmm who=%s bytes=%zu rc=%d release_rc=%d %s\n", who, size, rc, release_rc, mi);
+}
+
+static void op_vmm_unmap(void) {
+    CUresult (*unmap)(CUdeviceptr, size_t) = dlsym(lookup_handle, "cuMemUnmap");
+    CUresult (*address_free)(CUdeviceptr, size_t) = dlsym(lookup_handle, "cuMemAddressFree");
+    if (nmappings == 0) {
+        printf("op=vmm_unmap who=%s bytes=0 rc=-1\n", who);
+        return;
+    }
+    struct mapping m = mappings[--nmappings];
+    CUresult rc = unmap ? unmap(m.ptr, m.bytes) : NOT_FOUND;
+    if (rc == 0) rc = address_free ? address_free(m.ptr, m.bytes) : NOT_FOUND;
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=vmm_unmap who=%s bytes=%zu rc=%d %s\n", who, m.bytes, rc, mi);
 }
 
 static void op_nvml(const char *arg) {
@@ -359,6 +427,10 @@ int main(int argc, char **argv) {
             char mi[128];
             meminfo_suffix(mi, sizeof mi);
             printf("op=trim_pool who=%s rc=%d %s\n", who, rc, mi);
+        } else if (IS("vmm") && arg) {
+            op_vmm(arg);
+        } else if (IS("vmm_unmap")) {
+            op_vmm_unmap();
         } else if (IS("nvml")) {
             op_nvml(arg);
         } else if (IS("resolve")) {

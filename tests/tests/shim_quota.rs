@@ -305,3 +305,28 @@ fn memory_a_pool_keeps_after_a_stream_ordered_free_still_counts_against_the_quot
     );
     assert_eq!(u(&view[0], "used"), physical, "the container's NVML view matches what the device holds:\n{out}");
 }
+
+#[test]
+fn a_virtual_memory_handle_released_while_mapped_is_charged_until_its_last_unmap() {
+    // cuMemRelease on a mapped handle is legal and frees nothing: the mapping keeps the
+    // memory until cuMemUnmap. The charge must last exactly as long.
+    let sim = sim();
+    let quota = 512 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "vmm=256m", "alloc=256m", "vmm_unmap", "alloc=256m", "freeall", "info"];
+    let out = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    let vmm = op("vmm");
+    assert_eq!((field(vmm[0], "rc"), field(vmm[0], "release_rc")), ("0", "0"), "{stdout}");
+    assert_eq!(u(vmm[0], "free"), quota - CONTEXT - 256 * MIB, "released but mapped: still charged: {stdout}");
+    let allocs = op("alloc");
+    assert_eq!(field(allocs[0], "rc"), "2", "the mapping still holds 256 MiB, so 256 MiB more cannot fit: {stdout}");
+    let unmap = op("vmm_unmap");
+    assert_eq!(field(unmap[0], "rc"), "0", "{stdout}");
+    assert_eq!(u(unmap[0], "free"), quota - CONTEXT, "the last unmap ends the charge: {stdout}");
+    assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
+    assert_eq!(u(op("info")[0], "free"), quota - CONTEXT, "{stdout}");
+}

@@ -681,13 +681,17 @@ impl Region {
     /// reserving, which makes the compare-and-swap fail and the bytes wait for the next time.
     fn forget_leaks_if_idle(&self) {
         let high = (self.header().slots_high.load(Acquire) as usize).min(MAX_SLOTS);
-        if (0..high).any(|i| self.slot_at(i).state.load(Acquire) != state::FREE) {
+        let anyone = || (0..high).any(|i| self.slot_at(i).state.load(Acquire) != state::FREE);
+        if anyone() {
             return;
         }
         for d in 0..MAX_DEVICES {
             let used = &self.ledger(d).used;
             let u = used.load(Acquire);
-            if u != 0 {
+            // A process reserves only after its slot is LIVE, so if `u` includes a reservation,
+            // the scan after the load sees its owner; one that comes after the load makes the
+            // compare-and-swap fail.
+            if u != 0 && !anyone() {
                 let _ = used.compare_exchange(u, 0, AcqRel, Acquire);
             }
         }
@@ -903,6 +907,11 @@ impl Region {
     /// The region's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The descriptor this handle holds the region (and its slot lock) through.
+    pub fn raw_fd(&self) -> libc::c_int {
+        self.fd
     }
 
     /// For a child after `fork`: the inherited handle shares the parent's open file

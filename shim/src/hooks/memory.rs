@@ -171,7 +171,13 @@ pub unsafe fn mem_free(dptr: CUdeviceptr) -> R {
 ///
 /// # Safety
 /// `dptr` is null or valid for reads after a successful `forward`.
-unsafe fn stream_ordered(dptr: *mut CUdeviceptr, bytesize: usize, pool: Option<CUmemoryPool>, forward: impl FnOnce() -> R) -> R {
+unsafe fn stream_ordered(
+    dptr: *mut CUdeviceptr,
+    bytesize: usize,
+    pool: Option<CUmemoryPool>,
+    stream: CUstream,
+    forward: impl FnOnce() -> R,
+) -> R {
     let (shim, region) = match gate() {
         Gate::Forward => return forward(),
         Gate::Refuse => return REFUSED,
@@ -194,7 +200,13 @@ unsafe fn stream_ordered(dptr: *mut CUdeviceptr, bytesize: usize, pool: Option<C
     let mut forward = Some(forward);
     if let Some(p) = pool {
         let call = || forward.take().map_or(R::CUDA_ERROR_UNKNOWN, |f| f());
-        if let Some(rc) = pools::allocate(&shim.pools, region, p as u64, device, bytesize as u64, call) {
+        let undo = || {
+            if let Some(free) = real::cuMemFreeAsync() {
+                // SAFETY: the allocation the driver just made on this stream.
+                unsafe { free(*dptr, stream) };
+            }
+        };
+        if let Some(rc) = pools::allocate(&shim.pools, region, p as u64, device, bytesize as u64, call, undo) {
             return rc;
         }
     }
@@ -208,28 +220,28 @@ unsafe fn stream_ordered(dptr: *mut CUdeviceptr, bytesize: usize, pool: Option<C
 pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocAsync() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, None, || f(dptr, bytesize, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, None, stream, || f(dptr, bytesize, stream)) }
 }
 
 /// `cuMemAllocAsync_ptsz`.
 pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocAsync_ptsz() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, None, || f(dptr, bytesize, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, None, stream, || f(dptr, bytesize, stream)) }
 }
 
 /// `cuMemAllocFromPoolAsync`.
 pub unsafe fn mem_alloc_from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocFromPoolAsync() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, Some(pool), || f(dptr, bytesize, pool, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, Some(pool), stream, || f(dptr, bytesize, pool, stream)) }
 }
 
 /// `cuMemAllocFromPoolAsync_ptsz`.
 pub unsafe fn mem_alloc_from_pool_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
     let Some(f) = real::cuMemAllocFromPoolAsync_ptsz() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, Some(pool), || f(dptr, bytesize, pool, stream)) }
+    unsafe { stream_ordered(dptr, bytesize, Some(pool), stream, || f(dptr, bytesize, pool, stream)) }
 }
 
 /// `cuMemFreeAsync`: memory charged one by one comes back now; pool memory when the pool
@@ -368,11 +380,75 @@ pub unsafe fn mem_create(handle: *mut CUmemGenericAllocationHandle, size: usize,
 
 /// `cuMemRelease`.
 pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> R {
-    let Some(f) = real::cuMemRelease() else {
-        return NO_DRIVER;
-    };
+    let Some(f) = real::cuMemRelease() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's argument.
-    free_key(handle, || unsafe { f(handle) })
+    let forward = || unsafe { f(handle) };
+    match gate() {
+        Gate::Forward => forward(),
+        Gate::Refuse => REFUSED,
+        Gate::Enforce(shim, region) => {
+            let rc = forward();
+            if rc == R::CUDA_SUCCESS {
+                let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+                if vmm.mapped.get(&handle).is_some_and(|n| *n > 0) {
+                    // Still mapped: the driver keeps the memory until the last unmap.
+                    vmm.released.insert(handle);
+                } else if let Some(h) = region.take(handle) {
+                    h.release();
+                }
+            }
+            rc
+        }
+    }
+}
+
+/// `cuMemMap`: a mapping keeps its physical handle's memory charged.
+pub unsafe fn mem_map(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
+    let Some(f) = real::cuMemMap() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    let rc = unsafe { f(ptr, size, offset, handle, flags) };
+    match gate() {
+        Gate::Refuse => REFUSED,
+        Gate::Enforce(shim, _) if rc == R::CUDA_SUCCESS => {
+            let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+            *vmm.mapped.entry(handle).or_default() += 1;
+            vmm.by_address.insert(ptr, handle);
+            rc
+        }
+        _ => rc,
+    }
+}
+
+/// `cuMemUnmap`: the last unmap of a released handle ends its charge.
+pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> R {
+    let Some(f) = real::cuMemUnmap() else { return NO_DRIVER };
+    // SAFETY: forwarding the caller's arguments.
+    let rc = unsafe { f(ptr, size) };
+    match gate() {
+        Gate::Refuse => REFUSED,
+        Gate::Enforce(shim, region) if rc == R::CUDA_SUCCESS => {
+            let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+            let end = ptr.saturating_add(size as u64);
+            let starts: Vec<u64> = vmm.by_address.keys().copied().filter(|a| (ptr..end).contains(a)).collect();
+            for a in starts {
+                let Some(handle) = vmm.by_address.remove(&a) else { continue };
+                let left = vmm.mapped.get_mut(&handle).map(|n| {
+                    *n = n.saturating_sub(1);
+                    *n
+                });
+                if left == Some(0) {
+                    vmm.mapped.remove(&handle);
+                    if vmm.released.remove(&handle)
+                        && let Some(h) = region.take(handle)
+                    {
+                        h.release();
+                    }
+                }
+            }
+            rc
+        }
+        _ => rc,
+    }
 }
 
 /// Bytes of an array: width × height × depth × channels × element size, with unknown formats

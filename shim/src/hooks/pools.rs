@@ -47,7 +47,13 @@ impl PoolTable {
         }
         for e in &self.entries {
             let cur = e.pool.load(Acquire);
-            if cur == pool || (cur == 0 && e.pool.compare_exchange(0, pool, AcqRel, Acquire).is_ok()) {
+            let mine = cur == pool
+                || (cur == 0
+                    && match e.pool.compare_exchange(0, pool, AcqRel, Acquire) {
+                        Ok(_) => true,
+                        Err(winner) => winner == pool, // another thread recorded the same pool here
+                    });
+            if mine {
                 e.device.store(device as u32, Release);
                 return Some(e);
             }
@@ -129,10 +135,19 @@ pub fn resync_pool(pools: &PoolTable, region: &Region, pool: u64) {
 /// much cached, room for `bytes` is reserved first (refused at the quota); after the call the
 /// pool's growth is what stays charged. `None` when the pool cannot be accounted as a whole
 /// (unknown attributes, full table): the caller charges the allocation itself.
-pub fn allocate(pools: &PoolTable, region: &Region, pool: u64, device: usize, bytes: u64, forward: impl FnOnce() -> R) -> Option<R> {
+pub fn allocate(
+    pools: &PoolTable,
+    region: &Region,
+    pool: u64,
+    device: usize,
+    bytes: u64,
+    forward: impl FnOnce() -> R,
+    undo: impl FnOnce(),
+) -> Option<R> {
     let e = pools.record(pool, device)?;
     let used = attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
-    let cached = reserved(pool)?.saturating_sub(used);
+    let before_call = reserved(pool)?;
+    let cached = before_call.saturating_sub(used);
     let mut reservation = None;
     if cached < bytes {
         match region.reserve_or(device, bytes, || resync_all(pools, region)) {
@@ -148,22 +163,28 @@ pub fn allocate(pools: &PoolTable, region: &Region, pool: u64, device: usize, by
     let before = e.charged.swap(now, AcqRel);
     let grew = now.saturating_sub(before);
     let shrank = before.saturating_sub(now);
-    match reservation {
-        Some(mut r) => {
-            // What the pool took is charged through the reservation (within the quota);
-            // growth beyond it (allocation granularity) is charged on top.
-            let held = r.bytes();
-            r.shrink_to(grew);
-            r.keep();
-            if grew > held {
-                region.force_charge(device, grew - held);
-            }
-        }
-        None if grew > 0 => region.force_charge(device, grew),
-        None => {}
-    }
     if shrank > 0 {
         region.uncharge(device, shrank);
+    }
+    // What the pool took is charged through the reservation; growth beyond it (a cache too
+    // fragmented to serve the request, allocation granularity) must fit the quota too, or the
+    // allocation is undone and refused.
+    let held = reservation.as_ref().map_or(0, |r| r.bytes());
+    let extra = grew.saturating_sub(held);
+    let extra_ok = extra == 0 || region.reserve_or(device, extra, || false).map(|r| r.keep()).is_ok();
+    if !extra_ok {
+        undo();
+        if let Some(trim) = real::cuMemPoolTrimTo() {
+            // SAFETY: the pool the allocation came from; keeps what it held before the call.
+            unsafe { trim(pool as CUmemoryPool, before_call as usize) };
+        }
+        e.charged.fetch_sub(grew.min(e.charged.load(Acquire)), AcqRel);
+        let _ = resync(region, e);
+        return Some(R::CUDA_ERROR_OUT_OF_MEMORY); // the reservation rolls back
+    }
+    if let Some(mut r) = reservation {
+        r.shrink_to(grew.min(held));
+        r.keep();
     }
     Some(rc)
 }
