@@ -41,7 +41,7 @@ pub struct Shim {
     /// Memory pools and the device each belongs to.
     pub pools: crate::hooks::pools::PoolTable,
     /// Physical VMM handles mapped into address ranges (not a hot path: a lock is fine).
-    pub vmm: Mutex<Vmm>,
+    pub vmm: parking_lot::Mutex<Vmm>,
     /// The SM share.
     pub sm: crate::sm::SmState,
 }
@@ -56,17 +56,25 @@ pub struct ContextBook {
     /// Bytes charged for each device's primary context.
     pub primary_cost: [AtomicU64; MAX_DEVICES],
     /// Created contexts: handle → (device, bytes charged).
-    pub created: Mutex<HashMap<usize, (usize, u64)>>,
+    pub created: parking_lot::Mutex<HashMap<usize, (usize, u64)>>,
 }
 
 impl ContextBook {
+    /// Forgets every context: only in a child's renewal after `fork`.
     fn reset(&self) {
         for d in 0..MAX_DEVICES {
             self.live[d].store(0, Relaxed);
             self.primary_refs[d].store(0, Relaxed);
             self.primary_cost[d].store(0, Relaxed);
         }
-        self.created.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // A parent thread may have held the lock at fork: it does not exist here to unlock.
+        if self.created.is_locked() {
+            // SAFETY: only in a child's renewal, which every hook of this process waits for
+            // before taking this lock, so a holder can only be a parent thread that fork left
+            // behind; the map is cleared right after.
+            unsafe { self.created.force_unlock() };
+        }
+        self.created.lock().clear();
     }
 }
 
@@ -148,7 +156,7 @@ fn init() -> Mode {
         contexts: ContextBook::default(),
         config,
         pools: Default::default(),
-        vmm: Mutex::new(Vmm::default()),
+        vmm: parking_lot::Mutex::new(Vmm::default()),
         sm,
     })
 }
@@ -180,9 +188,12 @@ impl Shim {
         }
         self.contexts.reset();
         self.pools.clear();
-        if let Ok(mut vmm) = self.vmm.try_lock() {
-            *vmm = Vmm::default();
+        if self.vmm.is_locked() {
+            // SAFETY: as for `created` in ContextBook::reset: the holder is a parent thread
+            // that does not exist in this child; the book is replaced right after.
+            unsafe { self.vmm.force_unlock() };
         }
+        *self.vmm.lock() = Vmm::default();
         self.sm.after_fork();
         let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| self.config.memory_limit(d));
         match Region::open(&self.region_path, &quotas, 0o600) {

@@ -196,7 +196,7 @@ unsafe fn create(pctx: *mut CUcontext, dev: CUdevice, forward: impl FnOnce() -> 
             {
                 // SAFETY: the driver wrote it.
                 let ctx = unsafe { *pctx } as usize;
-                shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).insert(ctx, (d, cost));
+                shim.contexts.created.lock().insert(ctx, (d, cost));
                 shim.contexts.live[d].fetch_add(1, AcqRel);
             }
             rc
@@ -241,13 +241,13 @@ pub unsafe fn destroy(ctx: CUcontext) -> R {
         Gate::Forward => unsafe { f(ctx) },
         Gate::Refuse => REFUSED,
         Gate::Enforce(shim, region) => {
-            let entry = shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ctx as usize));
+            let entry = shim.contexts.created.lock().remove(&(ctx as usize));
             // SAFETY: forwarding the caller's argument.
             let rc = unsafe { f(ctx) };
             match entry {
                 Some((d, cost)) if rc == R::CUDA_SUCCESS => context_gone(shim, region, d, cost),
                 Some(e) => {
-                    shim.contexts.created.lock().unwrap_or_else(|e| e.into_inner()).insert(ctx as usize, e);
+                    shim.contexts.created.lock().insert(ctx as usize, e);
                 }
                 None => {}
             }

@@ -389,7 +389,7 @@ pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> R {
         Gate::Enforce(shim, region) => {
             let rc = forward();
             if rc == R::CUDA_SUCCESS {
-                let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+                let mut vmm = shim.vmm.lock();
                 if vmm.mapped.get(&handle).is_some_and(|n| *n > 0) {
                     // Still mapped: the driver keeps the memory until the last unmap.
                     vmm.released.insert(handle);
@@ -410,7 +410,7 @@ pub unsafe fn mem_map(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUme
     match gate() {
         Gate::Refuse => REFUSED,
         Gate::Enforce(shim, _) if rc == R::CUDA_SUCCESS => {
-            let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+            let mut vmm = shim.vmm.lock();
             *vmm.mapped.entry(handle).or_default() += 1;
             vmm.by_address.insert(ptr, handle);
             rc
@@ -427,7 +427,7 @@ pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> R {
     match gate() {
         Gate::Refuse => REFUSED,
         Gate::Enforce(shim, region) if rc == R::CUDA_SUCCESS => {
-            let mut vmm = shim.vmm.lock().unwrap_or_else(|e| e.into_inner());
+            let mut vmm = shim.vmm.lock();
             let end = ptr.saturating_add(size as u64);
             let starts: Vec<u64> = vmm.by_address.keys().copied().filter(|a| (ptr..end).contains(a)).collect();
             for a in starts {
