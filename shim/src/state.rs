@@ -30,8 +30,6 @@ pub enum Mode {
 
 /// The enforcing state.
 pub struct Shim {
-    /// The region's path (a child after `fork` opens it anew).
-    region_path: PathBuf,
     /// The configuration read at start.
     pub config: Config,
     region: AtomicPtr<Region>,
@@ -151,7 +149,6 @@ fn init() -> Mode {
     let sm = crate::sm::SmState::new(&config);
     Mode::Active(Shim {
         region: AtomicPtr::new(Box::into_raw(Box::new(region))),
-        region_path,
         broken: AtomicBool::new(false),
         contexts: ContextBook::default(),
         config,
@@ -195,8 +192,9 @@ impl Shim {
         }
         *self.vmm.lock() = Vmm::default();
         self.sm.after_fork();
-        let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| self.config.memory_limit(d));
-        match Region::open(&self.region_path, &quotas, 0o600) {
+        // SAFETY: the inherited handle, never freed; only its mapping is read.
+        let inherited = unsafe { &*self.region.load(Acquire) };
+        match inherited.reopen_after_fork() {
             Ok(r) => {
                 INHERITED_FD.store(r.raw_fd(), Release);
                 self.region.store(Box::into_raw(Box::new(r)), Release);

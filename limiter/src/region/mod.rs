@@ -402,18 +402,16 @@ impl Region {
                 return Err(e);
             }
         };
-        let mut r = Region {
-            base,
-            fd,
-            path: path.to_path_buf(),
-            slot: usize::MAX,
-            generation: 0,
-            allocations: AllocationMap::with_capacity(1 << 18),
-        };
+        let mut r = Region::unclaimed(base, fd, path);
         r.validate()?;
         r.adopt_quotas(quotas)?;
         r.claim_slot()?;
         Ok(Some(r))
+    }
+
+    /// A writable handle on a mapping, before it has a slot (its drop closes `fd`).
+    fn unclaimed(base: *mut u8, fd: libc::c_int, path: &Path) -> Region {
+        Region { base, fd, path: path.to_path_buf(), slot: usize::MAX, generation: 0, allocations: AllocationMap::with_capacity(1 << 18) }
     }
 
     /// Builds a region under a temporary name beside `path` and publishes it there. `None`
@@ -448,14 +446,7 @@ impl Region {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
-        let mut r = Region {
-            base,
-            fd,
-            path: path.to_path_buf(),
-            slot: usize::MAX,
-            generation: 0,
-            allocations: AllocationMap::with_capacity(1 << 18),
-        };
+        let mut r = Region::unclaimed(base, fd, path);
         r.initialise(quotas);
         let cpath = Self::cpath(path)?;
         // SAFETY: link(2) with NUL-terminated paths: publishes the complete region, or fails
@@ -915,20 +906,13 @@ impl Region {
     }
 
     /// For a child after `fork`: the inherited handle shares the parent's open file
-    /// description (and so its slot lock), so the child opens the file anew and claims a slot
-    /// of its own. The inherited mapping and descriptor are abandoned without touching the
-    /// parent's slot or lock; nothing inherited can block the child.
-    pub fn reopen_after_fork(self) -> Result<Region, RegionError> {
+    /// description (and so its slot lock), so the child opens the file anew, with the quotas
+    /// this region holds, and claims a slot of its own. The inherited handle is left as it is:
+    /// other threads may still read through its mapping, and its descriptor ([`Self::raw_fd`])
+    /// is the caller's to close (from an atfork handler, before anything can use it).
+    pub fn reopen_after_fork(&self) -> Result<Region, RegionError> {
         let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| self.quota(d));
-        let path = self.path.clone();
-        let me = std::mem::ManuallyDrop::new(self);
-        // SAFETY: our own mapping and descriptor; closing the descriptor releases nothing the
-        // parent still holds (the parent keeps its own reference to the description).
-        unsafe {
-            libc::munmap(me.base.cast(), FILE_SIZE);
-            libc::close(me.fd);
-        }
-        Region::open(&path, &quotas, 0o600)
+        Region::open(&self.path, &quotas, 0o600)
     }
 }
 
