@@ -85,6 +85,11 @@ impl Default for Sim {
 }
 
 impl Sim {
+    /// [`Sim::new`] with every context costing 64 MiB, the figure the shim tests assert on.
+    pub fn with_64m_contexts() -> Sim {
+        Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m")
+    }
+
     /// A 1-device, 16 GiB, 132-SM machine of its own.
     pub fn new() -> Sim {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -158,6 +163,19 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Lossy UTF-8 of a byte buffer.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// One output line's `key=value` pairs.
+pub type Rec = HashMap<String, String>;
+
+/// A field of a record (panics naming the record when it is missing).
+pub fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
+    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
+}
+
+/// A numeric field of a record as an unsigned integer (bytes, counts; negatives read 0).
+pub fn u(rec: &Rec, key: &str) -> u64 {
+    num(rec, key) as u64
 }
 
 /// The `key=value` pairs of every output line that has `key0=value0` as its first pair.

@@ -6,17 +6,14 @@
 //!
 //! Without Python or PyPI the tests print `SKIPPED: <reason>` and pass, unless
 //! `VGPU_REQUIRE_PYTHON=1` (CI), where that is a failure.
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, cargo_program, num, records, repo_root, run_ok};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, records, repo_root, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
-
-type Rec = HashMap<String, String>;
 
 /// The venv's python, or `None` after printing why the test is skipped.
 fn python() -> Option<&'static Path> {
@@ -47,10 +44,6 @@ fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
 
 fn all<'a>(recs: &'a [Rec], op: &str) -> Vec<&'a Rec> {
     recs.iter().filter(|r| r.get("op").map(String::as_str) == Some(op)).collect()
-}
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
 }
 
 /// The export `cuGetProcAddress_v2` handed out for `symbol`, as the script identified it.

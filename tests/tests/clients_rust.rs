@@ -1,15 +1,12 @@
 //! Third-party Rust clients against simgpu: cudarc 0.19 (driver API through `dlopen` +
 //! `dlsym`, both of its allocation paths) and nvml-wrapper 0.13 (NVML views of what cudarc
 //! processes do on the same machine). The programs live in `tests/clients/cudarc-client`.
-use std::collections::HashMap;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, cargo_program, num, records, run_ok};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, records, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
-
-type Rec = HashMap<String, String>;
 
 fn cudarc(sim: &Sim, args: &[&str]) -> Vec<Rec> {
     records(&run_ok(sim.command(cargo_program("cudarc_client")).args(args)), "client")
@@ -28,10 +25,6 @@ fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
         .collect();
     assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} record in {recs:#?}");
     found[0]
-}
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
 }
 
 /// A full cudarc run (alloc 64 MiB, zero check, round trip, module, 10 launches, free) on a

@@ -6,31 +6,16 @@
 //!
 //! The Python tests print `SKIPPED: <reason>` and pass when Python or PyPI is unavailable,
 //! unless `VGPU_REQUIRE_PYTHON=1`.
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, cargo_program, num, python_venv, records, repo_root, run, text};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, python_venv, records, repo_root, run, text, u};
 
 const MIB: u64 = 1 << 20;
 const QUOTA: u64 = 512 * MIB;
 /// What is free in a fresh process: the quota less its 64 MiB context.
 const FREE: u64 = QUOTA - 64 * MIB;
-
-type Rec = HashMap<String, String>;
-
-fn sim() -> Sim {
-    Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m")
-}
-
-fn u(rec: &Rec, key: &str) -> u64 {
-    num(rec, key) as u64
-}
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-}
 
 /// The one record with `op` (and, if given, `stage`).
 fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
@@ -73,7 +58,7 @@ fn check_views(recs: &[Rec], bytes: u64, all: &str) {
 fn cudarc_with_and_without_memory_pools_sees_the_quota_and_gets_oom_at_it() {
     let cudarc = cargo_program("cudarc_client");
     for pools in ["1", "0"] {
-        let sim = sim().with("SIMGPU_MEMORY_POOLS", pools);
+        let sim = Sim::with_64m_contexts().with("SIMGPU_MEMORY_POOLS", pools);
 
         // A full run: alloc, zero check, round trip, module, launches, free.
         let (code, recs, all) = client(shimmed(&sim, &cudarc).args(["--alloc-mib", "64", "--kernels", "3", "--kernel", "spin_10us"]));
@@ -103,7 +88,7 @@ fn cudarc_with_and_without_memory_pools_sees_the_quota_and_gets_oom_at_it() {
 
 #[test]
 fn nvml_wrapper_sees_the_quota_and_what_a_cudarc_process_holds() {
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let mut holder = Background::spawn(shimmed(&sim, cargo_program("cudarc_client")).args(["--alloc-mib", "256", "--hold-ms", "1500"]));
     holder.wait_for("op=hold", Duration::from_secs(60));
     let held = records(holder.stdout_so_far(), "client");
@@ -140,7 +125,7 @@ fn script(sim: &Sim, python: &Path, name: &str) -> Command {
 #[test]
 fn cuda_bindings_sees_the_quota_and_gets_oom_at_it() {
     let Some(py) = python_venv() else { return };
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     for (ptds, context) in [("0", "primary"), ("1", "created")] {
         let mut cmd = script(&sim, py, "driver_client.py");
         cmd.env("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", ptds)
@@ -171,7 +156,7 @@ fn cuda_bindings_sees_the_quota_and_gets_oom_at_it() {
 #[test]
 fn pynvml_sees_the_quota_and_what_a_python_process_holds() {
     let Some(py) = python_venv() else { return };
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let mut holder = Background::spawn(script(&sim, py, "driver_client.py").args(["--alloc-mib", "128", "--hold-ms", "2000"]));
     holder.wait_for("op=hold", Duration::from_secs(60));
     let held = records(holder.stdout_so_far(), "client");

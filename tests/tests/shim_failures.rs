@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use vgpu_tests::{Sim, build_c_helper, c_programs, records, run, shim_path, text};
+use vgpu_tests::{Rec, Sim, build_c_helper, c_programs, field, records, run, shim_path, text};
 
 const GIB: u64 = 1 << 30;
-
-type Rec = HashMap<String, String>;
 
 /// Hooked calls whose refusal is what failing closed means: initialisation, every allocation
 /// path the probe reaches, the views and context creation.
@@ -29,10 +27,6 @@ const MUST_REFUSE: &[&str] = &[
     "cuMemAllocAsync",
     "cuArrayCreate_v2",
 ];
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-}
 
 /// (exit code, records, stdout, stderr) of a finished probe or example.
 fn finish(cmd: &mut Command) -> (Option<i32>, Vec<Rec>, String, String) {

@@ -3,16 +3,14 @@
 //! per-thread-default-stream flags, each handing out exactly the ABI variant the driver would
 //! (`_v2`, `_ptsz`, ...). A second `LD_PRELOAD` interposer, loaded after the shim or before it,
 //! still gets correct `dlsym(RTLD_NEXT)` answers: no recursion, no crash, quota enforced.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Sim, build_c_helper, c_programs, records, run, shim_path, text};
+use vgpu_tests::{Rec, Sim, build_c_helper, c_programs, field, records, run, shim_path, text};
 
 const MIB: u64 = 1 << 20;
-
-type Rec = HashMap<String, String>;
 
 /// Functions the shim must intercept, by the base name the example programs resolve.
 const MUST_HOOK: &[&str] = &[
@@ -39,10 +37,6 @@ const MUST_HOOK: &[&str] = &[
     "cuMipmappedArrayCreate",
     "cuMipmappedArrayDestroy",
 ];
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-}
 
 /// The dynamic symbols `lib` defines (`nm -D --defined-only`).
 fn exports(lib: &Path) -> HashSet<String> {

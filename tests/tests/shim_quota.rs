@@ -5,16 +5,13 @@
 //!
 //! simgpu charges every context `SIMGPU_CONTEXT_MEMORY`; the tests pin it to 64 MiB, and the
 //! shim must charge exactly that (it measures the driver's own `used` around the creation).
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, build_c_helper, c_programs, num, records, run, text};
+use vgpu_tests::{Background, Rec, Sim, build_c_helper, c_programs, field, records, run, text, u};
 
 const MIB: u64 = 1 << 20;
 const CONTEXT: u64 = 64 * MIB;
-
-type Rec = HashMap<String, String>;
 
 /// The allocation families, in the order `alloc_families --family all` runs them.
 const FAMILIES: [&str; 9] = [
@@ -33,18 +30,6 @@ const FAMILIES: [&str; 9] = [
 /// (the arrays are shaped, so their byte counts only come close).
 const LINEAR: [&str; 6] =
     ["cuMemAlloc_v2", "cuMemAllocPitch_v2", "cuMemAllocManaged", "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemCreate"];
-
-fn sim() -> Sim {
-    Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m")
-}
-
-fn u(rec: &Rec, key: &str) -> u64 {
-    num(rec, key) as u64
-}
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-}
 
 /// The records of one family with operation `op`.
 fn of<'a>(recs: &'a [Rec], family: &str, op: &str) -> Vec<&'a Rec> {
@@ -102,7 +87,7 @@ fn check_allocs(allocs: &[&Rec], quota: u64, mut free: u64) -> u64 {
 #[test]
 fn every_family_is_held_to_the_quota_and_the_views_agree_at_every_step() {
     // 320 MiB: the 64 MiB context and two 100 MiB blocks fit, a third does not.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 320 * MIB;
     let mut holder = Background::spawn(
         sim.shimmed(c_programs().join("alloc_families"))
@@ -158,7 +143,7 @@ fn every_family_is_held_to_the_quota_and_the_views_agree_at_every_step() {
 #[test]
 fn an_allocation_of_exactly_free_succeeds_and_one_byte_more_is_refused() {
     // TensorFlow sizes its arena from cuMemGetInfo's free and allocates it in one go.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 256 * MIB;
     let free = quota - CONTEXT; // 192 MiB
     let alloc_families = c_programs().join("alloc_families");
@@ -207,7 +192,7 @@ fn an_allocation_of_exactly_free_succeeds_and_one_byte_more_is_refused() {
 #[test]
 fn a_quota_smaller_than_a_context_clamps_the_views_and_refuses_everything() {
     // HAMi reports errors (or 17 TB) here; the views must stay consistent and never fail.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 32 * MIB;
     let probe = build_c_helper("probe", false);
     let out = run(
@@ -234,7 +219,7 @@ fn a_quota_smaller_than_a_context_clamps_the_views_and_refuses_everything() {
 #[test]
 fn quotas_are_per_device_by_the_index_the_application_sees() {
     // Two devices; the application sees only physical device 1, as its device 0.
-    let sim = sim().with("SIMGPU_DEVICES", "2");
+    let sim = Sim::with_64m_contexts().with("SIMGPU_DEVICES", "2");
     let probe = build_c_helper("probe", false);
     let alloc_families = c_programs().join("alloc_families");
     let limits = |c: &mut Command| {
@@ -282,7 +267,7 @@ fn quotas_are_per_device_by_the_index_the_application_sees() {
 fn memory_a_pool_keeps_after_a_stream_ordered_free_still_counts_against_the_quota() {
     // PyTorch's cudaMallocAsync backend sets the pool's release threshold to UINT64_MAX, so
     // freed blocks stay reserved by the pool (on the device) instead of going back to it.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 256 * MIB;
     let probe = build_c_helper("probe", false);
     let mut holder = Background::spawn(
@@ -310,7 +295,7 @@ fn memory_a_pool_keeps_after_a_stream_ordered_free_still_counts_against_the_quot
 fn a_virtual_memory_handle_released_while_mapped_is_charged_until_its_last_unmap() {
     // cuMemRelease on a mapped handle is legal and frees nothing: the mapping keeps the
     // memory until cuMemUnmap. The charge must last exactly as long.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 512 * MIB;
     let probe = build_c_helper("probe", false);
     let ops = ["init", "ctx", "vmm=256m", "alloc=256m", "vmm_unmap", "alloc=256m", "freeall", "info"];

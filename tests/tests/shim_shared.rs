@@ -1,28 +1,13 @@
 //! Several processes of one container share one accounting region: together they cannot
 //! exceed the quota, whatever the race; a SIGKILLed process's bytes come back to the others;
 //! a forked child accounts for itself and its bytes go when it does.
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use vgpu_tests::{Background, Sim, build_c_helper, num, records, run, text};
+use vgpu_tests::{Background, Rec, Sim, build_c_helper, field, records, run, text, u};
 
 const MIB: u64 = 1 << 20;
 const CONTEXT: u64 = 64 * MIB;
-
-type Rec = HashMap<String, String>;
-
-fn sim() -> Sim {
-    Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m")
-}
-
-fn u(rec: &Rec, key: &str) -> u64 {
-    num(rec, key) as u64
-}
-
-fn field<'a>(rec: &'a Rec, key: &str) -> &'a str {
-    rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}"))
-}
 
 fn ops<'a>(recs: &'a [Rec], op: &str) -> Vec<&'a Rec> {
     recs.iter().filter(|r| field(r, "op") == op).collect()
@@ -53,7 +38,7 @@ fn nvml_used(sim: &Sim, quota: Option<&str>) -> u64 {
 fn four_processes_cannot_jointly_exceed_the_quota() {
     // Each of 4 processes wants its 64 MiB context and 12 x 32 MiB (448 MiB, more than a
     // quarter of 1 GiB); they start allocating at the same moment.
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 1024 * MIB;
     let probe = build_c_helper("probe", false);
     // The contexts are created one process at a time (a context created while another is
@@ -106,7 +91,7 @@ fn four_processes_cannot_jointly_exceed_the_quota() {
 
 #[test]
 fn a_sigkilled_process_gives_its_memory_back() {
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let probe = build_c_helper("probe", false);
     let shimmed = |ops: &[&str]| {
         let mut c = sim.shimmed(&probe);
@@ -140,7 +125,7 @@ fn a_sigkilled_process_gives_its_memory_back() {
 
 #[test]
 fn a_forked_child_accounts_for_itself_and_its_bytes_go_with_it() {
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let quota = 512 * MIB;
     let free0 = quota - CONTEXT - 100 * MIB;
     let probe = build_c_helper("probe", false);
@@ -189,7 +174,7 @@ fn a_forked_child_accounts_for_itself_and_its_bytes_go_with_it() {
 /// One round of [`contexts_are_charged_what_they_cost_while_other_processes_allocate`]:
 /// (what the container's NVML view says is used, what simgpu says).
 fn context_round() -> (u64, u64) {
-    let sim = sim();
+    let sim = Sim::with_64m_contexts();
     let probe = build_c_helper("probe", false);
     let spawn = |ops: Vec<String>| {
         let mut cmd = sim.shimmed(&probe);
