@@ -72,7 +72,7 @@ fn alloc_rcs(stdout: &str, family: &str) -> Vec<String> {
 #[test]
 fn every_call_path_and_flag_reaches_the_hooks_with_the_drivers_abi_variant() {
     let ours = exports(&shim_path());
-    let sim = Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m");
+    let sim = Sim::with_64m_contexts();
     let configs = [
         ("alloc_families", "linked", false),
         ("alloc_families", "linked", true),
@@ -138,7 +138,7 @@ fn every_call_path_and_flag_reaches_the_hooks_with_the_drivers_abi_variant() {
 fn dlsym_rtld_default_and_by_handle_reach_the_hooks() {
     let ours = exports(&shim_path());
     let probe = build_c_helper("probe", false);
-    let sim = Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m");
+    let sim = Sim::with_64m_contexts();
     for lookup in ["default", "handle"] {
         let out = run(
             sim.shimmed(&probe)
@@ -176,7 +176,7 @@ fn interposer_events(stderr: &str) -> Vec<Rec> {
 fn an_interposer_preloaded_after_the_shim_gets_correct_rtld_next_answers() {
     let interposer = build_c_helper("interposer", true);
     let probe = build_c_helper("probe", false);
-    let sim = Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m");
+    let sim = Sim::with_64m_contexts();
     let preload = format!("{} {}", shim_path().display(), interposer.display());
     let out = run(
         sim.shimmed(&probe)
@@ -204,35 +204,18 @@ fn an_interposer_preloaded_after_the_shim_gets_correct_rtld_next_answers() {
     assert_eq!(rcs, ["0", "2"], "{stdout}");
 
     // A linked program: the interposer's RTLD_NEXT for a driver symbol is the driver itself.
-    let out = run(
-        sim.shimmed(c_programs().join("alloc_families")).env("LD_PRELOAD", &preload).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args([
-            "--family",
-            "cuMemAlloc_v2",
-            "--size",
-            "300m",
-            "--hold",
-            "2",
-            "--no-copy",
-        ]),
-        Duration::from_secs(30),
-    );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = two_300m_allocations(&sim, &preload);
     assert!(!stderr.contains("RECURSION"), "{stderr}");
     assert!(stderr.contains("next_cuMemAlloc_v2=libcuda.so.1!cuMemAlloc_v2"), "{stderr}");
     assert!(stdout.contains("resolver=libvgpu.so!cuMemAlloc_v2"), "{stdout}");
     assert_eq!(alloc_rcs(&stdout, "cuMemAlloc_v2"), ["0", "2"], "{stdout}");
 }
 
-#[test]
-fn an_interposer_preloaded_before_the_shim_wraps_the_hooks() {
-    let interposer = build_c_helper("interposer", true);
-    let probe = build_c_helper("probe", false);
-    let sim = Sim::new().with("SIMGPU_CONTEXT_MEMORY", "64m");
-    let preload = format!("{} {}", interposer.display(), shim_path().display());
-
-    // Linked: the program calls the interposer, whose RTLD_NEXT is the shim's hook.
+/// The linked `alloc_families` with `LD_PRELOAD=preload` under a 512 MiB quota, asking for
+/// 300 MiB twice (the second must be refused): (stdout, stderr).
+fn two_300m_allocations(sim: &Sim, preload: &str) -> (String, String) {
     let out = run(
-        sim.shimmed(c_programs().join("alloc_families")).env("LD_PRELOAD", &preload).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args([
+        sim.shimmed(c_programs().join("alloc_families")).env("LD_PRELOAD", preload).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args([
             "--family",
             "cuMemAlloc_v2",
             "--size",
@@ -243,7 +226,18 @@ fn an_interposer_preloaded_before_the_shim_wraps_the_hooks() {
         ]),
         Duration::from_secs(30),
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    (text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn an_interposer_preloaded_before_the_shim_wraps_the_hooks() {
+    let interposer = build_c_helper("interposer", true);
+    let probe = build_c_helper("probe", false);
+    let sim = Sim::with_64m_contexts();
+    let preload = format!("{} {}", interposer.display(), shim_path().display());
+
+    // Linked: the program calls the interposer, whose RTLD_NEXT is the shim's hook.
+    let (stdout, stderr) = two_300m_allocations(&sim, &preload);
     assert!(!stderr.contains("RECURSION"), "{stderr}");
     assert!(stdout.contains("resolver=libinterposer.so!cuMemAlloc_v2"), "{stdout}");
     assert!(stderr.contains("next_cuMemAlloc_v2=libvgpu.so!cuMemAlloc_v2"), "{stderr}");
