@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use vgpu_bench::{Ctl, now_ns, percentile, quotas, rec, thread_cpu_ns, word};
+use vgpu_bench::{Ctl, Helpers, now_ns, percentile, quotas, rec, thread_cpu_ns, word};
 use vgpu_limiter::region::Region;
 
 const HAMMERS: [usize; 5] = [0, 1, 8, 32, 64];
@@ -36,18 +36,6 @@ fn helper(mode: &str, region: &Path, ctl: &Path, id: usize) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn hammer")
-}
-
-/// Helper processes, killed when dropped.
-struct Helpers(Vec<Child>);
-
-impl Drop for Helpers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The operation measured: what an allocation and its free cost the limiter.

@@ -32,6 +32,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
+use vgpu_bench::{artifacts_dir, sim_lib_dir};
 
 /// Set in a child, which runs under `LD_PRELOAD=libvgpu.so` and measures: `plain` (a memory
 /// quota, no SM limit: every benchmark but `launch_sm`) or `sm` (an SM limit too: `launch_sm`).
@@ -468,28 +469,6 @@ fn paired(direct: &dyn Fn(), shim: &dyn Fn(), batch: u32, rounds: usize) -> (f64
         v[v.len() / 2]
     };
     (median(&mut diffs), median(&mut directs))
-}
-
-/// `target/<profile>`: where cargo put this bench, the shim and simgpu.
-fn artifacts_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("benches live in target/<profile>/deps").to_path_buf()
-}
-
-/// A directory with simgpu's libraries under their SONAMEs (symlinks to cargo's artifacts).
-fn sim_lib_dir(art: &Path, scratch: &Path) -> PathBuf {
-    let dir = scratch.join("lib");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for (artifact, soname) in [("libcuda.so", "libcuda.so.1"), ("libnvidia_ml.so", "libnvidia-ml.so.1")] {
-        let src = art.join(artifact);
-        assert!(
-            src.is_file(),
-            "{} is missing: build the shim and simgpu in this profile first (cargo build --release --workspace)",
-            src.display()
-        );
-        std::os::unix::fs::symlink(&src, dir.join(soname)).expect("symlink");
-    }
-    dir
 }
 
 /// The median (ns) criterion recorded for `hook/<name>/<role>`, if it was measured in this run.

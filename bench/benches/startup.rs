@@ -18,27 +18,15 @@
 //! smoke) it runs 8-process storms and 3 single starts, to prove the bench still works.
 //!
 //! Needs the shim and simgpu built in the bench's profile: `cargo build --release --workspace`.
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
-use vgpu_bench::{Ctl, now_ns, percentile, rec, word};
+use vgpu_bench::{Ctl, Helpers, artifacts_dir, now_ns, percentile, rec, sim_lib_dir, word};
 
 /// The record word where `cuinit` puts the call's CPU time (ns).
 const CPU_NS: usize = 4;
-
-/// The processes of one storm, killed if the bench panics.
-struct Helpers(Vec<Child>);
-
-impl Drop for Helpers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Config {
@@ -66,28 +54,6 @@ struct Setup {
     lib: PathBuf,
     shim: PathBuf,
     storms: u32,
-}
-
-/// `target/<profile>`: where cargo put this bench, the shim and simgpu.
-fn artifacts_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("benches live in target/<profile>/deps").to_path_buf()
-}
-
-/// A directory with simgpu's libraries under their SONAMEs (symlinks to cargo's artifacts).
-fn sim_lib_dir(art: &Path, scratch: &Path) -> PathBuf {
-    let dir = scratch.join("lib");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for (artifact, soname) in [("libcuda.so", "libcuda.so.1"), ("libnvidia_ml.so", "libnvidia-ml.so.1")] {
-        let src = art.join(artifact);
-        assert!(
-            src.is_file(),
-            "{} is missing: build the shim and simgpu in this profile first (cargo build --release --workspace)",
-            src.display()
-        );
-        std::os::unix::fs::symlink(&src, dir.join(soname)).expect("symlink");
-    }
-    dir
 }
 
 /// One storm's figures: each process's `cuInit`, elapsed and CPU (ns), and release → last

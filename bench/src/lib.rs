@@ -181,3 +181,27 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
     // private: the other parties are other processes); `ts` outlives the call.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, timeout, std::ptr::null::<u32>(), 0) };
 }
+
+/// `target/<profile>`: where cargo put the running bench, the shim and simgpu.
+pub fn artifacts_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("benches live in target/<profile>/deps").to_path_buf()
+}
+
+/// simgpu's libraries under their SONAMEs in `<scratch>/lib` (simgpu's own layout).
+pub fn sim_lib_dir(art: &Path, scratch: &Path) -> std::path::PathBuf {
+    simgpu::layout::layout(art, &scratch.join("lib"))
+        .unwrap_or_else(|e| panic!("{e}: build the shim and simgpu in this profile first (cargo build --release --workspace)"))
+}
+
+/// Helper processes, killed (and reaped) when dropped, so a panicking bench leaves none.
+pub struct Helpers(pub Vec<std::process::Child>);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
