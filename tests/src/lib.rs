@@ -178,6 +178,17 @@ pub fn u(rec: &Rec, key: &str) -> u64 {
     num(rec, key) as u64
 }
 
+/// The one record with `op` (and, if given, `stage`); panics listing them all otherwise.
+pub fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
+    let found: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| r.get("op").map(String::as_str) == Some(op))
+        .filter(|r| stage.is_none() || r.get("stage").map(String::as_str) == stage)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} record in {recs:#?}");
+    found[0]
+}
+
 /// The `key=value` pairs of every output line that has `key0=value0` as its first pair.
 pub fn records(stdout: &str, first_key: &str) -> Vec<HashMap<String, String>> {
     stdout

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, records, repo_root, run_ok};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, op, records, repo_root, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -29,17 +29,6 @@ fn script(sim: &Sim, python: &Path, name: &str) -> Command {
         .env_remove("PYTHONPATH")
         .env_remove("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM");
     c
-}
-
-/// The one record with `op` (and, if given, `stage`).
-fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
-    let found: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| r.get("op").map(String::as_str) == Some(op))
-        .filter(|r| stage.is_none() || r.get("stage").map(String::as_str) == stage)
-        .collect();
-    assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} record in {recs:#?}");
-    found[0]
 }
 
 fn all<'a>(recs: &'a [Rec], op: &str) -> Vec<&'a Rec> {

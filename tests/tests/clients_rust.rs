@@ -3,7 +3,7 @@
 //! processes do on the same machine). The programs live in `tests/clients/cudarc-client`.
 use std::time::Duration;
 
-use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, records, run_ok};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, op, records, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -14,17 +14,6 @@ fn cudarc(sim: &Sim, args: &[&str]) -> Vec<Rec> {
 
 fn nvml(sim: &Sim) -> Vec<Rec> {
     records(&run_ok(&mut sim.command(cargo_program("nvml_client"))), "client")
-}
-
-/// The one record with `op` (and, if given, `stage`).
-fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
-    let found: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| r.get("op").map(String::as_str) == Some(op))
-        .filter(|r| stage.is_none() || r.get("stage").map(String::as_str) == stage)
-        .collect();
-    assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} record in {recs:#?}");
-    found[0]
 }
 
 /// A full cudarc run (alloc 64 MiB, zero check, round trip, module, 10 launches, free) on a

@@ -10,23 +10,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Rec, Sim, cargo_program, field, python_venv, records, repo_root, run, text, u};
+use vgpu_tests::{Background, Rec, Sim, cargo_program, field, op, python_venv, records, repo_root, run, text, u};
 
 const MIB: u64 = 1 << 20;
 const QUOTA: u64 = 512 * MIB;
 /// What is free in a fresh process: the quota less its 64 MiB context.
 const FREE: u64 = QUOTA - 64 * MIB;
-
-/// The one record with `op` (and, if given, `stage`).
-fn op<'a>(recs: &'a [Rec], op: &str, stage: Option<&str>) -> &'a Rec {
-    let found: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| r.get("op").map(String::as_str) == Some(op))
-        .filter(|r| stage.is_none() || r.get("stage").map(String::as_str) == stage)
-        .collect();
-    assert_eq!(found.len(), 1, "expected one op={op} stage={stage:?} in {recs:#?}");
-    found[0]
-}
 
 /// Runs a client to completion: (exit code, its `client=` records, stdout + stderr).
 fn client(cmd: &mut Command) -> (Option<i32>, Vec<Rec>, String) {
