@@ -13,7 +13,6 @@ use super::init::CUDA_READY;
 use super::{Gate, gate};
 use crate::state::Shim;
 use crate::table::real;
-use vgpu_limiter::region::quota_view;
 
 use nvmlReturn_t as N;
 use std::sync::atomic::Ordering::Acquire;
@@ -108,12 +107,7 @@ fn unique_prefix(prefix: &str) -> bool {
 
 /// (total, free, used) through the quota of the device behind `device`, if it has one.
 fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
-    let d = ordinal_of(shim, device)?;
-    let region = shim.region()?;
-    region.reap();
-    let _ = super::pools::resync_all(&shim.pools, region);
-    let (used, _, quota) = region.usage(d);
-    let (total, free) = quota_view(quota?, used, phys_total, phys_free);
+    let (total, free) = super::views::container_view(shim, shim.region()?, ordinal_of(shim, device)?, phys_total, phys_free)?;
     Some((total, free, total - free))
 }
 

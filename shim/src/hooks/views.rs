@@ -5,10 +5,22 @@
 
 use cuda_sys::driver::{CUdevice, CUresult};
 
-use vgpu_limiter::region::quota_view;
+use vgpu_limiter::region::{Region, quota_view};
 
 use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate};
+use crate::state::Shim;
 use crate::table::real;
+
+/// (total, free) of device `d` as the container sees it, given the device's physical figures;
+/// `None` when the device has no quota. Every view (driver and NVML) answers through this. Not
+/// a hot path: dead processes' memory is reaped and pool charges are brought in line first,
+/// so a view never shows memory that is already back.
+pub fn container_view(shim: &Shim, region: &Region, d: usize, phys_total: u64, phys_free: u64) -> Option<(u64, u64)> {
+    region.reap();
+    let _ = super::pools::resync_all(&shim.pools, region);
+    let (used, _, quota) = region.usage(d);
+    Some(quota_view(quota?, used, phys_total, phys_free))
+}
 
 /// `cuMemGetInfo_v2`.
 pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
@@ -25,14 +37,10 @@ pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
             if rc != CUresult::CUDA_SUCCESS || free.is_null() || total.is_null() {
                 return rc;
             }
-            // Views are not a hot path: show a dead process's memory as returned at once.
-            region.reap();
-            let _ = super::pools::resync_all(&shim.pools, region);
             let Ok(d) = current_device() else { return rc };
-            let (used, _, quota) = region.usage(d);
-            if let Some(q) = quota {
-                // SAFETY: the driver just wrote both.
-                let (t, fr) = unsafe { quota_view(q, used, *total as u64, *free as u64) };
+            // SAFETY: the driver just wrote both.
+            let (phys_total, phys_free) = unsafe { (*total as u64, *free as u64) };
+            if let Some((t, fr)) = container_view(shim, region, d, phys_total, phys_free) {
                 // SAFETY: as above.
                 unsafe {
                     *total = t as usize;
