@@ -36,18 +36,6 @@ fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R,
     rc
 }
 
-/// Frees through the driver; the bytes go back only if the driver freed the allocation.
-fn uncharged(region: &Region, key: u64, call: impl FnOnce() -> R) -> R {
-    let held = region.take(key);
-    let rc = call();
-    match held {
-        Some(h) if rc == R::CUDA_SUCCESS => h.release(),
-        Some(h) => h.keep(),
-        None => {}
-    }
-    rc
-}
-
 /// Shared body of the hooks that allocate on the current device.
 ///
 /// # Safety
@@ -70,20 +58,29 @@ unsafe fn on_current_device(bytes: usize, out: *const CUdeviceptr, forward: impl
     }
 }
 
-/// Shared body of the hooks that free by key. A key never charged on its own may be pool
-/// memory: the pools' charges are brought in line after the driver has it back.
+/// Shared body of the hooks that free by key: the allocation leaves the books before the
+/// driver call and its bytes go back only if the driver freed it. A key never charged on its
+/// own may be pool memory: the pools' charges are brought in line after the driver has it back.
 fn free_key(key: u64, forward: impl FnOnce() -> R) -> R {
     match gate() {
         Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            if region.allocation(key).is_some() {
-                return uncharged(region, key, forward);
+        Gate::Enforce(shim, region) => match region.take(key) {
+            Some(held) => {
+                let rc = forward();
+                if rc == R::CUDA_SUCCESS {
+                    held.release()
+                } else {
+                    held.keep()
+                }
+                rc
             }
-            let rc = forward();
-            let _ = pools::resync_all(&shim.pools, region);
-            rc
-        }
+            None => {
+                let rc = forward();
+                let _ = pools::resync_all(&shim.pools, region);
+                rc
+            }
+        },
     }
 }
 
