@@ -10,7 +10,8 @@ use std::time::Duration;
 use cuda_sys::nvml::{nvmlProcessInfo_t, nvmlProcessUtilizationSample_t, nvmlReturn_t};
 use vgpu_limiter::config::{Config, MAX_DEVICES, UtilizationPolicy};
 use vgpu_limiter::region::Region;
-use vgpu_limiter::sm::{Bucket, Clock, CostModel, MonotonicClock, next_scale};
+use vgpu_limiter::sm::controller::{Controller, Reading, UtilEntry, container_share};
+use vgpu_limiter::sm::{Bucket, Clock, CostModel, MonotonicClock};
 
 use crate::hooks::context::nvml_device;
 use crate::log;
@@ -132,108 +133,70 @@ impl SmState {
     }
 }
 
-/// Per-device memory of the controller between ticks.
-#[derive(Default, Clone, Copy)]
-struct Tick {
-    /// NVML's timestamp of the newest sample seen (its own time base); 0 before the first.
-    last_seen_us: u64,
-    throttled_ns: u64,
-    /// The container's share, smoothed over about a second (a big kernel makes single
-    /// 100 ms windows all or nothing).
-    smoothed: f64,
-    /// The limit the last tick worked towards (permille).
-    limit: u64,
-}
-
-/// The controller: every tick, for each limited device whose lease it holds, measures the
-/// container's share from NVML's per-process utilisation and corrects the bucket's factor.
+/// The controller: every tick, for each limited device whose lease it holds, reads NVML's
+/// per-process utilisation and lets the limiter's [`Controller`] decide the bucket's factor.
+/// What to change lives in `vgpu_limiter::sm::controller`; this loop only reads and writes.
 fn controller(shim: &'static crate::state::Shim) {
     let clock = MonotonicClock;
-    let mut ticks = [Tick::default(); MAX_DEVICES];
+    let mut controllers: [Controller; MAX_DEVICES] = std::array::from_fn(|_| Controller::default());
     loop {
         std::thread::sleep(TICK);
         let Some(region) = shim.region() else { continue };
         let (slot, generation) = region.me();
         let me = (generation << 12) | slot as u64;
-        for (d, tick) in ticks.iter_mut().enumerate() {
+        for (d, ctl) in controllers.iter_mut().enumerate() {
             if shim.sm.limit(d).is_none() {
                 continue;
             }
             let bucket = Bucket::new(region.sm_bucket(d));
             if !shim.sm.configured[d].load(Acquire) || !bucket.lead(me, clock.now_ns(), LEASE_NS) {
+                // Another process leads: whatever this one knew is stale when it leads again.
+                *ctl = Controller::default();
                 continue;
             }
             let pids: Vec<u32> = region.processes().iter().filter(|p| p.alive).map(|p| p.pid).collect();
-            let first = tick.last_seen_us == 0;
-            let Some((achieved, last_seen, others)) = measure(d as i32, &pids, tick.last_seen_us) else {
-                continue;
-            };
-            tick.last_seen_us = last_seen.max(1);
-            if first {
-                // The first reading covers time before this controller ran: only a baseline.
-                tick.throttled_ns = bucket.throttled_ns();
-                continue;
+            let Some((reading, others)) = measure(d as i32, &pids, ctl.last_seen_us()) else { continue };
+            let decision = ctl.tick(bucket, clock.now_ns(), reading, shim.sm.policy, others);
+            if let Reading::Samples(s) = reading {
+                log::debug(format_args!(
+                    "device {d}: share {:.1}% over {} ms, target {:.1}%, factor {:.3}, enforcing {}",
+                    s.share * 100.0,
+                    s.covered_us / 1000,
+                    bucket.limit_permille().unwrap_or(0) as f64 / 10.0,
+                    bucket.scale(),
+                    decision.enforce
+                ));
             }
-            let throttled_total = bucket.throttled_ns();
-            let throttled = throttled_total > tick.throttled_ns;
-            tick.throttled_ns = throttled_total;
-            bucket.set_enforcing(match shim.sm.policy {
-                UtilizationPolicy::Force => true,
-                UtilizationPolicy::Default => others,
-                UtilizationPolicy::Disable => false,
-            });
-            // The bucket's limit, not this process's environment: an operator may have changed it.
-            let Some(limit) = bucket.limit_permille() else { continue };
-            let target = limit as f64 / 1000.0;
-            if tick.limit != limit {
-                // A new target (an operator's change): what was measured for the old one says
-                // nothing about the estimates' error under the new one.
-                tick.limit = limit;
-                tick.smoothed = 0.0;
-                tick.throttled_ns = bucket.throttled_ns();
-                continue;
-            }
-            // Waiting that was only paying off debt says nothing about wanting more.
-            let throttled = throttled && bucket.ahead(clock.now_ns()) < 4 * vgpu_limiter::sm::BURST_NS;
-            bucket.set_achieved_permille((achieved * 1000.0) as u64);
-            tick.smoothed = if tick.smoothed == 0.0 { achieved } else { 0.5 * tick.smoothed + 0.5 * achieved };
-            if bucket.enforcing() {
-                bucket.set_scale(next_scale(bucket.scale(), target, tick.smoothed, throttled));
-            }
-            log::debug(format_args!(
-                "device {d}: share {:.1}% of {:.1}%, factor {:.3}, throttled {throttled}, enforcing {}",
-                achieved * 100.0,
-                target * 100.0,
-                bucket.scale(),
-                bucket.enforcing()
-            ));
         }
     }
 }
 
-/// The container's share of device `dev` since `last_seen_us` (fraction), the newest sample's
-/// timestamp, and whether processes outside the container use the device.
-fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(f64, u64, bool)> {
+/// Reads NVML for device `dev`: the container's share since `last_seen_us` (processes `pids`),
+/// and whether processes outside the container use the device.
+fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(Reading, bool)> {
     let h = nvml_device(dev)?;
     let util = real::nvmlDeviceGetProcessUtilization()?;
     let mut samples = [nvmlProcessUtilizationSample_t::default(); 64];
     let mut n = samples.len() as u32;
     // SAFETY: a buffer of `n` samples and a valid count pointer.
     let rc = unsafe { util(h, samples.as_mut_ptr(), &mut n, last_seen_us) };
-    let (achieved, newest) = match rc {
+    let reading = match rc {
         nvmlReturn_t::NVML_SUCCESS => {
-            let got = &samples[..(n as usize).min(samples.len())];
-            let ours: u32 = got.iter().filter(|s| pids.contains(&s.pid)).map(|s| s.smUtil).sum();
-            (f64::from(ours.min(100)) / 100.0, got.iter().map(|s| s.timeStamp).max().unwrap_or(last_seen_us))
+            let mut entries = [UtilEntry { pid: 0, sm_util: 0, stamp_us: 0 }; 64];
+            let got = (n as usize).min(samples.len());
+            for (e, s) in entries.iter_mut().zip(&samples[..got]) {
+                *e = UtilEntry { pid: s.pid, sm_util: s.smUtil, stamp_us: s.timeStamp };
+            }
+            container_share(&entries[..got], pids, last_seen_us).map_or(Reading::NoNews, Reading::Samples)
         }
-        nvmlReturn_t::NVML_ERROR_NOT_FOUND => (0.0, last_seen_us),
-        _ => return None,
+        nvmlReturn_t::NVML_ERROR_NOT_FOUND => Reading::NoNews,
+        _ => Reading::Failed,
     };
     let procs = real::nvmlDeviceGetComputeRunningProcesses_v3()?;
     let mut infos = [nvmlProcessInfo_t::default(); 64];
     let mut count = infos.len() as u32;
     // SAFETY: a buffer of `count` entries and a valid count pointer.
-    let others = unsafe { procs(h, &mut count, infos.as_mut_ptr()) } == nvmlReturn_t::NVML_SUCCESS
+    let listed = unsafe { procs(h, &mut count, infos.as_mut_ptr()) } == nvmlReturn_t::NVML_SUCCESS
         && infos[..(count as usize).min(infos.len())].iter().any(|p| !pids.contains(&p.pid));
-    Some((achieved, newest, others))
+    Some((reading, listed || matches!(reading, Reading::Samples(s) if s.others)))
 }

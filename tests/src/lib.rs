@@ -122,7 +122,8 @@ impl Sim {
             .env_remove("CUDA_VISIBLE_DEVICES")
             .env_remove("SIMGPU_DEVICES")
             .env_remove("SIMGPU_MEMORY")
-            .env_remove("SIMGPU_SMS");
+            .env_remove("SIMGPU_SMS")
+            .env_remove("SIMGPU_NVML_PERIOD");
         for (k, v) in &self.env {
             c.env(k, v);
         }

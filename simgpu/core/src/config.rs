@@ -9,6 +9,14 @@
 //! | `SIMGPU_CONTEXT_MEMORY` | device memory each context costs, as a real driver's context does | `64m` |
 //! | `SIMGPU_MEMORY_POOLS` | `0` makes `CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED` report 0 | `1` |
 //! | `SIMGPU_QUEUE_DEPTH` | launches a stream may have pending before a launch blocks | 1024 |
+//! | `SIMGPU_NVML_PERIOD` | NVML's utilisation sample period, `1/6s` to `1s` (`167ms`, `500ms`, `1s`, `250000us`), or `ideal` | `1/6s` |
+//!
+//! NVIDIA documents the utilisation sample period as "between 1 second and 1/6 second depending
+//! on the product being queried" (NVML API Reference, `nvmlUtilization_t`:
+//! <https://docs.nvidia.com/deploy/nvml-api/structnvmlUtilization__t.html>), so those are the
+//! bounds; the default is the shortest, as on current data-centre parts. `ideal` is not a
+//! driver's behaviour: NVML then answers exactly for any window, at the instant of the call
+//! (for experiments only).
 //!
 //! The default state path names the machine's shape, so differently shaped machines never share
 //! a file by accident.
@@ -36,6 +44,42 @@ pub struct SimConfig {
     pub memory_pools: bool,
     /// Pending launches per stream before a launch blocks.
     pub queue_depth: u32,
+    /// NVML's utilisation sample period in nanoseconds; 0 for the `ideal` mode.
+    pub nvml_period_ns: u64,
+}
+
+/// The shortest utilisation sample period NVIDIA documents: 1/6 s, in nanoseconds.
+pub const NVML_PERIOD_MIN_NS: u64 = 166_666_667;
+/// The longest utilisation sample period NVIDIA documents: 1 s, in nanoseconds.
+pub const NVML_PERIOD_MAX_NS: u64 = 1_000_000_000;
+
+/// Parses `SIMGPU_NVML_PERIOD`: `ideal` (0), `1/6s`, or a number with a unit `s`, `ms` or `us`,
+/// within NVIDIA's documented 1/6 s to 1 s. Returns nanoseconds.
+pub fn parse_nvml_period(v: &str) -> Result<u64, String> {
+    let t = v.trim();
+    let bad = || format!("SIMGPU_NVML_PERIOD={v:?}: expected `ideal` or a period from 1/6s to 1s, such as `167ms`, `500ms`, `1s`");
+    if t.eq_ignore_ascii_case("ideal") {
+        return Ok(0);
+    }
+    if t == "1/6s" {
+        return Ok(NVML_PERIOD_MIN_NS);
+    }
+    let (num, unit_ns) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else {
+        return Err(bad());
+    };
+    let x: f64 = num.trim().parse().map_err(|_| bad())?;
+    let ns = (x * unit_ns).round();
+    // 167 ms is what people write for 1/6 s; anything rounding to it counts.
+    if !ns.is_finite() || ns < (NVML_PERIOD_MIN_NS - 1_000_000) as f64 || ns > NVML_PERIOD_MAX_NS as f64 {
+        return Err(bad());
+    }
+    Ok((ns as u64).max(NVML_PERIOD_MIN_NS))
 }
 
 /// Reads the configuration from the process environment.
@@ -69,6 +113,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
     let context_memory = size("SIMGPU_CONTEXT_MEMORY", 64 << 20)?;
     let memory_pools = int("SIMGPU_MEMORY_POOLS", 1, 0, 1)? == 1;
     let queue_depth = int("SIMGPU_QUEUE_DEPTH", 1024, 1, 1 << 20)?;
+    let nvml_period_ns = get("SIMGPU_NVML_PERIOD").map_or(Ok(NVML_PERIOD_MIN_NS), |v| parse_nvml_period(&v))?;
     let state_path = match get("SIMGPU_STATE") {
         Some(p) if p.trim().is_empty() => {
             return Err("SIMGPU_STATE is empty: expected a file path".into());
@@ -76,7 +121,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
         Some(p) => PathBuf::from(p),
         None => default_state_dir(&get).join(format!("machine-{devices}x{memory}-{sms}sm")),
     };
-    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth })
+    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns })
 }
 
 fn default_state_dir(get: &impl Fn(&str) -> Option<String>) -> PathBuf {
@@ -108,6 +153,23 @@ mod tests {
     }
 
     #[test]
+    fn nvml_periods_are_bounded_by_nvidias_documentation() {
+        assert_eq!(cfg(&[]).unwrap().nvml_period_ns, NVML_PERIOD_MIN_NS, "the default is 1/6 s");
+        for (v, ns) in [
+            ("1/6s", NVML_PERIOD_MIN_NS),
+            ("167ms", 167_000_000),
+            ("166ms", NVML_PERIOD_MIN_NS),
+            ("0.5s", 500_000_000),
+            (" 1s ", 1_000_000_000),
+            ("250000us", 250_000_000),
+            ("ideal", 0),
+            ("IDEAL", 0),
+        ] {
+            assert_eq!(parse_nvml_period(v), Ok(ns), "{v}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (k, v) in [
             ("SIMGPU_DEVICES", "0"),
@@ -116,6 +178,10 @@ mod tests {
             ("SIMGPU_SMS", "-1"),
             ("SIMGPU_MEMORY", "0"),
             ("SIMGPU_STATE", ""),
+            ("SIMGPU_NVML_PERIOD", "50ms"),
+            ("SIMGPU_NVML_PERIOD", "2s"),
+            ("SIMGPU_NVML_PERIOD", "fast"),
+            ("SIMGPU_NVML_PERIOD", "ms"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert!(e.contains(k), "{e}");

@@ -549,6 +549,17 @@ impl Machine {
         out
     }
 
+    /// Visits every busy span of `dev` that overlaps `[t0, t1)`, clipped to it, as
+    /// `(start, end, pid)`, newest first (from the recent-interval ring).
+    pub fn busy_spans(&self, dev: u32, t0: u64, t1: u64, mut f: impl FnMut(u64, u64, u32)) {
+        self.for_intervals(dev, t0, |s, e, p| {
+            let (s, e) = (s.max(t0), e.min(t1));
+            if e > s {
+                f(s, e, p as u32);
+            }
+        });
+    }
+
     fn for_intervals(&self, dev: u32, t0: u64, mut f: impl FnMut(u64, u64, u64)) {
         let head = self.device(dev).ring_head.load(Acquire);
         let oldest = head.saturating_sub(RING_LEN - 1);

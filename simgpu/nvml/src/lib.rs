@@ -6,15 +6,11 @@
 //!
 //! * Memory: `total` is `SIMGPU_MEMORY`, `used` the memory all processes hold, `free = total -
 //!   used` (`reserved` is 0 in `nvmlMemory_v2_t`).
-//! * `nvmlDeviceGetUtilizationRates`: `gpu` is the percent of the last 500 ms during which the
-//!   device's shared timeline was executing kernels; `memory` is always 0 (no memory-bandwidth
-//!   model).
-//! * `nvmlDeviceGetProcessUtilization`: timestamps are microseconds of `CLOCK_MONOTONIC` (the
-//!   machine's time base; a real driver uses wall-clock microseconds). A sample is returned per
-//!   process that kept the device busy within `[max(lastSeenTimeStamp, now - 1 s), now]`, its
-//!   `smUtil` being its share of that window, its `timeStamp` the time of the query; so passing
-//!   the largest timestamp of one query to the next reads exactly the time in between.
-//!   `memUtil`, `encUtil` and `decUtil` are 0.
+//! * Utilisation (`nvmlDeviceGetUtilizationRates`, `nvmlDeviceGetProcessUtilization`) is
+//!   sampled as the driver samples it: in periods of `SIMGPU_NVML_PERIOD` (1/6 s by default),
+//!   each handed out once ended, in whole percents, stamped in wall-clock microseconds, and
+//!   `NVML_ERROR_NOT_FOUND` when no period has ended since `lastSeenTimeStamp`. The model, its
+//!   sources and what it leaves out are in `views`.
 //! * Running processes: processes with a context or memory on the device, with their memory;
 //!   MIG instance ids are `0xFFFFFFFF`; there are never graphics processes.
 //! * Identity (name, UUID, PCI ids, versions) comes from `simgpu::identity`, shared with
@@ -500,8 +496,8 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: nvmlDevice_t, memory
 }
 const _: pfn::nvmlDeviceGetMemoryInfo_v2 = nvmlDeviceGetMemoryInfo_v2;
 
-/// `nvmlDeviceGetUtilizationRates`: percent of the last 500 ms `device` was running kernels
-/// (`memory` is 0).
+/// `nvmlDeviceGetUtilizationRates`: percent of the last ended sample period during which
+/// `device` ran kernels (`memory` is 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: nvmlDevice_t, utilization: *mut nvmlUtilization_t) -> nvmlReturn_t {
     guard(|| {
@@ -509,15 +505,15 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(device: nvmlDevice_t, uti
         if utilization.is_null() {
             return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
         }
-        let rates = views::utilization(machine, dev, simgpu::now_ns());
+        let rates = views::utilization(machine, dev, state::sampling()?, simgpu::now_ns());
         // SAFETY: non-null; valid by the caller's contract.
         unsafe { put(utilization, rates) }
     })
 }
 const _: pfn::nvmlDeviceGetUtilizationRates = nvmlDeviceGetUtilizationRates;
 
-/// `nvmlDeviceGetProcessUtilization`: one sample per process that ran kernels on `device`
-/// since `last_seen_time_stamp` (µs of `CLOCK_MONOTONIC`; at most the last second).
+/// `nvmlDeviceGetProcessUtilization`: one sample per process that ran kernels on `device` in
+/// the sample periods stamped after `last_seen_time_stamp` (wall-clock µs; 0: the buffer).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
     device: nvmlDevice_t,
@@ -530,7 +526,7 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
         if process_samples_count.is_null() {
             return Err(nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT);
         }
-        let samples = views::process_samples(machine, dev, simgpu::now_ns(), last_seen_time_stamp);
+        let samples = views::process_samples(machine, dev, state::sampling()?, simgpu::now_ns(), last_seen_time_stamp);
         if samples.is_empty() {
             // SAFETY: non-null; valid by the caller's contract.
             unsafe { process_samples_count.write_unaligned(0) };

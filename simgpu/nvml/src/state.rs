@@ -83,6 +83,26 @@ pub(crate) fn machine() -> Result<&'static Machine, nvmlReturn_t> {
     Ok(unsafe { &(*p).machine })
 }
 
+/// How utilisation is sampled: the configured period, and the wall clock's lead over the
+/// machine's `CLOCK_MONOTONIC` (read once per process, so that the stamps this process hands
+/// out and reads back never move).
+pub(crate) fn sampling() -> Result<crate::views::Sampling, nvmlReturn_t> {
+    static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let p = CURRENT.load(Ordering::Acquire);
+    if p.is_null() {
+        return Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
+    }
+    // SAFETY: non-null values of CURRENT come from `Box::leak` in `open` and are never freed.
+    let period_ns = unsafe { (*p).config.nvml_period_ns };
+    let wall_offset_ns = *OFFSET.get_or_init(|| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+        (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).saturating_sub(simgpu::now_ns())
+    });
+    Ok(crate::views::Sampling { period_ns, wall_offset_ns })
+}
+
 /// What an `nvmlDevice_t` points to: one static record per possible device index.
 #[repr(C)]
 struct DeviceRecord {

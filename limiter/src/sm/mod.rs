@@ -8,15 +8,19 @@
 //! * [`CostModel`]: per process, the GPU time of each kernel (function and grid) or graph,
 //!   learned from sampled event timings: the lowest timing seen (queueing behind other work,
 //!   or other containers' kernels between the events, only inflate a timing).
-//! * [`next_scale`]: the controller. Every tick it compares the container's measured share
-//!   with the target and corrects the factor by which estimates are charged, so errors in the
-//!   estimates (or work the estimates never see) do not become errors in the share.
+//! * [`controller`]: the controller. As NVML's samples arrive it compares the container's
+//!   measured share with the target and corrects the factor by which estimates are charged, so
+//!   errors in the estimates (or work the estimates never see) do not become errors in the
+//!   share.
 //!
 //! Everything here is a pure function of its inputs and an injected [`Clock`]: the unit tests
 //! run time forwards without sleeping.
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use crate::region::layout::SmBucket;
+
+pub mod controller;
+pub use controller::next_scale;
 
 /// A source of nanoseconds on a clock every process of the machine shares.
 pub trait Clock {
@@ -237,28 +241,6 @@ impl<'a> Bucket<'a> {
         self.w[word::LEASE_UNTIL].store(now + lease_ns, Release);
         true
     }
-}
-
-/// The controller: the next factor by which estimates are charged, from the target and the
-/// measured share (both fractions of the device) over the last tick, and whether launches had
-/// to wait in it (the container wanted more than it got).
-///
-/// Above target the factor rises in proportion to the overshoot; below target it falls only
-/// if the container was throttled (a container that simply has no more work must not be given
-/// a cheaper rate it would later spend in a burst). Within a dead band nothing changes.
-pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool) -> f64 {
-    const DEAD_BAND: f64 = 0.005;
-    const GAIN: f64 = 0.25;
-    /// Largest change in one tick: a wrong sample must not swing the share.
-    const STEP: (f64, f64) = (0.9, 1.12);
-    const MIN: f64 = 0.2;
-    const MAX: f64 = 8.0;
-    if target <= 0.0 || !achieved.is_finite() {
-        return scale;
-    }
-    let err = achieved - target;
-    let factor = if err > DEAD_BAND || (err < -DEAD_BAND && throttled) { (1.0 + GAIN * err / target).clamp(STEP.0, STEP.1) } else { 1.0 };
-    (scale * factor).clamp(MIN, MAX)
 }
 
 /// What [`CostModel::launch`] says about one launch.
@@ -497,19 +479,6 @@ mod tests {
     }
 
     #[test]
-    fn the_controller_corrects_both_ways_and_holds_when_idle() {
-        let s = next_scale(1.0, 0.3, 0.36, false);
-        assert!(s > 1.04, "overshoot raises the price: {s}");
-        let s = next_scale(1.0, 0.3, 0.25, true);
-        assert!(s < 0.97, "throttled under-delivery lowers it: {s}");
-        assert_eq!(next_scale(1.0, 0.7, 0.07, true), 0.9, "one tick moves it at most so far");
-        assert_eq!(next_scale(1.0, 0.3, 0.9, false), 1.12, "one tick moves it at most so far");
-        assert_eq!(next_scale(1.0, 0.3, 0.1, false), 1.0, "an idle container keeps its price");
-        assert_eq!(next_scale(1.0, 0.3, 0.302, true), 1.0, "dead band");
-        assert_eq!(next_scale(7.9, 0.1, 0.9, false), 8.0, "clamped");
-    }
-
-    #[test]
     fn the_controller_converges_on_a_misestimated_workload() {
         // Estimates are half the truth: without correction the share would be double.
         let line = bucket_line(30);
@@ -517,7 +486,7 @@ mod tests {
         let clock = FakeClock::new(1_000_000_000);
         let (true_ns, estimate) = (200_000u64, 100_000u64);
         let mut last = 0.0;
-        for _tick in 0..40 {
+        for _tick in 0..60 {
             let end = clock.now_ns() + 100_000_000;
             let (mut busy, mut throttled) = (0, false);
             while clock.now_ns() < end {
@@ -530,7 +499,7 @@ mod tests {
                 }
             }
             last = busy as f64 / 100e6;
-            b.set_scale(next_scale(b.scale(), 0.3, last, throttled));
+            b.set_scale(next_scale(b.scale(), 0.3, last, throttled, 0.1));
         }
         assert!((last - 0.3).abs() < 0.02, "settled at {last}");
     }

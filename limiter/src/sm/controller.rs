@@ -1,0 +1,381 @@
+//! The SM controller's decisions: from NVML's per-process utilisation to a correction of the
+//! factor by which the bucket charges estimates.
+//!
+//! NVML does not answer at the instant it is asked. A driver samples utilisation in periods of
+//! 1/6 s to 1 s, hands a period out only once it has ended, in whole percents, and answers
+//! `NVML_ERROR_NOT_FOUND` when no period has ended since the caller's last timestamp. So:
+//!
+//! * a `NOT_FOUND` is **no news**, never "idle": the controller waits for the next period;
+//! * every correction is **weighted by the time its samples cover** (a reading of one second
+//!   moves the factor as far as ten readings of 100 ms), so the loop's gain per second does not
+//!   depend on the driver's period;
+//! * entries repeated for one process (one per period, or duplicates) are **not summed twice**:
+//!   [`container_share`] counts the periods a read spans and averages over them.
+//!
+//! Everything here is a pure function of plain values: the shim's controller thread reads NVML
+//! and the bucket each tick, calls [`Controller::step`], and writes back what it says.
+use crate::config::UtilizationPolicy;
+
+use super::{BURST_NS, Bucket};
+
+/// A reading older than this is stale: the container is taken as idle (NVML answers
+/// `NOT_FOUND` when no process used the device; the longest period is 1 s).
+pub const STALE_NS: u64 = 3_000_000_000;
+/// The time a reading must cover to count fully; shorter ones count in proportion.
+pub const HORIZON_US: u64 = 1_000_000;
+
+/// One entry of `nvmlDeviceGetProcessUtilization`, as plain values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtilEntry {
+    /// The process.
+    pub pid: u32,
+    /// `smUtil`, percent of the sample period.
+    pub sm_util: u32,
+    /// `timeStamp`, the driver's microseconds (wall clock on a real driver).
+    pub stamp_us: u64,
+}
+
+/// The container's share in one successful read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// Fraction of the device the container's processes used.
+    pub share: f64,
+    /// The newest timestamp of the read (the caller's next `lastSeenTimeStamp`).
+    pub newest_us: u64,
+    /// Microseconds the read covers (0: unknown, the first read; only a baseline).
+    pub covered_us: u64,
+    /// Whether a process outside the container used the device.
+    pub others: bool,
+}
+
+/// What one read of NVML said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// Samples arrived.
+    Samples(Share),
+    /// `NVML_ERROR_NOT_FOUND`: no period ended since the last read, or nobody used the device.
+    NoNews,
+    /// The call failed otherwise.
+    Failed,
+}
+
+/// The container's share in a read of `entries` made with `last_seen_us`, `ours` being the
+/// container's processes; `None` when there are no entries.
+///
+/// Entries of one process with one timestamp count once. With several distinct timestamps
+/// (a driver returning one entry per process and period), the read spans
+/// `max(distinct stamps, covered / shortest gap)` periods and each process's entries are
+/// summed and divided by that: periods in which nobody ran have no entries but still count.
+pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -> Option<Share> {
+    let newest = entries.iter().map(|e| e.stamp_us).max()?;
+    let covered = if last_seen_us > 0 { newest.saturating_sub(last_seen_us) } else { 0 };
+    let mut stamps: Vec<u64> = entries.iter().map(|e| e.stamp_us).collect();
+    stamps.sort_unstable();
+    stamps.dedup();
+    let gap = stamps.windows(2).map(|w| w[1] - w[0]).min();
+    let periods = match gap {
+        Some(g) if covered > 0 => ((covered as f64 / g as f64).round() as usize).max(stamps.len()),
+        _ => stamps.len(),
+    };
+    let mut seen: Vec<(u32, u64)> = Vec::with_capacity(entries.len());
+    let mut sum = 0u64;
+    let mut others = false;
+    for e in entries {
+        if !ours.contains(&e.pid) {
+            others = true;
+            continue;
+        }
+        if !seen.contains(&(e.pid, e.stamp_us)) {
+            seen.push((e.pid, e.stamp_us));
+            sum += u64::from(e.sm_util.min(100));
+        }
+    }
+    let share = (sum as f64 / 100.0 / periods as f64).min(1.0);
+    Some(Share { share, newest_us: newest, covered_us: covered, others })
+}
+
+/// The next factor by which estimates are charged, from the target and the measured share
+/// (fractions of the device) over a reading that counts `weight` (0..=1, its covered time over
+/// [`HORIZON_US`]), and whether launches waited for tokens in it (the container wanted more
+/// than it got).
+///
+/// Above target the factor rises in proportion to the overshoot; below target it falls only if
+/// the container was throttled (a container that has no more work must not be handed a cheaper
+/// rate it would later spend in a burst). Within a dead band nothing changes. One full-weight
+/// reading moves the factor at most ×2 or ÷2.
+pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weight: f64) -> f64 {
+    const DEAD_BAND: f64 = 0.005;
+    const GAIN: f64 = 0.5;
+    /// Largest change of the factor's logarithm for a full-weight reading.
+    const MAX_LOG_STEP: f64 = std::f64::consts::LN_2;
+    const MIN: f64 = 0.2;
+    const MAX: f64 = 8.0;
+    if target <= 0.0 || !achieved.is_finite() || !weight.is_finite() {
+        return scale;
+    }
+    let w = weight.clamp(0.0, 1.0);
+    let err = achieved - target;
+    if !(err > DEAD_BAND || (err < -DEAD_BAND && throttled)) {
+        return scale;
+    }
+    let bound = (MAX_LOG_STEP * w).exp();
+    let factor = (1.0 + GAIN * w * err / target).clamp(1.0 / bound, bound);
+    (scale * factor).clamp(MIN, MAX)
+}
+
+/// What the bucket and NVML said in one tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inputs {
+    /// Now (ns, the bucket's clock).
+    pub now_ns: u64,
+    /// This tick's read of NVML.
+    pub reading: Reading,
+    /// The bucket's total time launches waited for tokens.
+    pub throttled_total_ns: u64,
+    /// How far ahead of now the container has been charged (wall ns).
+    pub debt_ns: u64,
+    /// The bucket's share in permille (`None`: no limit).
+    pub limit_permille: Option<u64>,
+    /// The bucket's factor now.
+    pub scale: f64,
+    /// The container's policy.
+    pub policy: UtilizationPolicy,
+    /// Whether processes outside the container use the device (from the process list).
+    pub others: bool,
+}
+
+/// What to write back to the bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Whether the limit is enforced.
+    pub enforce: bool,
+    /// A new factor, when it changes.
+    pub scale: Option<f64>,
+    /// The container's measured share to publish, when there is a new one.
+    pub achieved: Option<f64>,
+}
+
+/// One device's controller, ticked by the process that holds the bucket's lease.
+#[derive(Debug, Default, Clone)]
+pub struct Controller {
+    /// NVML's newest timestamp seen (the next read's `lastSeenTimeStamp`); 0 before the first.
+    last_seen_us: u64,
+    /// When the last samples arrived (ns), 0 before the first.
+    last_news_ns: u64,
+    /// The bucket's throttled total at the last tick.
+    throttled_ns: u64,
+    /// Since the last samples: launches waited for tokens while not paying off debt.
+    wanted_more: bool,
+    /// The limit the last samples were measured under (permille).
+    limit: u64,
+}
+
+impl Controller {
+    /// The `lastSeenTimeStamp` for this tick's read.
+    pub fn last_seen_us(&self) -> u64 {
+        self.last_seen_us
+    }
+
+    /// One tick against a container's `bucket`: reads its counters, decides with
+    /// [`Controller::step`], and writes the decision back (enforcement, measured share, factor).
+    pub fn tick(&mut self, bucket: Bucket<'_>, now_ns: u64, reading: Reading, policy: UtilizationPolicy, others: bool) -> Decision {
+        let d = self.step(Inputs {
+            now_ns,
+            reading,
+            throttled_total_ns: bucket.throttled_ns(),
+            debt_ns: bucket.ahead(now_ns),
+            limit_permille: bucket.limit_permille(),
+            scale: bucket.scale(),
+            policy,
+            others,
+        });
+        bucket.set_enforcing(d.enforce);
+        if let Some(achieved) = d.achieved {
+            bucket.set_achieved_permille((achieved * 1000.0).round() as u64);
+        }
+        if let Some(scale) = d.scale {
+            bucket.set_scale(scale);
+        }
+        d
+    }
+
+    /// One tick: what to write back.
+    pub fn step(&mut self, i: Inputs) -> Decision {
+        let enforce = match i.policy {
+            UtilizationPolicy::Force => true,
+            UtilizationPolicy::Default => i.others,
+            UtilizationPolicy::Disable => false,
+        };
+        // Waiting that was only paying off debt says nothing about wanting more.
+        if i.throttled_total_ns > self.throttled_ns && i.debt_ns < 4 * BURST_NS {
+            self.wanted_more = true;
+        }
+        self.throttled_ns = self.throttled_ns.max(i.throttled_total_ns);
+        let mut d = Decision { enforce, scale: None, achieved: None };
+        let s = match i.reading {
+            Reading::Failed => return d,
+            Reading::NoNews => {
+                if self.last_news_ns > 0 && i.now_ns.saturating_sub(self.last_news_ns) > STALE_NS {
+                    d.achieved = Some(0.0);
+                }
+                return d;
+            }
+            Reading::Samples(s) => s,
+        };
+        if s.newest_us <= self.last_seen_us {
+            return d; // nothing newer than what was seen (a driver that ignored lastSeen)
+        }
+        self.last_seen_us = s.newest_us;
+        self.last_news_ns = i.now_ns;
+        let wanted_more = std::mem::take(&mut self.wanted_more);
+        let Some(limit) = i.limit_permille else { return d };
+        d.achieved = Some(s.share);
+        if s.covered_us == 0 {
+            self.limit = limit;
+            return d; // the first read covers time before this controller ran: a baseline
+        }
+        if self.limit != limit {
+            // A new target (an operator's change): these samples straddle it and say nothing
+            // about the estimates' error under the new one.
+            self.limit = limit;
+            return d;
+        }
+        if enforce {
+            let weight = s.covered_us as f64 / HORIZON_US as f64;
+            let next = next_scale(i.scale, limit as f64 / 1000.0, s.share, wanted_more, weight);
+            if next != i.scale {
+                d.scale = Some(next);
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pid: u32, sm_util: u32, stamp_us: u64) -> UtilEntry {
+        UtilEntry { pid, sm_util, stamp_us }
+    }
+
+    #[test]
+    fn one_averaged_entry_per_process_is_summed_over_the_container() {
+        let got = container_share(&[e(1, 10, 500), e(2, 15, 500), e(9, 60, 500)], &[1, 2, 3], 300).unwrap();
+        assert_eq!(got, Share { share: 0.25, newest_us: 500, covered_us: 200, others: true });
+        assert_eq!(container_share(&[], &[1], 300), None);
+        let only_ours = container_share(&[e(1, 30, 500)], &[1], 0).unwrap();
+        assert_eq!((only_ours.covered_us, only_ours.others), (0, false), "the first read: a baseline");
+    }
+
+    #[test]
+    fn repeated_entries_are_not_summed_twice() {
+        // The same entry twice: counted once.
+        let got = container_share(&[e(1, 30, 500), e(1, 30, 500)], &[1], 300).unwrap();
+        assert_eq!(got.share, 0.3);
+        // One entry per period (periods of 100 µs ending at 400, 500, 600): averaged.
+        let got = container_share(&[e(1, 30, 400), e(1, 40, 500), e(1, 20, 600), e(2, 10, 600)], &[1, 2], 300).unwrap();
+        assert!((got.share - 1.0 / 3.0).abs() < 1e-9, "{got:?}");
+        // A period in which nobody ran has no entry, yet counts: 300 µs covered, periods of 100.
+        let got = container_share(&[e(1, 30, 400), e(1, 30, 500)], &[1], 200).unwrap();
+        assert!((got.share - 0.2).abs() < 1e-9, "{got:?}");
+    }
+
+    #[test]
+    fn the_controller_corrects_both_ways_in_proportion_to_the_time_covered() {
+        let s = next_scale(1.0, 0.3, 0.36, false, 1.0);
+        assert!((s - 1.1).abs() < 1e-9, "overshoot raises the price: {s}");
+        let s = next_scale(1.0, 0.3, 0.24, true, 1.0);
+        assert!((s - 0.9).abs() < 1e-9, "throttled under-delivery lowers it: {s}");
+        let short = next_scale(1.0, 0.3, 0.36, false, 0.1);
+        assert!((short - 1.01).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
+        assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading moves it at most ×2");
+        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 0.5, "or ÷2");
+        assert!((next_scale(1.0, 0.3, 0.97, false, 0.1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
+        assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0), 1.0, "an idle container keeps its price");
+        assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0), 1.0, "dead band");
+        assert_eq!(next_scale(7.9, 0.1, 0.9, false, 1.0), 8.0, "clamped");
+        assert_eq!(next_scale(1.0, 0.3, f64::NAN, false, 1.0), 1.0);
+    }
+
+    fn inputs(now_ns: u64, reading: Reading, throttled_total_ns: u64) -> Inputs {
+        Inputs {
+            now_ns,
+            reading,
+            throttled_total_ns,
+            debt_ns: 0,
+            limit_permille: Some(300),
+            scale: 1.0,
+            policy: UtilizationPolicy::Force,
+            others: false,
+        }
+    }
+
+    fn news(share: f64, newest_us: u64, covered_us: u64) -> Reading {
+        Reading::Samples(Share { share, newest_us, covered_us, others: false })
+    }
+
+    #[test]
+    fn not_found_is_no_news_and_stale_news_reads_as_idle() {
+        let mut c = Controller::default();
+        assert_eq!(c.step(inputs(1_000_000_000, news(0.3, 1_000, 0), 0)).scale, None, "baseline");
+        assert_eq!(c.last_seen_us(), 1_000);
+        // Throttled, then nine ticks of NOT_FOUND: nothing changes, nothing is published.
+        for k in 1..10 {
+            let d = c.step(inputs(1_000_000_000 + k * 100_000_000, Reading::NoNews, 5_000_000));
+            assert_eq!(d, Decision { enforce: true, scale: None, achieved: None });
+        }
+        // The period ends at 30 %: on target, no change, published.
+        let d = c.step(inputs(2_000_000_000, news(0.3, 1_001_000, 1_000_000), 5_000_000));
+        assert_eq!((d.scale, d.achieved), (None, Some(0.3)));
+        // Under target and the throttling was before the last news: it does not carry over.
+        let d = c.step(inputs(3_000_000_000, news(0.2, 2_001_000, 1_000_000), 5_000_000));
+        assert_eq!(d.scale, None, "not throttled since the last news");
+        // Silence past STALE_NS: the container reads as idle, the factor stays.
+        let d = c.step(inputs(6_500_000_000, Reading::NoNews, 5_000_000));
+        assert_eq!((d.scale, d.achieved), (None, Some(0.0)));
+        assert_eq!(c.step(inputs(6_600_000_000, Reading::Failed, 5_000_000)).achieved, None);
+    }
+
+    #[test]
+    fn throttling_between_readings_counts_once_and_debt_does_not_count() {
+        let mut c = Controller::default();
+        c.step(inputs(0, news(0.3, 1_000, 0), 0));
+        c.step(inputs(100, Reading::NoNews, 10)); // throttled in this tick
+        let d = c.step(inputs(200, news(0.2, 1_001_000, 1_000_000), 10));
+        assert!(d.scale.unwrap() < 1.0, "wanted more than it got: {d:?}");
+        let d = c.step(inputs(300, news(0.2, 2_001_000, 1_000_000), 10));
+        assert_eq!(d.scale, None, "no throttling since");
+        let mut i = inputs(400, Reading::NoNews, 20);
+        i.debt_ns = 10 * BURST_NS;
+        c.step(i);
+        let d = c.step(inputs(500, news(0.2, 3_001_000, 1_000_000), 20));
+        assert_eq!(d.scale, None, "waiting that paid off debt is not wanting more");
+    }
+
+    #[test]
+    fn a_new_limit_skips_the_straddling_reading_and_policy_decides_enforcement() {
+        let mut c = Controller::default();
+        c.step(inputs(0, news(0.3, 1_000, 0), 0));
+        let d = c.step(inputs(1, news(0.6, 1_001_000, 1_000_000), 0));
+        assert!(d.scale.unwrap() > 1.0);
+        let mut i = inputs(3, news(0.3, 3_001_000, 1_000_000), 0);
+        i.limit_permille = Some(100);
+        assert_eq!(c.step(i).scale, None, "straddles the change");
+        let mut i = inputs(4, news(0.3, 4_001_000, 1_000_000), 0);
+        i.limit_permille = Some(100);
+        i.policy = UtilizationPolicy::Default;
+        let d = c.step(i);
+        assert_eq!((d.enforce, d.scale), (false, None), "default policy, alone: not enforced, not corrected");
+        i.others = true;
+        i.reading = news(0.3, 5_001_000, 1_000_000);
+        let d = c.step(i);
+        assert!(d.enforce && d.scale.unwrap() > 1.0, "{d:?}");
+        i.policy = UtilizationPolicy::Disable;
+        i.reading = news(0.3, 6_001_000, 1_000_000);
+        assert_eq!(c.step(i).scale, None);
+        assert!(!c.step(i).enforce);
+        i.reading = news(0.9, 6_001_000, 1_000_000);
+        assert_eq!(c.step(i).achieved, None, "a read no newer than the last is ignored");
+    }
+}
