@@ -46,6 +46,11 @@ struct Tenant {
     procs: usize,
     /// Estimate = true cost × this.
     estimate: f64,
+    /// Each kernel's GPU time.
+    kernel_ns: u64,
+    /// Whether each process waits for its kernel before launching the next (big kernel +
+    /// synchronize) rather than keeping its queue full.
+    sync: bool,
 }
 
 struct Proc {
@@ -145,9 +150,10 @@ fn replay(tenants: &[Tenant], period: u64, style: Style, seconds: u64) -> Vec<f6
             let p = (k + step) % procs.len();
             let t = &tenants[procs[p].tenant];
             let bucket = Bucket::new(&lines[procs[p].tenant]);
-            while procs[p].pending < QUEUE {
+            let depth = if t.sync { 1 } else { QUEUE };
+            while procs[p].pending < depth {
                 if t.limit_pct.is_some() {
-                    match bucket.admit(now, (KERNEL_NS as f64 * t.estimate) as u64) {
+                    match bucket.admit(now, (t.kernel_ns as f64 * t.estimate) as u64) {
                         Admission::Admitted => {}
                         Admission::Wait(ns) => {
                             if bucket.enforcing() {
@@ -157,7 +163,7 @@ fn replay(tenants: &[Tenant], period: u64, style: Style, seconds: u64) -> Vec<f6
                         }
                     }
                 }
-                fifo.push_back((p, KERNEL_NS));
+                fifo.push_back((p, t.kernel_ns));
                 procs[p].pending += 1;
             }
         }
@@ -207,10 +213,15 @@ fn replay(tenants: &[Tenant], period: u64, style: Style, seconds: u64) -> Vec<f6
 }
 
 fn capped(pct: u8, procs: usize, estimate: f64) -> Tenant {
-    Tenant { limit_pct: Some(pct), procs, estimate }
+    Tenant { limit_pct: Some(pct), procs, estimate, kernel_ns: KERNEL_NS, sync: false }
 }
 
-const UNCAPPED: Tenant = Tenant { limit_pct: None, procs: 1, estimate: 1.0 };
+/// A container running 10 ms kernels, each followed by a synchronize.
+fn big_sync(limit_pct: Option<u8>, estimate: f64) -> Tenant {
+    Tenant { limit_pct, procs: 1, estimate, kernel_ns: 10 * MS, sync: true }
+}
+
+const UNCAPPED: Tenant = Tenant { limit_pct: None, procs: 1, estimate: 1.0, kernel_ns: KERNEL_NS, sync: false };
 const PERIODS: [(u64, &str); 2] = [(166_666_667, "1/6 s"), (S, "1 s")];
 
 fn check(name: &str, tenants: &[Tenant], targets: &[f64], tolerance: f64) {
@@ -254,4 +265,13 @@ fn the_controller_corrects_estimates_off_by_two_on_a_sampled_signal() {
     check("30 %, estimates ×2", &[capped(30, 1, 2.0)], &[30.0], 2.0);
     check("30 % ×0.5 beside uncapped", &[capped(30, 1, 0.5), UNCAPPED], &[30.0], 2.0);
     check("30 % ×0.5 + 60 % ×2", &[capped(30, 2, 0.5), capped(60, 1, 2.0)], &[30.0, 60.0], 2.0);
+}
+
+#[test]
+fn big_kernels_waited_for_one_by_one_are_not_starved_by_inflated_estimates() {
+    // A kernel that queues behind a neighbour's is timed long: estimates 1.7 × the truth. The
+    // container waits for tokens after every kernel; the controller must see that as wanting
+    // more (it waits most of the time) and lower the price.
+    check("10 % big+sync ×1.7 beside 90 % big+sync", &[big_sync(Some(10), 1.7), big_sync(Some(90), 1.0)], &[10.0], 2.0);
+    check("30 % big+sync ×1.7 beside uncapped big+sync", &[big_sync(Some(30), 1.7), big_sync(None, 1.0)], &[30.0], 2.0);
 }

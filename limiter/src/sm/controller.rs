@@ -10,19 +10,27 @@
 //!   moves the factor as far as ten readings of 100 ms), so the loop's gain per second does not
 //!   depend on the driver's period;
 //! * entries repeated for one process (one per period, or duplicates) are **not summed twice**:
-//!   [`container_share`] counts the periods a read spans and averages over them.
+//!   [`container_share`] counts the periods a read spans and averages over them;
+//! * a container under its share **wanted more** only if its launches waited for tokens a
+//!   quarter of the time the read covers (a single wait after one big kernel does not count,
+//!   nor does a wait before the last read);
+//! * the price rises faster than it falls ([`next_scale`]): overshoot takes time from the
+//!   neighbours, under-delivery only from the container itself.
 //!
 //! Everything here is a pure function of plain values: the shim's controller thread reads NVML
 //! and the bucket each tick, calls [`Controller::step`], and writes back what it says.
 use crate::config::UtilizationPolicy;
 
-use super::{BURST_NS, Bucket};
+use super::Bucket;
 
 /// A reading older than this is stale: the container is taken as idle (NVML answers
 /// `NOT_FOUND` when no process used the device; the longest period is 1 s).
 pub const STALE_NS: u64 = 3_000_000_000;
 /// The time a reading must cover to count fully; shorter ones count in proportion.
 pub const HORIZON_US: u64 = 1_000_000;
+/// The part of a reading's time the container's launches must have waited for tokens for it
+/// to count as wanting more than it got (1 in this many).
+pub const WANTED_MORE_ONE_IN: u64 = 4;
 
 /// One entry of `nvmlDeviceGetProcessUtilization`, as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,13 +109,19 @@ pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -
 ///
 /// Above target the factor rises in proportion to the overshoot; below target it falls only if
 /// the container was throttled (a container that has no more work must not be handed a cheaper
-/// rate it would later spend in a burst). Within a dead band nothing changes. One full-weight
-/// reading moves the factor at most ×2 or ÷2.
+/// rate it would later spend in a burst). Within a dead band nothing changes.
+///
+/// It rises faster than it falls: one full-weight reading multiplies it by at most 2, or
+/// divides it by at most 1.5, at half the gain. A container over its share takes time from
+/// its neighbours, one under it only from itself; and under-delivery is often the cost model
+/// still learning (a new kernel's first timings include the queue in front of it), which a
+/// price cut too far would turn into overshoot once the estimates settle.
 pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weight: f64) -> f64 {
     const DEAD_BAND: f64 = 0.005;
-    const GAIN: f64 = 0.5;
-    /// Largest change of the factor's logarithm for a full-weight reading.
-    const MAX_LOG_STEP: f64 = std::f64::consts::LN_2;
+    /// Gains above and below target.
+    const GAIN: (f64, f64) = (1.0, 0.5);
+    /// Largest factor by which one full-weight reading raises or lowers the price.
+    const MAX_STEP: (f64, f64) = (2.0, 1.5);
     const MIN: f64 = 0.2;
     const MAX: f64 = 8.0;
     if target <= 0.0 || !achieved.is_finite() || !weight.is_finite() {
@@ -118,8 +132,11 @@ pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weigh
     if !(err > DEAD_BAND || (err < -DEAD_BAND && throttled)) {
         return scale;
     }
-    let bound = (MAX_LOG_STEP * w).exp();
-    let factor = (1.0 + GAIN * w * err / target).clamp(1.0 / bound, bound);
+    let factor = if err > 0.0 {
+        (1.0 + GAIN.0 * w * err / target).min(MAX_STEP.0.powf(w))
+    } else {
+        (1.0 + GAIN.1 * w * err / target).max(MAX_STEP.1.powf(-w))
+    };
     (scale * factor).clamp(MIN, MAX)
 }
 
@@ -132,8 +149,6 @@ pub struct Inputs {
     pub reading: Reading,
     /// The bucket's total time launches waited for tokens.
     pub throttled_total_ns: u64,
-    /// How far ahead of now the container has been charged (wall ns).
-    pub debt_ns: u64,
     /// The bucket's share in permille (`None`: no limit).
     pub limit_permille: Option<u64>,
     /// The bucket's factor now.
@@ -162,10 +177,8 @@ pub struct Controller {
     last_seen_us: u64,
     /// When the last samples arrived (ns), 0 before the first.
     last_news_ns: u64,
-    /// The bucket's throttled total at the last tick.
+    /// The bucket's throttled total when the last samples arrived.
     throttled_ns: u64,
-    /// Since the last samples: launches waited for tokens while not paying off debt.
-    wanted_more: bool,
     /// The limit the last samples were measured under (permille).
     limit: u64,
 }
@@ -183,7 +196,6 @@ impl Controller {
             now_ns,
             reading,
             throttled_total_ns: bucket.throttled_ns(),
-            debt_ns: bucket.ahead(now_ns),
             limit_permille: bucket.limit_permille(),
             scale: bucket.scale(),
             policy,
@@ -206,11 +218,6 @@ impl Controller {
             UtilizationPolicy::Default => i.others,
             UtilizationPolicy::Disable => false,
         };
-        // Waiting that was only paying off debt says nothing about wanting more.
-        if i.throttled_total_ns > self.throttled_ns && i.debt_ns < 4 * BURST_NS {
-            self.wanted_more = true;
-        }
-        self.throttled_ns = self.throttled_ns.max(i.throttled_total_ns);
         let mut d = Decision { enforce, scale: None, achieved: None };
         let s = match i.reading {
             Reading::Failed => return d,
@@ -227,7 +234,11 @@ impl Controller {
         }
         self.last_seen_us = s.newest_us;
         self.last_news_ns = i.now_ns;
-        let wanted_more = std::mem::take(&mut self.wanted_more);
+        // Wanting more than it got: launches waited for tokens a good part of the time the
+        // samples cover (a moment's wait, e.g. paying off one big kernel, is not enough).
+        let waited = i.throttled_total_ns.saturating_sub(self.throttled_ns);
+        self.throttled_ns = i.throttled_total_ns;
+        let wanted_more = waited.saturating_mul(WANTED_MORE_ONE_IN) >= s.covered_us.saturating_mul(1000) && waited > 0;
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
         if s.covered_us == 0 {
@@ -284,13 +295,13 @@ mod tests {
     #[test]
     fn the_controller_corrects_both_ways_in_proportion_to_the_time_covered() {
         let s = next_scale(1.0, 0.3, 0.36, false, 1.0);
-        assert!((s - 1.1).abs() < 1e-9, "overshoot raises the price: {s}");
-        let s = next_scale(1.0, 0.3, 0.24, true, 1.0);
-        assert!((s - 0.9).abs() < 1e-9, "throttled under-delivery lowers it: {s}");
+        assert!((s - 1.2).abs() < 1e-9, "overshoot raises the price in proportion: {s}");
+        let s = next_scale(1.0, 0.3, 0.27, true, 1.0);
+        assert!((s - 0.95).abs() < 1e-9, "throttled under-delivery lowers it, at half the gain: {s}");
         let short = next_scale(1.0, 0.3, 0.36, false, 0.1);
-        assert!((short - 1.01).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
-        assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading moves it at most ×2");
-        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 0.5, "or ÷2");
+        assert!((short - 1.02).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
+        assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading raises it at most ×2");
+        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 1.0 / 1.5, "and lowers it at most ÷1.5");
         assert!((next_scale(1.0, 0.3, 0.97, false, 0.1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
         assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0), 1.0, "an idle container keeps its price");
         assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0), 1.0, "dead band");
@@ -303,7 +314,6 @@ mod tests {
             now_ns,
             reading,
             throttled_total_ns,
-            debt_ns: 0,
             limit_permille: Some(300),
             scale: 1.0,
             policy: UtilizationPolicy::Force,
@@ -338,19 +348,18 @@ mod tests {
     }
 
     #[test]
-    fn throttling_between_readings_counts_once_and_debt_does_not_count() {
+    fn wanting_more_is_waiting_for_tokens_a_quarter_of_the_time_measured() {
         let mut c = Controller::default();
         c.step(inputs(0, news(0.3, 1_000, 0), 0));
-        c.step(inputs(100, Reading::NoNews, 10)); // throttled in this tick
-        let d = c.step(inputs(200, news(0.2, 1_001_000, 1_000_000), 10));
-        assert!(d.scale.unwrap() < 1.0, "wanted more than it got: {d:?}");
-        let d = c.step(inputs(300, news(0.2, 2_001_000, 1_000_000), 10));
-        assert_eq!(d.scale, None, "no throttling since");
-        let mut i = inputs(400, Reading::NoNews, 20);
-        i.debt_ns = 10 * BURST_NS;
-        c.step(i);
-        let d = c.step(inputs(500, news(0.2, 3_001_000, 1_000_000), 20));
-        assert_eq!(d.scale, None, "waiting that paid off debt is not wanting more");
+        // Waits totalling 300 ms come in over ticks of NOT_FOUND, then a 1 s reading.
+        c.step(inputs(100, Reading::NoNews, 100_000_000));
+        c.step(inputs(200, Reading::NoNews, 300_000_000));
+        let d = c.step(inputs(300, news(0.2, 1_001_000, 1_000_000), 300_000_000));
+        assert!(d.scale.unwrap() < 1.0, "waited 30 % of the time at 20 % of a 30 % share: {d:?}");
+        let d = c.step(inputs(400, news(0.2, 2_001_000, 1_000_000), 300_000_000));
+        assert_eq!(d.scale, None, "no waiting since: it had no more work");
+        let d = c.step(inputs(500, news(0.2, 3_001_000, 1_000_000), 310_000_000));
+        assert_eq!(d.scale, None, "a moment's wait (1 % of the time) is not wanting more");
     }
 
     #[test]
