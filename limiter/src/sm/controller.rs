@@ -179,7 +179,8 @@ pub struct Controller {
     last_news_ns: u64,
     /// The bucket's throttled total when the last samples arrived.
     throttled_ns: u64,
-    /// The limit the last samples were measured under (permille).
+    /// The limit the last samples were measured under (permille); 0 until a first full
+    /// period has been measured.
     limit: u64,
 }
 
@@ -242,8 +243,11 @@ impl Controller {
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
         if s.covered_us == 0 {
-            self.limit = limit;
-            return d; // the first read covers time before this controller ran: a baseline
+            // The first read covers time before this controller ran: a baseline. The next one
+            // covers the period in which the container started (part of it idle, its first
+            // launches charged defaults): measured, not acted on, as for a change of target.
+            self.limit = 0;
+            return d;
         }
         if self.limit != limit {
             // A new target (an operator's change): these samples straddle it and say nothing
@@ -351,6 +355,7 @@ mod tests {
     fn wanting_more_is_waiting_for_tokens_a_quarter_of_the_time_measured() {
         let mut c = Controller::default();
         c.step(inputs(0, news(0.3, 1_000, 0), 0));
+        c.step(inputs(50, news(0.3, 1_001, 1), 0)); // the period the container started in
         // Waits totalling 300 ms come in over ticks of NOT_FOUND, then a 1 s reading.
         c.step(inputs(100, Reading::NoNews, 100_000_000));
         c.step(inputs(200, Reading::NoNews, 300_000_000));
@@ -366,7 +371,9 @@ mod tests {
     fn a_new_limit_skips_the_straddling_reading_and_policy_decides_enforcement() {
         let mut c = Controller::default();
         c.step(inputs(0, news(0.3, 1_000, 0), 0));
-        let d = c.step(inputs(1, news(0.6, 1_001_000, 1_000_000), 0));
+        let d = c.step(inputs(1, news(0.6, 501_000, 500_000), 0));
+        assert_eq!((d.scale, d.achieved), (None, Some(0.6)), "the period the controller started in: measured only");
+        let d = c.step(inputs(1, news(0.6, 1_001_000, 500_000), 0));
         assert!(d.scale.unwrap() > 1.0);
         let mut i = inputs(3, news(0.3, 3_001_000, 1_000_000), 0);
         i.limit_permille = Some(100);

@@ -72,12 +72,17 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     if ectx != inner.stream_ctx(s) {
         return Err(R::CUDA_ERROR_INVALID_HANDLE);
     }
+    let dev = inner.contexts[&ectx].dev;
     let st = inner.stream_state(s);
     if st.capture.is_some() {
         // An event record node; the replay's timing is not observable through it here.
         return Ok(());
     }
-    let t = st.last_end.max(now_ns());
+    // The device reaches the event after the stream's own work and, since it runs work in one
+    // order, after everything queued on it before (other processes' kernels included): an
+    // event recorded before a kernel completes when that kernel starts, so an elapsed time
+    // between events around a kernel is the kernel's own time, not the queue in front of it.
+    let t = st.last_end.max(now_ns()).max(d.machine.tail(dev));
     inner.events.get_mut(&id(event)).expect("checked above").time = Some(t);
     Ok(())
 }
