@@ -14,8 +14,7 @@
 //! * a container under its share **wanted more** only if its launches waited for tokens a
 //!   quarter of the time the read covers (a single wait after one big kernel does not count,
 //!   nor does a wait before the last read);
-//! * the price rises faster than it falls ([`next_scale`]): overshoot takes time from the
-//!   neighbours, under-delivery only from the container itself.
+//! * one second of samples corrects 70 % of the relative error ([`next_scale`]), up or down.
 //!
 //! Everything here is a pure function of plain values: the shim's controller thread reads NVML
 //! and the bucket each tick, calls [`Controller::step`], and writes back what it says.
@@ -109,19 +108,15 @@ pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -
 ///
 /// Above target the factor rises in proportion to the overshoot; below target it falls only if
 /// the container was throttled (a container that has no more work must not be handed a cheaper
-/// rate it would later spend in a burst). Within a dead band nothing changes.
-///
-/// It rises faster than it falls: one full-weight reading multiplies it by at most 2, or
-/// divides it by at most 1.5, at half the gain. A container over its share takes time from
-/// its neighbours, one under it only from itself; and under-delivery is often the cost model
-/// still learning (a new kernel's first timings include the queue in front of it), which a
-/// price cut too far would turn into overshoot once the estimates settle.
+/// rate it would later spend in a burst). Within a dead band nothing changes. One full-weight
+/// reading corrects 70 % of the relative error, and moves the factor at most ×2 or ÷2. The
+/// gain is the same both ways: whole-percent readings are noisy, and a loop that rose faster
+/// than it fell would drift towards under-delivery on that noise.
 pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weight: f64) -> f64 {
     const DEAD_BAND: f64 = 0.005;
-    /// Gains above and below target.
-    const GAIN: (f64, f64) = (1.0, 0.5);
+    const GAIN: f64 = 0.7;
     /// Largest factor by which one full-weight reading raises or lowers the price.
-    const MAX_STEP: (f64, f64) = (2.0, 1.5);
+    const MAX_STEP: f64 = 2.0;
     const MIN: f64 = 0.2;
     const MAX: f64 = 8.0;
     if target <= 0.0 || !achieved.is_finite() || !weight.is_finite() {
@@ -132,11 +127,8 @@ pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weigh
     if !(err > DEAD_BAND || (err < -DEAD_BAND && throttled)) {
         return scale;
     }
-    let factor = if err > 0.0 {
-        (1.0 + GAIN.0 * w * err / target).min(MAX_STEP.0.powf(w))
-    } else {
-        (1.0 + GAIN.1 * w * err / target).max(MAX_STEP.1.powf(-w))
-    };
+    let bound = MAX_STEP.powf(w);
+    let factor = (1.0 + GAIN * w * err / target).clamp(1.0 / bound, bound);
     (scale * factor).clamp(MIN, MAX)
 }
 
@@ -299,13 +291,13 @@ mod tests {
     #[test]
     fn the_controller_corrects_both_ways_in_proportion_to_the_time_covered() {
         let s = next_scale(1.0, 0.3, 0.36, false, 1.0);
-        assert!((s - 1.2).abs() < 1e-9, "overshoot raises the price in proportion: {s}");
-        let s = next_scale(1.0, 0.3, 0.27, true, 1.0);
-        assert!((s - 0.95).abs() < 1e-9, "throttled under-delivery lowers it, at half the gain: {s}");
+        assert!((s - 1.14).abs() < 1e-9, "overshoot raises the price in proportion: {s}");
+        let s = next_scale(1.0, 0.3, 0.24, true, 1.0);
+        assert!((s - 0.86).abs() < 1e-9, "throttled under-delivery lowers it as much: {s}");
         let short = next_scale(1.0, 0.3, 0.36, false, 0.1);
-        assert!((short - 1.02).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
+        assert!((short - 1.014).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
         assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading raises it at most ×2");
-        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 1.0 / 1.5, "and lowers it at most ÷1.5");
+        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 0.5, "or lowers it at most ÷2");
         assert!((next_scale(1.0, 0.3, 0.97, false, 0.1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
         assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0), 1.0, "an idle container keeps its price");
         assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0), 1.0, "dead band");
