@@ -12,6 +12,7 @@
 //! | d | 8 processes of (a) in one container (one region, one bucket) |
 //! | e | two containers (two regions) at 30/70 and 10/90, open-loop and big-kernel |
 //! | f | the target changed mid-run by writing the bucket line, then the time to settle |
+//! | g | the four cases NVML's sampling used to break: 30 % alone, 30 % beside an uncapped tenant, 3 processes of one 30 % container, 30 % + 60 % side by side |
 //! | cost | the launch hook's added CPU time (`bench/sm/c/launch_cost.c`), tokens available |
 //!
 //! Busy time per process comes from simgpu's shared device timeline (`--measure timeline`,
@@ -21,9 +22,14 @@
 //! over its processes). Output: `report.json` and `report.md` in the output directory
 //! (`target/sm-harness` by default).
 //!
+//! On simgpu, `--nvml-period` sets NVML's sample period for every program of the run (and for
+//! `--measure nvml`): `167ms` (simgpu's default, 1/6 s) to `1s`, as NVIDIA documents the range,
+//! or `ideal` (exact answers at any instant: an experiment, not a driver).
+//!
 //! ```text
 //! cargo build --release --workspace && target/release/sm-harness            # full, a few minutes
 //! cargo build --workspace && target/debug/sm-harness --quick                # CI smoke, ~30 s
+//! target/release/sm-harness --nvml-period 1s --only g                       # NVML at its slowest
 //! target/release/sm-harness --driver system --measure nvml                  # on a real GPU
 //! ```
 mod metrics;
@@ -77,6 +83,8 @@ struct Opts {
     driver: Driver,
     measure: Measure,
     split_policy: String,
+    /// `SIMGPU_NVML_PERIOD` for the run (sim driver), `None`: simgpu's default.
+    nvml_period: Option<String>,
     out: PathBuf,
     shim: PathBuf,
 }
@@ -85,6 +93,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sm-harness [--quick] [--targets 10,30,50,70,90] [--only a,b,c,d,e,f,cost] [--seconds S] [--warmup S]\n\
          \x20                 [--driver sim|system] [--measure timeline|nvml] [--split-policy default|force]\n\
+         \x20                 [--nvml-period 167ms|1s|ideal]\n\
          \x20                 [--out DIR] [--shim PATH/libvgpu.so]"
     );
     std::process::exit(2)
@@ -94,12 +103,13 @@ fn parse_opts(exe_dir: &Path) -> Opts {
     let mut o = Opts {
         quick: false,
         targets: vec![10, 30, 50, 70, 90],
-        only: ["a", "b", "c", "d", "e", "f", "cost"].map(String::from).to_vec(),
+        only: ["a", "b", "c", "d", "e", "f", "g", "cost"].map(String::from).to_vec(),
         seconds: 3.0,
         warmup: 0.5,
         driver: Driver::Sim,
         measure: Measure::Timeline,
         split_policy: "default".into(),
+        nvml_period: None,
         out: exe_dir.parent().unwrap_or(exe_dir).join("sm-harness"),
         shim: exe_dir.join("libvgpu.so"),
     };
@@ -128,6 +138,14 @@ fn parse_opts(exe_dir: &Path) -> Opts {
                 })
             }
             "--split-policy" => o.split_policy = val(),
+            "--nvml-period" => {
+                let v = val();
+                if let Err(e) = simgpu::config::parse_nvml_period(&v) {
+                    eprintln!("sm-harness: --nvml-period: {e}");
+                    std::process::exit(2);
+                }
+                o.nvml_period = Some(v);
+            }
             "--out" => o.out = PathBuf::from(val()),
             "--shim" => o.shim = PathBuf::from(val()),
             _ => usage(),
@@ -137,9 +155,15 @@ fn parse_opts(exe_dir: &Path) -> Opts {
         o.targets = vec![30];
         o.seconds = 1.5;
     }
+    // Region paths handed to the shim must be absolute (a relative --out would fail every run).
+    o.out = std::path::absolute(&o.out).unwrap_or(o.out);
     o.targets = targets.unwrap_or(o.targets);
     o.seconds = seconds.unwrap_or(o.seconds);
     o.measure = measure.unwrap_or(if o.driver == Driver::System { Measure::Nvml } else { Measure::Timeline });
+    if o.driver == Driver::System && o.nvml_period.is_some() {
+        eprintln!("sm-harness: --nvml-period sets simgpu's NVML; a real driver samples at its own period");
+        std::process::exit(2);
+    }
     if o.driver == Driver::System && o.measure == Measure::Timeline {
         eprintln!("sm-harness: a real GPU has no simgpu timeline: use --measure nvml");
         std::process::exit(2);
@@ -236,6 +260,10 @@ impl Env {
                     unsafe {
                         std::env::set_var("SIMGPU_STATE", state);
                         std::env::set_var("SIMGPU_SMS", SIM_SMS.to_string());
+                        match &opts.nvml_period {
+                            Some(p) => std::env::set_var("SIMGPU_NVML_PERIOD", p),
+                            None => std::env::remove_var("SIMGPU_NVML_PERIOD"),
+                        }
                     }
                 }
                 let path = match &sim_lib {
@@ -274,6 +302,9 @@ impl Env {
         }
         if let (Some(lib), Some(state)) = (&self.sim_lib, &self.state) {
             c.env("LD_LIBRARY_PATH", lib).env("SIMGPU_STATE", state).env("SIMGPU_SMS", SIM_SMS.to_string());
+            if let Some(p) = &self.opts.nvml_period {
+                c.env("SIMGPU_NVML_PERIOD", p);
+            }
         }
         if let Some((ct, region)) = shim {
             c.env("LD_PRELOAD", &self.opts.shim).env("CUDA_DEVICE_MEMORY_SHARED_CACHE", region);
@@ -632,6 +663,29 @@ fn plan(o: &Opts) -> Vec<RunSpec> {
             }
         }
     }
+    if want("g") {
+        // The cases of a sampled NVML (policy force where alone, default beside a neighbour).
+        let c = |label: &str, limit: Option<u8>, procs: usize, policy: &'static str| Container {
+            label: label.to_string(),
+            limit,
+            policy,
+            kind: Kind::Open,
+            procs,
+            delay_s: 0.0,
+        };
+        let cases: Vec<(&str, Vec<Container>)> = vec![
+            ("g-alone", vec![c("30 alone", Some(30), 1, "force")]),
+            (
+                "g-uncapped",
+                vec![c("30 beside uncapped: 30", Some(30), 1, "default"), c("30 beside uncapped: no limit", None, 1, "default")],
+            ),
+            ("g-three", vec![c("30, 3 processes", Some(30), 3, "force")]),
+            ("g-30-60", vec![c("30 + 60: 30", Some(30), 1, "default"), c("30 + 60: 60", Some(60), 1, "default")]),
+        ];
+        for (name, containers) in cases {
+            runs.push(RunSpec { workload: "g", name: name.into(), containers, seconds: s, change: None });
+        }
+    }
     if want("f") {
         let at = if o.quick { 1.0 } else { 1.5 };
         for &t in &o.targets {
@@ -806,8 +860,16 @@ fn main() {
         Measure::Timeline => "simgpu device timeline (ground truth)",
         Measure::Nvml => "NVML per-process utilisation",
     };
+    let period = match (env.opts.driver, &env.opts.nvml_period) {
+        (Driver::System, _) => "the driver's own".to_string(),
+        (Driver::Sim, None) => "1/6 s (simgpu's default)".to_string(),
+        (Driver::Sim, Some(p)) if p.trim().eq_ignore_ascii_case("ideal") => {
+            "ideal (exact at any instant: not a driver's behaviour)".to_string()
+        }
+        (Driver::Sim, Some(p)) => p.clone(),
+    };
     let mut md = format!(
-        "Command: `{command}` ({profile} build of the shim: {}). Machine: {}. Measured from: {measure}. Runs of {:.1} s, \
+        "Command: `{command}` ({profile} build of the shim: {}). Machine: {}. NVML sample period: {period}. Measured from: {measure}. Runs of {:.1} s, \
          first {:.1} s after the device turns busy left out; shares per 100 ms window; points = percentage points of the device. \
          Wall time of the harness: {:.0} s; host load average {load_before:.1} at the start, {:.1} at the end.\n\n",
         env.opts.shim.display(),
@@ -826,6 +888,7 @@ fn main() {
         ("d", "d: 8 processes, one container"),
         ("e", "e: two containers"),
         ("f", "f: target changed"),
+        ("g", "g: NVML sampling cases"),
     ];
     for r in &rows {
         let w = names.iter().find(|(k, _)| *k == r.workload).map_or(r.workload, |(_, n)| n);
@@ -849,7 +912,7 @@ fn main() {
 
     let report = json!({
         "command": command, "profile": profile, "shim": env.opts.shim.display().to_string(), "machine": machine_line(&env),
-        "measure": measure, "seconds": env.opts.seconds, "warmup_s": env.opts.warmup, "window_ms": WINDOW_NS / MS,
+        "measure": measure, "nvml_period": period, "seconds": env.opts.seconds, "warmup_s": env.opts.warmup, "window_ms": WINDOW_NS / MS,
         "rows": rows.iter().map(|r| {
             let mut j = json!({"workload": r.workload, "case": r.case, "target_pct": r.target, "notes": r.notes});
             if let (Some(o), Value::Object(extra)) = (j.as_object_mut(), &r.json) {

@@ -7,11 +7,12 @@
 //!   well inside the ring of recent intervals the machine remembers.
 //! * [`Source::Nvml`] (a real GPU, or simgpu's NVML as a check of this path): every 100 ms,
 //!   `nvmlDeviceGetProcessUtilization` since the previous reading's newest timestamp; a
-//!   process's `smUtil` (averaged over the samples returned for it) times the interval is its
-//!   busy time. NVML's per-process figures are whole percents over the driver's own sampling
-//!   period (about 1/6 s on current drivers), so on a real GPU a 100 ms window is only as
-//!   good as that: there, read the per-window columns as indicative and the run means as the
-//!   measurement.
+//!   process's `smUtil` (averaged over the samples returned for it) times the time the read
+//!   covers (from the previous newest timestamp to this one, NVML's wall-clock stamps mapped
+//!   onto `CLOCK_MONOTONIC`) is its busy time; `NOT_FOUND` (no sample period ended) adds
+//!   nothing. NVML's per-process figures are whole percents over the driver's own sample
+//!   period (1/6 s to 1 s), so a 100 ms window is only as good as that: read the per-window
+//!   columns as indicative and the run means as the measurement.
 use std::ffi::c_uint;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -70,14 +71,15 @@ impl Nvml {
     }
 
     /// Per-process `smUtil` (percent, averaged over the samples returned for each process)
-    /// since `last_seen` (NVML's own timestamps), and the newest timestamp seen.
-    fn read(&self, last_seen: u64) -> (Vec<(u32, f64)>, u64) {
+    /// since `last_seen` (NVML's own timestamps), and the newest timestamp seen; `None` when
+    /// NVML had nothing newer.
+    fn read(&self, last_seen: u64) -> Option<(Vec<(u32, f64)>, u64)> {
         let mut buf = [nvmlProcessUtilizationSample_t::default(); 256];
         let mut n = buf.len() as c_uint;
         // SAFETY: a buffer of `n` samples and a valid count pointer.
         let rc = unsafe { (self.util)(self.device, buf.as_mut_ptr(), &mut n, last_seen) };
         if rc != nvmlReturn_t::NVML_SUCCESS {
-            return (Vec::new(), last_seen);
+            return None;
         }
         let got = &buf[..(n as usize).min(buf.len())];
         let mut per: Vec<(u32, f64, u32)> = Vec::new();
@@ -91,7 +93,7 @@ impl Nvml {
             }
         }
         let newest = got.iter().map(|s| s.timeStamp).max().unwrap_or(last_seen).max(last_seen);
-        (per.into_iter().map(|(p, sum, k)| (p, sum / f64::from(k))).collect(), newest)
+        Some((per.into_iter().map(|(p, sum, k)| (p, sum / f64::from(k))).collect(), newest))
     }
 }
 
@@ -168,21 +170,34 @@ fn timeline_loop(m: &Machine, start: u64, out: &Mutex<Vec<Sample>>, stop_at: &At
     }
 }
 
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` in µs: maps NVML's wall-clock stamps onto the harness's
+/// clock.
+fn wall_offset_us() -> u64 {
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    wall.saturating_sub(simgpu::now_ns() / 1000)
+}
+
 fn nvml_loop(n: &Nvml, start: u64, out: &Mutex<Vec<Sample>>, stop_at: &AtomicU64, first: &AtomicU64) {
-    // The first reading only sets the baseline timestamp.
-    let (_, mut last_seen) = n.read(0);
-    let mut t0 = start.max(simgpu::now_ns());
+    let offset = wall_offset_us();
+    // The stamp (µs of NVML's clock) the next read starts from: the start of the run.
+    let mut last_seen = start / 1000 + offset;
     loop {
         std::thread::sleep(NVML_PERIOD);
-        let t1 = simgpu::now_ns();
-        let (util, newest) = n.read(last_seen);
-        last_seen = newest;
-        let span = (t1 - t0) as f64;
-        let s = Sample { t0, t1, busy: util.into_iter().map(|(p, pct)| (p, (pct / 100.0 * span) as u64)).collect() };
-        note_first(first, &s);
-        out.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-        t0 = t1;
-        if t1 >= stop_at.load(Acquire) {
+        let now = simgpu::now_ns();
+        if let Some((util, newest)) = n.read(last_seen) {
+            let (t0, t1) = (last_seen.saturating_sub(offset) * 1000, newest.saturating_sub(offset) * 1000);
+            last_seen = newest;
+            if t1 > t0 {
+                let span = (t1 - t0) as f64;
+                let s = Sample { t0, t1, busy: util.into_iter().map(|(p, pct)| (p, (pct / 100.0 * span) as u64)).collect() };
+                note_first(first, &s);
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+            }
+        }
+        // Samples are handed out once their period ends (up to 1 s later): wait for the one
+        // that covers the end, within reason.
+        let stop = stop_at.load(Acquire);
+        if last_seen.saturating_sub(offset) * 1000 >= stop || now >= stop.saturating_add(1_500_000_000) {
             return;
         }
     }
