@@ -139,8 +139,16 @@ impl SmState {
 fn controller(shim: &'static crate::state::Shim) {
     let clock = MonotonicClock;
     let mut controllers: [Controller; MAX_DEVICES] = std::array::from_fn(|_| Controller::default());
+    let mut last_tick = clock.now_ns();
     loop {
         std::thread::sleep(TICK);
+        // A thread stalled past its lease may have lost and regained leadership unseen: what
+        // it knew is stale.
+        let now = clock.now_ns();
+        if now.saturating_sub(last_tick) > LEASE_NS {
+            controllers.iter_mut().for_each(|c| *c = Controller::default());
+        }
+        last_tick = now;
         let Some(region) = shim.region() else { continue };
         let (slot, generation) = region.me();
         let me = (generation << 12) | slot as u64;
@@ -176,18 +184,30 @@ fn controller(shim: &'static crate::state::Shim) {
 fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(Reading, bool)> {
     let h = nvml_device(dev)?;
     let util = real::nvmlDeviceGetProcessUtilization()?;
-    let mut samples = [nvmlProcessUtilizationSample_t::default(); 64];
-    let mut n = samples.len() as u32;
-    // SAFETY: a buffer of `n` samples and a valid count pointer.
-    let rc = unsafe { util(h, samples.as_mut_ptr(), &mut n, last_seen_us) };
+    // Room for 64 entries, and as many as NVML asks for (a driver may list each process once
+    // per sample period) up to MAX_SAMPLES: a read that never fits would stall the controller.
+    const MAX_SAMPLES: u32 = 16_384;
+    let mut samples = vec![nvmlProcessUtilizationSample_t::default(); 64];
+    let rc = loop {
+        let mut n = samples.len() as u32;
+        // SAFETY: a buffer of `n` samples and a valid count pointer.
+        let rc = unsafe { util(h, samples.as_mut_ptr(), &mut n, last_seen_us) };
+        match rc {
+            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > samples.len() && n <= MAX_SAMPLES => {
+                samples.resize(n as usize + 16, nvmlProcessUtilizationSample_t::default());
+            }
+            nvmlReturn_t::NVML_SUCCESS => {
+                samples.truncate(n as usize);
+                break rc;
+            }
+            _ => break rc,
+        }
+    };
     let reading = match rc {
         nvmlReturn_t::NVML_SUCCESS => {
-            let mut entries = [UtilEntry { pid: 0, sm_util: 0, stamp_us: 0 }; 64];
-            let got = (n as usize).min(samples.len());
-            for (e, s) in entries.iter_mut().zip(&samples[..got]) {
-                *e = UtilEntry { pid: s.pid, sm_util: s.smUtil, stamp_us: s.timeStamp };
-            }
-            container_share(&entries[..got], pids, last_seen_us).map_or(Reading::NoNews, Reading::Samples)
+            let entries: Vec<UtilEntry> =
+                samples.iter().map(|s| UtilEntry { pid: s.pid, sm_util: s.smUtil, stamp_us: s.timeStamp }).collect();
+            container_share(&entries, pids, last_seen_us).map_or(Reading::NoNews, Reading::Samples)
         }
         nvmlReturn_t::NVML_ERROR_NOT_FOUND => Reading::NoNews,
         _ => Reading::Failed,

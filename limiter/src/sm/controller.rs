@@ -27,6 +27,9 @@ use super::Bucket;
 pub const STALE_NS: u64 = 3_000_000_000;
 /// The time a reading must cover to count fully; shorter ones count in proportion.
 pub const HORIZON_US: u64 = 1_000_000;
+/// Stamps closer than this are of one sample period (the shortest period NVIDIA documents is
+/// 1/6 s).
+pub const SAME_PERIOD_US: u64 = 50_000;
 /// The part of a reading's time the container's launches must have waited for tokens for it
 /// to count as wanting more than it got (1 in this many).
 pub const WANTED_MORE_ONE_IN: u64 = 4;
@@ -69,22 +72,31 @@ pub enum Reading {
 /// The container's share in a read of `entries` made with `last_seen_us`, `ours` being the
 /// container's processes; `None` when there are no entries.
 ///
-/// Entries of one process with one timestamp count once. With several distinct timestamps
-/// (a driver returning one entry per process and period), the read spans
-/// `max(distinct stamps, covered / shortest gap)` periods and each process's entries are
-/// summed and divided by that: periods in which nobody ran have no entries but still count.
+/// Stamps closer together than [`SAME_PERIOD_US`] belong to one sample period (a driver may
+/// stamp processes' samples of one period a little apart); an entry of one process counts once
+/// per period. With several periods in a read (a driver returning one entry per process and
+/// period), the read spans `max(periods seen, covered / shortest gap between periods)` periods
+/// and each process's entries are summed and divided by that: periods in which nobody ran have
+/// no entries but still count.
 pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -> Option<Share> {
     let newest = entries.iter().map(|e| e.stamp_us).max()?;
     let covered = if last_seen_us > 0 { newest.saturating_sub(last_seen_us) } else { 0 };
     let mut stamps: Vec<u64> = entries.iter().map(|e| e.stamp_us).collect();
     stamps.sort_unstable();
-    stamps.dedup();
-    let gap = stamps.windows(2).map(|w| w[1] - w[0]).min();
+    // The start of each period's cluster of stamps.
+    let mut starts: Vec<u64> = Vec::with_capacity(stamps.len());
+    for t in stamps {
+        if starts.last().is_none_or(|s| t - s >= SAME_PERIOD_US) {
+            starts.push(t);
+        }
+    }
+    let period_of = |t: u64| starts.partition_point(|s| *s <= t).saturating_sub(1);
+    let gap = starts.windows(2).map(|w| w[1] - w[0]).min();
     let periods = match gap {
-        Some(g) if covered > 0 => ((covered as f64 / g as f64).round() as usize).max(stamps.len()),
-        _ => stamps.len(),
+        Some(g) if covered > 0 => ((covered as f64 / g as f64).round() as usize).max(starts.len()),
+        _ => starts.len(),
     };
-    let mut seen: Vec<(u32, u64)> = Vec::with_capacity(entries.len());
+    let mut seen: Vec<(u32, usize)> = Vec::with_capacity(entries.len());
     let mut sum = 0u64;
     let mut others = false;
     for e in entries {
@@ -92,8 +104,9 @@ pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -
             others = true;
             continue;
         }
-        if !seen.contains(&(e.pid, e.stamp_us)) {
-            seen.push((e.pid, e.stamp_us));
+        let key = (e.pid, period_of(e.stamp_us));
+        if !seen.contains(&key) {
+            seen.push(key);
             sum += u64::from(e.sm_util.min(100));
         }
     }
@@ -216,7 +229,11 @@ impl Controller {
             Reading::Failed => return d,
             Reading::NoNews => {
                 if self.last_news_ns > 0 && i.now_ns.saturating_sub(self.last_news_ns) > STALE_NS {
+                    // Idle, or the driver's clock stepped back past our last stamp: start over
+                    // from a new baseline either way.
                     d.achieved = Some(0.0);
+                    self.last_seen_us = 0;
+                    self.last_news_ns = 0;
                 }
                 return d;
             }
@@ -234,8 +251,9 @@ impl Controller {
         let wanted_more = waited.saturating_mul(WANTED_MORE_ONE_IN) >= s.covered_us.saturating_mul(1000) && waited > 0;
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
-        if s.covered_us == 0 {
-            // The first read covers time before this controller ran: a baseline. The next one
+        if s.covered_us == 0 || s.covered_us > STALE_NS / 1000 {
+            // The first read covers time before this controller ran (and one after a long
+            // silence reaches back only as far as the driver's buffer): a baseline. The next one
             // covers the period in which the container started (part of it idle, its first
             // launches charged defaults): measured, not acted on, as for a change of target.
             self.limit = 0;
@@ -277,15 +295,21 @@ mod tests {
 
     #[test]
     fn repeated_entries_are_not_summed_twice() {
+        const P: u64 = 1_000_000; // 1 s periods
         // The same entry twice: counted once.
-        let got = container_share(&[e(1, 30, 500), e(1, 30, 500)], &[1], 300).unwrap();
+        let got = container_share(&[e(1, 30, 5 * P), e(1, 30, 5 * P)], &[1], 4 * P).unwrap();
         assert_eq!(got.share, 0.3);
-        // One entry per period (periods of 100 µs ending at 400, 500, 600): averaged.
-        let got = container_share(&[e(1, 30, 400), e(1, 40, 500), e(1, 20, 600), e(2, 10, 600)], &[1, 2], 300).unwrap();
+        // One entry per period (periods ending at 5, 6 and 7 s): averaged.
+        let per_period = [e(1, 30, 5 * P), e(1, 40, 6 * P), e(1, 20, 7 * P), e(2, 10, 7 * P)];
+        let got = container_share(&per_period, &[1, 2], 4 * P).unwrap();
         assert!((got.share - 1.0 / 3.0).abs() < 1e-9, "{got:?}");
-        // A period in which nobody ran has no entry, yet counts: 300 µs covered, periods of 100.
-        let got = container_share(&[e(1, 30, 400), e(1, 30, 500)], &[1], 200).unwrap();
+        // A period in which nobody ran has no entry, yet counts: 3 s covered, periods of 1 s.
+        let got = container_share(&[e(1, 30, 5 * P), e(1, 30, 6 * P)], &[1], 3 * P).unwrap();
         assert!((got.share - 0.2).abs() < 1e-9, "{got:?}");
+        // Processes' samples of one period stamped a few µs apart are one period.
+        let got = container_share(&[e(1, 30, 5 * P), e(2, 10, 5 * P + 7), e(1, 30, 5 * P + 9)], &[1, 2], 4 * P).unwrap();
+        assert!((got.share - 0.4).abs() < 1e-9, "{got:?}");
+        assert_eq!(got.newest_us, 5 * P + 9);
     }
 
     #[test]
@@ -341,6 +365,17 @@ mod tests {
         let d = c.step(inputs(6_500_000_000, Reading::NoNews, 5_000_000));
         assert_eq!((d.scale, d.achieved), (None, Some(0.0)));
         assert_eq!(c.step(inputs(6_600_000_000, Reading::Failed, 5_000_000)).achieved, None);
+        // ... and starts over from a baseline (a driver clock stepped back cannot freeze it).
+        assert_eq!(c.last_seen_us(), 0);
+        assert_eq!(c.step(inputs(6_700_000_000, news(0.9, 500, 0), 5_000_000)).scale, None, "a new baseline");
+        assert_eq!(c.last_seen_us(), 500);
+        // A read reaching back further than any driver buffer is only a baseline too.
+        let mut c = Controller::default();
+        c.step(inputs(0, news(0.3, 1_000, 0), 0));
+        c.step(inputs(1, news(0.3, 1_001_000, 1_000_000), 0));
+        assert_eq!(c.step(inputs(2, news(0.9, 61_001_000, 60_000_000), 0)).scale, None);
+        assert!(c.step(inputs(3, news(0.9, 62_001_000, 1_000_000), 0)).scale.is_none(), "the period after it is measured only");
+        assert!(c.step(inputs(4, news(0.9, 63_001_000, 1_000_000), 0)).scale.unwrap() > 1.0);
     }
 
     #[test]

@@ -63,7 +63,8 @@ fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> 
     Ok(())
 }
 
-/// Records an event: it completes when the stream's queued work does.
+/// Records an event: it completes when the device reaches it (after the stream's queued work
+/// and everything queued on the device before it).
 fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     let mut inner = d.lock();
@@ -82,7 +83,12 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     // order, after everything queued on it before (other processes' kernels included): an
     // event recorded before a kernel completes when that kernel starts, so an elapsed time
     // between events around a kernel is the kernel's own time, not the queue in front of it.
+    // The stream's later work, and a synchronize of the stream or its context, come after it.
     let t = st.last_end.max(now_ns()).max(d.machine.tail(dev));
+    st.last_end = t;
+    if let Some(c) = inner.contexts.get_mut(&ectx) {
+        c.last_end = c.last_end.max(t);
+    }
     inner.events.get_mut(&id(event)).expect("checked above").time = Some(t);
     Ok(())
 }

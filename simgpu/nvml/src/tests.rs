@@ -153,7 +153,7 @@ fn exports_against_a_shared_machine() {
         assert_eq!(count, 1);
         let s = samples[0];
         assert_eq!(s.pid, std::process::id());
-        // Averaged over the 2 s buffer (12 periods): 100 ms is 60 % of one period at most.
+        // Averaged over the 2 s buffer (11 whole periods): 100 ms is 60 % of one period at most.
         assert!((1..=5).contains(&s.smUtil), "{s:?}");
         let wall_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
         assert!(s.timeStamp <= wall_us && wall_us - s.timeStamp < 1_000_000, "a wall-clock stamp: {} vs {wall_us}", s.timeStamp);

@@ -128,7 +128,8 @@ pub fn process_samples(
 ) -> Vec<nvmlProcessUtilizationSample_t> {
     match sampling.period_ns {
         0 => {
-            let seen = (u128::from(last_seen_us) * 1000).saturating_sub(u128::from(sampling.wall_offset_ns)) as u64;
+            let seen =
+                u64::try_from((u128::from(last_seen_us) * 1000).saturating_sub(u128::from(sampling.wall_offset_ns))).unwrap_or(u64::MAX);
             let t0 = seen.max(now.saturating_sub(PROCESS_WINDOW_NS));
             ideal_samples(&spans(machine, dev, t0, now), t0, now, sampling)
         }
