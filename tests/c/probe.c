@@ -30,6 +30,7 @@
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   hooked              calls hooked functions with harmless arguments, one line per call
+ *   unguarded           cuMemMap, cuMemUnmap and NVML's memory queries with null arguments
  *   puts                puts("op=puts ...") (for the interposer tests)
  *   wait                waits for a line (or EOF) on stdin
  *   sleep=MS            sleeps
@@ -293,6 +294,23 @@ static void op_vmm_unmap(void) {
     printf("op=vmm_unmap who=%s bytes=%zu rc=%d %s\n", who, m.bytes, rc, mi);
 }
 
+/* cuMemMap, cuMemUnmap (looked up as the entries were) and NVML's memory queries (dlopen +
+ * dlsym) with null arguments, without any set-up: what the shim does with them before the
+ * driver is reached. */
+static void op_unguarded(void) {
+    CUresult (*map)(CUdeviceptr, size_t, size_t, unsigned long long, unsigned long long) = dlsym(lookup_handle, "cuMemMap");
+    CUresult (*unmap)(CUdeviceptr, size_t) = dlsym(lookup_handle, "cuMemUnmap");
+    printf("op=unguarded who=%s fn=cuMemMap rc=%d\n", who, map ? map(0, 0, 0, 0, 0) : NOT_FOUND);
+    printf("op=unguarded who=%s fn=cuMemUnmap rc=%d\n", who, unmap ? unmap(0, 0) : NOT_FOUND);
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    int (*info1)(void *, nvmlMemory_t *) = h ? (int (*)(void *, nvmlMemory_t *))dlsym(h, "nvmlDeviceGetMemoryInfo") : NULL;
+    int (*info2)(void *, nvmlMemory_v2_t *) = h ? (int (*)(void *, nvmlMemory_v2_t *))dlsym(h, "nvmlDeviceGetMemoryInfo_v2") : NULL;
+    nvmlMemory_t m1;
+    nvmlMemory_v2_t m2 = {NVML_MEMORY_V2, 0, 0, 0, 0};
+    printf("op=unguarded who=%s fn=nvmlDeviceGetMemoryInfo rc=%d\n", who, info1 ? info1(NULL, &m1) : NOT_FOUND);
+    printf("op=unguarded who=%s fn=nvmlDeviceGetMemoryInfo_v2 rc=%d\n", who, info2 ? info2(NULL, &m2) : NOT_FOUND);
+}
+
 static void op_nvml(const char *arg) {
     unsigned index = arg ? (unsigned)atoi(arg) : 0;
     void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -437,6 +455,8 @@ int main(int argc, char **argv) {
             op_resolve();
         } else if (IS("hooked")) {
             op_hooked();
+        } else if (IS("unguarded")) {
+            op_unguarded();
         } else if (IS("puts")) {
             char line[64];
             snprintf(line, sizeof line, "op=puts who=%s ok=1", who);

@@ -214,3 +214,45 @@ fn a_missing_driver_is_no_device_not_a_crash() {
         assert!(stderr.contains("VGPU_REAL_LIBCUDA") || !says.contains("absolute"), "{stderr}");
     }
 }
+
+/// Under a bad configuration the shim answers before the driver is reached: `cuMemMap`,
+/// `cuMemUnmap` and NVML's memory queries, which once forwarded first and refused after (the
+/// mapping took effect, then a refusal was reported). A spy stands in for the real libraries
+/// and writes down every call it gets; the control run (pass-through) shows it does.
+#[test]
+fn under_a_bad_configuration_map_unmap_and_nvml_memory_reach_nothing_of_the_driver() {
+    let sim = Sim::new();
+    let spy = build_c_helper("spy_driver", true);
+    let probe = build_c_helper("probe", false);
+    let run_probe = |name: &str, configure: &dyn Fn(&mut Command)| {
+        let log = sim.dir().join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = sim.shimmed(&probe);
+        cmd.env("CUDA_DEVICE_MEMORY_LIMIT", "256m").env("VGPU_REAL_LIBCUDA", &spy).env("VGPU_REAL_LIBNVML", &spy).env("SPY_LOG", &log);
+        configure(&mut cmd);
+        let (code, recs, stdout, stderr) = finish(cmd.arg("unguarded"));
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let rcs: Vec<(String, String)> = recs
+            .iter()
+            .filter(|r| field(r, "op") == "unguarded")
+            .map(|r| (field(r, "fn").to_string(), field(r, "rc").to_string()))
+            .collect();
+        assert_eq!(rcs.len(), 4, "{stdout}\n{stderr}");
+        (rcs, std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    let calls = ["cuMemMap", "cuMemUnmap", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2"];
+
+    let (rcs, seen) = run_probe("control", &|c| {
+        c.env("CUDA_DISABLE_CONTROL", "true");
+    });
+    assert!(rcs.iter().all(|(_, rc)| rc == "0"), "pass-through forwards to the spy: {rcs:?}");
+    assert_eq!(seen.lines().collect::<Vec<_>>(), calls, "the spy sees every forwarded call");
+
+    let (rcs, seen) = run_probe("bad", &|c| {
+        c.env("CUDA_DEVICE_MEMORY_LIMIT", "garbage");
+    });
+    assert_eq!(seen, "", "a bad configuration must refuse before the driver is reached; the driver saw:\n{seen}");
+    let want = [("cuMemMap", "1"), ("cuMemUnmap", "1"), ("nvmlDeviceGetMemoryInfo", "2"), ("nvmlDeviceGetMemoryInfo_v2", "2")];
+    let want: Vec<(String, String)> = want.iter().map(|(f, rc)| (f.to_string(), rc.to_string())).collect();
+    assert_eq!(rcs, want, "refused: CUDA_ERROR_INVALID_VALUE, NVML_ERROR_INVALID_ARGUMENT");
+}

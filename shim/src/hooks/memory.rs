@@ -207,8 +207,9 @@ unsafe fn stream_ordered(
             return rc;
         }
     }
-    // The pool cannot be accounted as a whole: charge the allocation itself.
-    let forward = forward.take().expect("not called yet");
+    // The pool cannot be accounted as a whole: charge the allocation itself. (`allocate`
+    // answers None only before calling; a panic here would abort the host process.)
+    let Some(forward) = forward.take() else { return R::CUDA_ERROR_UNKNOWN };
     // SAFETY: read only after the driver wrote it.
     charged(region, device, bytesize as u64, forward, || unsafe { *dptr })
 }
@@ -403,16 +404,19 @@ pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> R {
 pub unsafe fn mem_map(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
     let Some(f) = real::cuMemMap() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    let rc = unsafe { f(ptr, size, offset, handle, flags) };
+    let forward = || unsafe { f(ptr, size, offset, handle, flags) };
     match gate() {
+        Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) if rc == R::CUDA_SUCCESS => {
-            let mut vmm = shim.vmm.lock();
-            *vmm.mapped.entry(handle).or_default() += 1;
-            vmm.by_address.insert(ptr, handle);
+        Gate::Enforce(shim, _) => {
+            let rc = forward();
+            if rc == R::CUDA_SUCCESS {
+                let mut vmm = shim.vmm.lock();
+                *vmm.mapped.entry(handle).or_default() += 1;
+                vmm.by_address.insert(ptr, handle);
+            }
             rc
         }
-        _ => rc,
     }
 }
 
@@ -420,10 +424,15 @@ pub unsafe fn mem_map(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUme
 pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> R {
     let Some(f) = real::cuMemUnmap() else { return NO_DRIVER };
     // SAFETY: forwarding the caller's arguments.
-    let rc = unsafe { f(ptr, size) };
+    let forward = || unsafe { f(ptr, size) };
     match gate() {
+        Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) if rc == R::CUDA_SUCCESS => {
+        Gate::Enforce(shim, region) => {
+            let rc = forward();
+            if rc != R::CUDA_SUCCESS {
+                return rc;
+            }
             let mut vmm = shim.vmm.lock();
             let end = ptr.saturating_add(size as u64);
             let starts: Vec<u64> = vmm.by_address.keys().copied().filter(|a| (ptr..end).contains(a)).collect();
@@ -444,7 +453,6 @@ pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> R {
             }
             rc
         }
-        _ => rc,
     }
 }
 

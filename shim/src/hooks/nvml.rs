@@ -117,18 +117,21 @@ pub unsafe fn memory_info(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> N 
         return NO_LIBRARY;
     };
     // SAFETY: forwarding the caller's arguments.
-    let rc = unsafe { f(device, memory) };
+    let forward = || unsafe { f(device, memory) };
     match gate() {
+        Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) if rc == N::NVML_SUCCESS && !memory.is_null() => {
-            // SAFETY: NVML just wrote it.
-            let m = unsafe { &mut *memory };
-            if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
-                (m.total, m.free, m.used) = (total, free, used);
+        Gate::Enforce(shim, _) => {
+            let rc = forward();
+            if rc == N::NVML_SUCCESS && !memory.is_null() {
+                // SAFETY: NVML just wrote it.
+                let m = unsafe { &mut *memory };
+                if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
+                    (m.total, m.free, m.used) = (total, free, used);
+                }
             }
             rc
         }
-        _ => rc,
     }
 }
 
@@ -138,17 +141,20 @@ pub unsafe fn memory_info_v2(device: nvmlDevice_t, memory: *mut nvmlMemory_v2_t)
         return NO_LIBRARY;
     };
     // SAFETY: forwarding the caller's arguments.
-    let rc = unsafe { f(device, memory) };
+    let forward = || unsafe { f(device, memory) };
     match gate() {
+        Gate::Forward => forward(),
         Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) if rc == N::NVML_SUCCESS && !memory.is_null() => {
-            // SAFETY: NVML just wrote it.
-            let m = unsafe { &mut *memory };
-            if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
-                (m.total, m.free, m.used, m.reserved) = (total, free, used, 0);
+        Gate::Enforce(shim, _) => {
+            let rc = forward();
+            if rc == N::NVML_SUCCESS && !memory.is_null() {
+                // SAFETY: NVML just wrote it.
+                let m = unsafe { &mut *memory };
+                if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
+                    (m.total, m.free, m.used, m.reserved) = (total, free, used, 0);
+                }
             }
             rc
         }
-        _ => rc,
     }
 }
