@@ -1,6 +1,7 @@
-//! vgpu's decisions, in pure Rust: what a configuration means, whether an allocation fits,
-//! when a launch may run. This crate never calls CUDA; it knows the driver only through
-//! `cuda-sys` types.
+//! vgpu's decisions: what a configuration means, whether an allocation fits, when a launch may
+//! run, how the SM share is corrected. This crate never calls CUDA; it knows the driver only
+//! through `cuda-sys` types. Its only contact with the system is the shared region file (mmap,
+//! OFD locks) and the monotonic clock, each confined to the files that allow `unsafe`.
 //!
 //! * [`config`]: the HAMi contract read from the environment, every bad value a clear error.
 //! * [`size`]: the size syntax shared by the quotas and by simgpu's `SIMGPU_MEMORY`.

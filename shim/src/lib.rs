@@ -8,6 +8,7 @@
 //! the limiter (`vgpu-limiter`) before and telling it after. Nothing runs in a library
 //! constructor: the configuration is read on the first hooked call, and a child after `fork`
 //! renews its state on its first call.
+#![deny(unsafe_code)]
 #![allow(clippy::missing_safety_doc)]
 
 pub mod dlsym;

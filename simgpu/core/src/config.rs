@@ -124,6 +124,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
     Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns })
 }
 
+#[allow(unsafe_code)]
 fn default_state_dir(get: &impl Fn(&str) -> Option<String>) -> PathBuf {
     match get("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("simgpu"),

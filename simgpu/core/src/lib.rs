@@ -13,6 +13,7 @@
 //! * [`cost`]: how long a kernel takes, from its name and grid.
 //! * [`identity`]: names, UUIDs and PCI ids the devices report.
 //! * [`layout`]: puts the built libraries under their SONAMEs in one directory.
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod cost;
@@ -21,6 +22,7 @@ pub mod layout;
 pub mod machine;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the time base every process of a machine shares.
+#[allow(unsafe_code)]
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
@@ -32,6 +34,7 @@ pub fn now_ns() -> u64 {
 ///
 /// The last stretch is spun rather than slept: a timed sleep overshoots by the kernel's timer
 /// slack (about 50 µs), which would make every short synchronisation far slower than a GPU's.
+#[allow(unsafe_code)]
 pub fn sleep_until(deadline_ns: u64) {
     const SPIN_NS: u64 = 150_000;
     loop {
