@@ -170,15 +170,9 @@ fn timeline_loop(m: &Machine, start: u64, out: &Mutex<Vec<Sample>>, stop_at: &At
     }
 }
 
-/// `CLOCK_REALTIME - CLOCK_MONOTONIC` in µs: maps NVML's wall-clock stamps onto the harness's
-/// clock.
-fn wall_offset_us() -> u64 {
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    wall.saturating_sub(simgpu::now_ns() / 1000)
-}
-
 fn nvml_loop(n: &Nvml, start: u64, out: &Mutex<Vec<Sample>>, stop_at: &AtomicU64, first: &AtomicU64) {
-    let offset = wall_offset_us();
+    // Maps NVML's wall-clock stamps (µs) onto the harness's clock.
+    let offset = simgpu::wall_offset_ns() / 1000;
     // The stamp (µs of NVML's clock) the next read starts from: the start of the run.
     let mut last_seen = start / 1000 + offset;
     loop {

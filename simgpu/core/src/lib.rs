@@ -30,6 +30,13 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How far the wall clock (`CLOCK_REALTIME`, what NVML stamps samples with) runs ahead of
+/// [`now_ns`], in nanoseconds, read now.
+pub fn wall_offset_ns() -> u64 {
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    wall.saturating_sub(now_ns())
+}
+
 /// Sleeps until `CLOCK_MONOTONIC` reaches `deadline_ns` (returns at once if it already has).
 ///
 /// The last stretch is spun rather than slept: a timed sleep overshoots by the kernel's timer

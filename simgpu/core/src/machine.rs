@@ -525,9 +525,9 @@ impl Machine {
     /// the recent-interval ring (older history than the ring holds is not counted).
     pub fn busy_between(&self, dev: u32, t0: u64, t1: u64, pid: Option<u32>) -> u64 {
         let mut total = 0;
-        self.for_intervals(dev, t0, |s, e, p| {
-            if pid.is_none_or(|want| u64::from(want) == p) {
-                total += overlap(s, e, t0, t1);
+        self.busy_spans(dev, t0, t1, |s, e, p| {
+            if pid.is_none_or(|want| want == p) {
+                total += e - s;
             }
         });
         total
@@ -536,15 +536,9 @@ impl Machine {
     /// Busy nanoseconds per process of `dev` within `[t0, t1)`.
     pub fn busy_by_process(&self, dev: u32, t0: u64, t1: u64) -> Vec<(u32, u64)> {
         let mut out: Vec<(u32, u64)> = Vec::new();
-        self.for_intervals(dev, t0, |s, e, p| {
-            let ns = overlap(s, e, t0, t1);
-            if ns == 0 {
-                return;
-            }
-            match out.iter_mut().find(|(q, _)| u64::from(*q) == p) {
-                Some(entry) => entry.1 += ns,
-                None => out.push((p as u32, ns)),
-            }
+        self.busy_spans(dev, t0, t1, |s, e, p| match out.iter_mut().find(|(q, _)| *q == p) {
+            Some(entry) => entry.1 += e - s,
+            None => out.push((p, e - s)),
         });
         out
     }
@@ -578,10 +572,6 @@ impl Machine {
             f(s, end, p);
         }
     }
-}
-
-fn overlap(s: u64, e: u64, t0: u64, t1: u64) -> u64 {
-    e.min(t1).saturating_sub(s.max(t0))
 }
 
 fn sub_saturating(a: &AtomicU64, n: u64) {

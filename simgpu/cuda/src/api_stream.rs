@@ -73,7 +73,7 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     if ectx != inner.stream_ctx(s) {
         return Err(R::CUDA_ERROR_INVALID_HANDLE);
     }
-    let dev = inner.contexts[&ectx].dev;
+    let dev = inner.contexts.get(&ectx).ok_or(R::CUDA_ERROR_INVALID_CONTEXT)?.dev;
     let st = inner.stream_state(s);
     if st.capture.is_some() {
         // An event record node; the replay's timing is not observable through it here.

@@ -73,14 +73,19 @@ pub(crate) fn shutdown() -> nvmlReturn_t {
     nvmlReturn_t::NVML_SUCCESS
 }
 
-/// The machine, or `NVML_ERROR_UNINITIALIZED`.
-pub(crate) fn machine() -> Result<&'static Machine, nvmlReturn_t> {
+/// The published machine and its configuration, or `NVML_ERROR_UNINITIALIZED`.
+fn live() -> Result<&'static Live, nvmlReturn_t> {
     let p = CURRENT.load(Ordering::Acquire);
     if p.is_null() {
         return Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
     }
     // SAFETY: non-null values of CURRENT come from `Box::leak` in `open` and are never freed.
-    Ok(unsafe { &(*p).machine })
+    Ok(unsafe { &*p })
+}
+
+/// The machine, or `NVML_ERROR_UNINITIALIZED`.
+pub(crate) fn machine() -> Result<&'static Machine, nvmlReturn_t> {
+    live().map(|l| &l.machine)
 }
 
 /// How utilisation is sampled: the configured period, and the wall clock's lead over the
@@ -88,19 +93,8 @@ pub(crate) fn machine() -> Result<&'static Machine, nvmlReturn_t> {
 /// out and reads back never move).
 pub(crate) fn sampling() -> Result<crate::views::Sampling, nvmlReturn_t> {
     static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let p = CURRENT.load(Ordering::Acquire);
-    if p.is_null() {
-        return Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
-    }
-    // SAFETY: non-null values of CURRENT come from `Box::leak` in `open` and are never freed.
-    let period_ns = unsafe { (*p).config.nvml_period_ns };
-    let wall_offset_ns = *OFFSET.get_or_init(|| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec through a valid pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-        (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).saturating_sub(simgpu::now_ns())
-    });
-    Ok(crate::views::Sampling { period_ns, wall_offset_ns })
+    let period_ns = live()?.config.nvml_period_ns;
+    Ok(crate::views::Sampling { period_ns, wall_offset_ns: *OFFSET.get_or_init(simgpu::wall_offset_ns) })
 }
 
 /// What an `nvmlDevice_t` points to: one static record per possible device index.
