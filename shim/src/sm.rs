@@ -180,7 +180,7 @@ fn controller(shim: &'static crate::state::Shim) {
 }
 
 /// Reads NVML for device `dev`: the container's share since `last_seen_us` (processes `pids`),
-/// and whether processes outside the container use the device.
+/// and whether NVML lists processes outside the container on the device.
 fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(Reading, bool)> {
     let h = nvml_device(dev)?;
     let util = real::nvmlDeviceGetProcessUtilization()?;
@@ -218,5 +218,5 @@ fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(Reading, bool)>
     // SAFETY: a buffer of `count` entries and a valid count pointer.
     let listed = unsafe { procs(h, &mut count, infos.as_mut_ptr()) } == nvmlReturn_t::NVML_SUCCESS
         && infos[..(count as usize).min(infos.len())].iter().any(|p| !pids.contains(&p.pid));
-    Some((reading, listed || matches!(reading, Reading::Samples(s) if s.others)))
+    Some((reading, listed))
 }

@@ -160,7 +160,8 @@ pub struct Inputs {
     pub scale: f64,
     /// The container's policy.
     pub policy: UtilizationPolicy,
-    /// Whether processes outside the container use the device (from the process list).
+    /// Whether processes outside the container use the device (from the process list; a
+    /// sample of another process counts too).
     pub others: bool,
 }
 
@@ -219,9 +220,10 @@ impl Controller {
 
     /// One tick: what to write back.
     pub fn step(&mut self, i: Inputs) -> Decision {
+        let others = i.others || matches!(i.reading, Reading::Samples(s) if s.others);
         let enforce = match i.policy {
             UtilizationPolicy::Force => true,
-            UtilizationPolicy::Default => i.others,
+            UtilizationPolicy::Default => others,
             UtilizationPolicy::Disable => false,
         };
         let mut d = Decision { enforce, scale: None, achieved: None };
@@ -410,6 +412,8 @@ mod tests {
         i.policy = UtilizationPolicy::Default;
         let d = c.step(i);
         assert_eq!((d.enforce, d.scale), (false, None), "default policy, alone: not enforced, not corrected");
+        let busy_neighbour = Reading::Samples(Share { share: 0.3, newest_us: 4_001_000, covered_us: 1_000_000, others: true });
+        assert!(c.clone().step(Inputs { reading: busy_neighbour, ..i }).enforce, "another process's samples count as others");
         i.others = true;
         i.reading = news(0.3, 5_001_000, 1_000_000);
         let d = c.step(i);
