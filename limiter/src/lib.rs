@@ -7,9 +7,11 @@
 //! * [`size`]: the size syntax shared by the quotas and by simgpu's `SIMGPU_MEMORY`.
 //! * [`region`]: the container's shared accounting region: quotas, usage, process slots.
 //! * [`allocations`]: the lock-free map of this process's allocations.
+//! * [`accounting`]: what each allocation path charges (pitch, VMM, pools, contexts).
 //! * [`sm`]: the SM share: the token bucket of GPU time, the cost model, the controller.
 #![deny(unsafe_code)]
 
+pub mod accounting;
 pub mod allocations;
 pub mod config;
 pub mod region;

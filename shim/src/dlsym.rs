@@ -32,6 +32,10 @@ unsafe extern "C" fn dlsym_hook(handle: *mut c_void, symbol: *const c_char) -> *
 }
 
 /// The exported `dlsym` (x86_64).
+///
+/// # Safety
+/// libc's contract: `handle` is a handle from `dlopen` or a pseudo-handle, `symbol` a
+/// NUL-terminated name.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
@@ -67,6 +71,9 @@ pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _symbol: *const c_char) -> 
 
 /// The exported `dlsym` (aarch64). Written to the same plan as the x86_64 one but
 /// UNTESTED: no aarch64 machine has run it yet.
+///
+/// # Safety
+/// As for the x86_64 one.
 #[cfg(target_arch = "aarch64")]
 #[unsafe(naked)]
 #[unsafe(no_mangle)]

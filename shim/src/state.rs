@@ -1,10 +1,12 @@
 //! The shim's per-process state: read once on the first hooked call (never in a library
 //! constructor), and renewed in a child after `fork`.
 //!
-//! * **Active**: limits are configured; allocations go through the container's region.
-//! * **PassThrough**: `CUDA_DISABLE_CONTROL=true`, or nothing to enforce: every hook forwards.
-//! * **Failed**: the configuration or the region is unusable: one line on stderr, then every
-//!   hooked call fails (fail closed: a typo must not lift a tenant's quota).
+//! * **Enforce**: limits are configured; allocations go through the container's region.
+//! * **Forward**: `CUDA_DISABLE_CONTROL=true`, or nothing to enforce: every hook forwards.
+//! * **Refuse**: the configuration or the region is unusable: one line on stderr, then every
+//!   hooked call fails closed (a typo must not lift a tenant's quota).
+//!
+//! The hooks see this through `hooks::gate`, which names the same three states.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
+use vgpu_limiter::accounting::VmmBook;
 use vgpu_limiter::config::{self, Config, MAX_DEVICES};
 use vgpu_limiter::region::Region;
 
@@ -21,11 +24,11 @@ use crate::log;
 #[allow(clippy::large_enum_variant)]
 pub enum Mode {
     /// Enforcing limits.
-    Active(Shim),
+    Enforce(Shim),
     /// Forwarding everything.
-    PassThrough,
+    Forward,
     /// Refusing everything (bad configuration or region).
-    Failed,
+    Refuse,
 }
 
 /// The enforcing state.
@@ -39,9 +42,9 @@ pub struct Shim {
     /// Memory pools and the device each belongs to.
     pub pools: crate::hooks::pools::PoolTable,
     /// Physical VMM handles mapped into address ranges (not a hot path: a lock is fine).
-    pub vmm: parking_lot::Mutex<Vmm>,
+    pub vmm: parking_lot::Mutex<VmmBook>,
     /// The SM share.
-    pub sm: crate::sm::SmState,
+    pub sm: crate::share::SmState,
 }
 
 /// Live contexts per device in this process and the memory their creation took.
@@ -74,18 +77,6 @@ impl ContextBook {
         }
         self.created.lock().clear();
     }
-}
-
-/// VMM bookkeeping: a physical handle's memory stays the container's while any mapping of it
-/// remains, even after `cuMemRelease` (the driver frees it only at the last unmap).
-#[derive(Default)]
-pub struct Vmm {
-    /// Live mappings per handle.
-    pub mapped: HashMap<u64, u32>,
-    /// Mapping start address → handle.
-    pub by_address: HashMap<u64, u64>,
-    /// Handles released while still mapped.
-    pub released: std::collections::HashSet<u64>,
 }
 
 static MODE: OnceLock<Mode> = OnceLock::new();
@@ -121,18 +112,18 @@ fn init() -> Mode {
         Ok(c) => c,
         Err(e) => {
             log::error(format_args!("{e}; every CUDA and NVML call fails until it is fixed"));
-            return Mode::Failed;
+            return Mode::Refuse;
         }
     };
     log::set_level(config.log_level);
     if config.control_disabled {
         log::debug(format_args!("CUDA_DISABLE_CONTROL is set: passing every call through"));
-        return Mode::PassThrough;
+        return Mode::Forward;
     }
     let limited = (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
     if !limited {
         log::debug(format_args!("no limit configured: passing every call through"));
-        return Mode::PassThrough;
+        return Mode::Forward;
     }
     let region_path = config.region_path.clone().unwrap_or_else(default_region_path);
     let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| config.memory_limit(d));
@@ -140,25 +131,41 @@ fn init() -> Mode {
         Ok(r) => r,
         Err(e) => {
             log::error(format_args!("{e}; every CUDA and NVML call fails until it is fixed"));
-            return Mode::Failed;
+            return Mode::Refuse;
         }
     };
     INHERITED_FD.store(region.raw_fd(), Release);
     // SAFETY: registering a handler that only closes a descriptor and stores to atomics.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    let sm = crate::sm::SmState::new(&config);
-    Mode::Active(Shim {
+    let sm = crate::share::SmState::new(&config);
+    Mode::Enforce(Shim {
         region: AtomicPtr::new(Box::into_raw(Box::new(region))),
         broken: AtomicBool::new(false),
         contexts: ContextBook::default(),
         config,
         pools: Default::default(),
-        vmm: parking_lot::Mutex::new(Vmm::default()),
+        vmm: parking_lot::Mutex::new(VmmBook::default()),
         sm,
     })
 }
 
 impl Shim {
+    /// A shim with no region of its own, for the hook bodies' unit tests (which give the
+    /// bodies a region directly).
+    #[cfg(test)]
+    pub fn for_tests(config: Config) -> Shim {
+        let sm = crate::share::SmState::new(&config);
+        Shim {
+            region: AtomicPtr::new(std::ptr::null_mut()),
+            broken: AtomicBool::new(true),
+            contexts: ContextBook::default(),
+            config,
+            pools: Default::default(),
+            vmm: parking_lot::Mutex::new(VmmBook::default()),
+            sm,
+        }
+    }
+
     /// The region, renewed first if this process is a child that has not yet done so.
     /// `None` once renewing failed (every call then fails closed).
     pub fn region(&self) -> Option<&Region> {
@@ -190,7 +197,7 @@ impl Shim {
             // that does not exist in this child; the book is replaced right after.
             unsafe { self.vmm.force_unlock() };
         }
-        *self.vmm.lock() = Vmm::default();
+        *self.vmm.lock() = VmmBook::default();
         self.sm.after_fork();
         // SAFETY: the inherited handle, never freed; only its mapping is read.
         let inherited = unsafe { &*self.region.load(Acquire) };

@@ -1,14 +1,21 @@
 //! The one table of hooks. Each line names the real library, the exported symbol with its C
-//! signature, and the safe function that implements it. From that one line the macro makes:
+//! signature, and the safe body that implements it. From that one line the macro makes:
 //!
-//! * the `#[no_mangle]` export, which catches panics (a panic returns the library's
-//!   "unknown error" code, never unwinds into C) and whose signature is pinned to
-//!   `cuda_sys`'s function-pointer type, itself checked against NVIDIA's headers;
+//! * the `#[no_mangle]` export: the whole unsafe edge, the only place that does this. It
+//!   resolves the real function (missing: the library's "not loaded" code, or the line's own),
+//!   applies the gate once, before any driver call (fail closed: refused with nothing
+//!   forwarded; pass-through: a plain tail call), converts the caller's arguments to the
+//!   body's checked types ([`crate::hooks::args`]) and runs the body; a panic returns the
+//!   library's "unknown error", never unwinds into C. Its signature is pinned to `cuda_sys`'s
+//!   function-pointer type, itself checked against NVIDIA's headers;
 //! * a typed slot for the real function, resolved lazily in the real library
 //!   (`real::cuMemAlloc_v2()`);
 //! * an entry of [`HOOKS`], which the `dlsym` and `cuGetProcAddress` hooks consult.
 //!
 //! `uses` lines make only the typed real slot: functions the hooks call but do not replace.
+//!
+//! Every export forwards the caller's arguments to the real function unchanged: the edge's
+//! `unsafe` relies only on the caller keeping the driver's own contract for them.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
@@ -17,23 +24,13 @@ use std::sync::atomic::AtomicPtr;
 use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
-use crate::hooks::{context, init, launch, memory, nvml, proc_address, views};
+use crate::hooks::args::FromCaller;
+use crate::hooks::{Codes, Gate, context, gate, init, launch, memory, nvml, proc_address, views};
 use crate::real::Lib;
 
-/// What an export returns when its body panicked.
-pub trait OnPanic {
-    /// The library's "unknown error".
-    const ON_PANIC: Self;
-}
-impl OnPanic for CUresult {
-    const ON_PANIC: Self = CUresult::CUDA_ERROR_UNKNOWN;
-}
-impl OnPanic for nvmlReturn_t {
-    const ON_PANIC: Self = nvmlReturn_t::NVML_ERROR_UNKNOWN;
-}
-
-/// Runs a hook body, turning a panic into the library's error code.
-pub fn guard<R: OnPanic>(body: impl FnOnce() -> R) -> R {
+/// Runs an export's edge, turning a panic into the library's error code.
+#[inline(always)]
+pub fn guard<R: Codes>(body: impl FnOnce() -> R) -> R {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(R::ON_PANIC)
 }
 
@@ -65,7 +62,7 @@ macro_rules! pfn {
 
 macro_rules! hook_table {
     (
-        hooks { $( $lib:ident fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty => $body:path; )* }
+        hooks { $( $lib:ident fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty => $body:path $(, missing $missing:expr)?; )* }
         uses { $( $ulib:ident fn $uname:ident; )* }
     ) => {
         /// Cached addresses of the real functions, one per hooked or used symbol.
@@ -107,10 +104,28 @@ macro_rules! hook_table {
 
         $(
             #[doc = concat!("Hooked `", stringify!($name), "`.")]
+            ///
+            /// # Safety
+            /// The driver's own contract for this function: pointers null or valid for the call.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-                // SAFETY: the arguments are the caller's, passed on under the driver's contract.
-                guard(|| unsafe { $body($($arg),*) })
+                guard(|| {
+                    let Some(real) = real::$name() else {
+                        #[allow(unused_variables)]
+                        let missing = <$ret as Codes>::NOT_LOADED;
+                        $( let missing = $missing; )?
+                        return missing;
+                    };
+                    // SAFETY: the caller's arguments, passed on unchanged.
+                    let call = move || unsafe { real($($arg),*) };
+                    match gate() {
+                        Gate::Forward => call(),
+                        Gate::Refuse => <$ret as Codes>::FAIL_CLOSED,
+                        // SAFETY: each pointer is null or valid for this call, as the caller's
+                        // contract with the driver requires (see `FromCaller`).
+                        Gate::Enforce(e) => $body(&e, call, $( unsafe { FromCaller::from_caller($arg) } ),*),
+                    }
+                })
             }
             const _: pfn!($lib, $name) = $name;
         )*
@@ -131,7 +146,7 @@ macro_rules! hook_table {
 
 hook_table! {
     hooks {
-        Cuda fn cuInit(flags: c_uint) -> CUresult => init::cu_init;
+        Cuda fn cuInit(flags: c_uint) -> CUresult => init::cu_init, missing CUresult::CUDA_ERROR_NO_DEVICE;
         Cuda fn cuGetProcAddress(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult => proc_address::get_proc_address;
         Cuda fn cuGetProcAddress_v2(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64, status: *mut CUdriverProcAddressQueryResult) -> CUresult => proc_address::get_proc_address_v2;
 
@@ -148,11 +163,11 @@ hook_table! {
         Cuda fn cuMemAllocManaged(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) -> CUresult => memory::mem_alloc_managed;
         Cuda fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult => memory::mem_free;
         Cuda fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async;
-        Cuda fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async_ptsz;
+        Cuda fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async;
         Cuda fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async;
-        Cuda fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async_ptsz;
+        Cuda fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async;
         Cuda fn cuMemAllocFromPoolAsync(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
-        Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool_ptsz;
+        Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
         Cuda fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> CUresult => memory::pool_trim;
         Cuda fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult => memory::pool_destroy;
         Cuda fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult => memory::pool_create;
@@ -168,18 +183,18 @@ hook_table! {
         Cuda fn cuMipmappedArrayCreate(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> CUresult => memory::mipmapped_create;
         Cuda fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult => memory::mipmapped_destroy;
 
-        Cuda fn cuLaunchKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel;
-        Cuda fn cuLaunchKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ptsz;
-        Cuda fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex;
-        Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex_ptsz;
-        Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative;
-        Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative_ptsz;
-        Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch;
-        Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch_ptsz;
+        Cuda fn cuLaunchKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<false>;
+        Cuda fn cuLaunchKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<true>;
+        Cuda fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<false>;
+        Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<true>;
+        Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<false>;
+        Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<true>;
+        Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<false>;
+        Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<true>;
         Cuda fn cuStreamBeginCapture_v2(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
-        Cuda fn cuStreamBeginCapture_v2_ptsz(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture_ptsz;
+        Cuda fn cuStreamBeginCapture_v2_ptsz(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
         Cuda fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
-        Cuda fn cuStreamEndCapture_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture_ptsz;
+        Cuda fn cuStreamEndCapture_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
 
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
         Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;

@@ -10,17 +10,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering::*;
 
 use cuda_sys::driver::*;
-use cuda_sys::nvml::{nvmlDevice_t, nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
-use vgpu_limiter::region::Region;
+use cuda_sys::nvml::{nvmlDevice_t, nvmlReturn_t};
+use vgpu_limiter::accounting;
 
-use super::{Gate, NO_DRIVER, REFUSED, device_index, gate};
-use crate::state::Shim;
+use super::args::Out;
+use super::{Driver, Enforce, device_index};
 use crate::table::real;
 
 use CUresult as R;
-
-/// A context costing more than this is a measurement disturbed by another process.
-const MAX_PLAUSIBLE_COST: u64 = 8 << 30;
 
 /// The UUID of a CUDA device as NVML spells it (`GPU-xxxxxxxx-xxxx-…`).
 pub fn uuid_string(dev: c_int) -> Option<String> {
@@ -51,207 +48,135 @@ pub fn nvml_device(dev: c_int) -> Option<nvmlDevice_t> {
     (unsafe { real::nvmlDeviceGetHandleByUUID()?(uuid.as_ptr(), &mut h) } == nvmlReturn_t::NVML_SUCCESS).then_some(h)
 }
 
-/// What the real NVML says device `dev` holds: (all processes, this process if listed).
-fn nvml_usage(dev: c_int) -> Option<(u64, Option<u64>)> {
-    let h = nvml_device(dev)?;
-    let mut m = nvmlMemory_t::default();
-    // SAFETY: a handle NVML gave us and a valid out-pointer.
-    if unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } != nvmlReturn_t::NVML_SUCCESS {
-        return None;
-    }
-    let mine = real::nvmlDeviceGetComputeRunningProcesses_v3().and_then(|f| {
-        let mut infos = [nvmlProcessInfo_t::default(); 64];
-        let mut n = infos.len() as u32;
-        // SAFETY: a buffer of `n` entries and a valid count pointer.
-        if unsafe { f(h, &mut n, infos.as_mut_ptr()) } != nvmlReturn_t::NVML_SUCCESS {
-            return None;
-        }
-        // SAFETY: getpid cannot fail.
-        let me = unsafe { libc::getpid() } as u32;
-        infos[..(n as usize).min(infos.len())].iter().find(|p| p.pid == me).map(|p| p.usedGpuMemory)
-    });
-    Some((m.used, mine))
-}
-
-/// Runs a context-creating driver call and charges what it cost: the growth of this process's
-/// own NVML usage when NVML lists it (unaffected by other processes), else the growth of the
-/// device's (when NVML reports another PID namespace's numbers). Returns (rc, bytes charged).
-fn create_charged(region: &Region, dev: c_int, call: impl FnOnce() -> R) -> (R, u64) {
+/// Runs a context-creating driver call and charges what it cost (see
+/// [`accounting::context_cost`]). Returns (rc, bytes charged).
+fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, call: impl FnOnce() -> R) -> (R, u64) {
     let Ok(d) = device_index(dev) else { return (call(), 0) };
-    let before = nvml_usage(dev);
+    let before = e.driver.nvml_usage(dev);
     let rc = call();
     if rc != R::CUDA_SUCCESS {
         return (rc, 0);
     }
-    let grown = match (before, nvml_usage(dev)) {
-        (Some((_, mine_before)), Some((_, Some(mine_after)))) => mine_after.checked_sub(mine_before.unwrap_or(0)),
-        (Some((device_before, _)), Some((device_after, None))) => device_after.checked_sub(device_before),
-        _ => None,
-    };
-    let cost = grown.filter(|c| *c <= MAX_PLAUSIBLE_COST).unwrap_or(0);
-    region.force_charge(d, cost);
+    let cost = accounting::context_cost(before, e.driver.nvml_usage(dev));
+    e.region.force_charge(d, cost);
     (rc, cost)
 }
 
 /// A context of device `d` is gone: its cost and, with the last one, its allocations return.
-fn context_gone(shim: &Shim, region: &Region, d: usize, cost: u64) {
-    region.uncharge(d, cost);
-    let prev = shim.contexts.live[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
+fn context_gone<D: Driver>(e: &Enforce<D>, d: usize, cost: u64) {
+    e.region.uncharge(d, cost);
+    let prev = e.shim.contexts.live[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
     if prev == 1 {
-        region.release_device(d);
+        e.region.release_device(d);
     }
 }
 
 /// `cuDevicePrimaryCtxRetain`: the first retain creates the context.
-pub unsafe fn primary_retain(pctx: *mut CUcontext, dev: CUdevice) -> R {
-    let Some(f) = real::cuDevicePrimaryCtxRetain() else {
-        return NO_DRIVER;
+pub fn primary_retain<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, _pctx: Out<CUcontext>, dev: CUdevice) -> R {
+    let Ok(d) = device_index(dev) else {
+        return call();
     };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(pctx, dev) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let Ok(d) = device_index(dev) else {
-                return forward();
-            };
-            if shim.contexts.primary_refs[d].load(Acquire) > 0 {
-                let rc = forward();
-                if rc == R::CUDA_SUCCESS {
-                    shim.contexts.primary_refs[d].fetch_add(1, AcqRel);
-                }
-                return rc;
-            }
-            let (rc, cost) = create_charged(region, dev, forward);
-            if rc == R::CUDA_SUCCESS {
-                if shim.contexts.primary_refs[d].fetch_add(1, AcqRel) == 0 {
-                    shim.contexts.primary_cost[d].store(cost, Release);
-                    shim.contexts.live[d].fetch_add(1, AcqRel);
-                } else {
-                    region.uncharge(d, cost); // another thread created it first
-                }
-            }
-            rc
+    let book = &e.shim.contexts;
+    if book.primary_refs[d].load(Acquire) > 0 {
+        let rc = call();
+        if rc == R::CUDA_SUCCESS {
+            book.primary_refs[d].fetch_add(1, AcqRel);
+        }
+        return rc;
+    }
+    let (rc, cost) = create_charged(e, dev, call);
+    if rc == R::CUDA_SUCCESS {
+        if book.primary_refs[d].fetch_add(1, AcqRel) == 0 {
+            book.primary_cost[d].store(cost, Release);
+            book.live[d].fetch_add(1, AcqRel);
+        } else {
+            e.region.uncharge(d, cost); // another thread created it first
         }
     }
+    rc
 }
 
 /// The primary context of `d` was destroyed by the driver.
-fn primary_gone(shim: &Shim, region: &Region, d: usize) {
-    let cost = shim.contexts.primary_cost[d].swap(0, AcqRel);
-    context_gone(shim, region, d, cost);
+fn primary_gone<D: Driver>(e: &Enforce<D>, d: usize) {
+    let cost = e.shim.contexts.primary_cost[d].swap(0, AcqRel);
+    context_gone(e, d, cost);
 }
 
 /// `cuDevicePrimaryCtxRelease_v2`: the last release destroys the context.
-pub unsafe fn primary_release(dev: CUdevice) -> R {
-    let Some(f) = real::cuDevicePrimaryCtxRelease_v2() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's argument.
-    let rc = unsafe { f(dev) };
-    if let (R::CUDA_SUCCESS, Gate::Enforce(shim, region), Ok(d)) = (rc, gate(), device_index(dev)) {
-        let prev = shim.contexts.primary_refs[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
+pub fn primary_release<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dev: CUdevice) -> R {
+    let rc = call();
+    if let (R::CUDA_SUCCESS, Ok(d)) = (rc, device_index(dev)) {
+        let prev = e.shim.contexts.primary_refs[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
         if prev == 1 {
-            primary_gone(shim, region, d);
+            primary_gone(e, d);
         }
     }
     rc
 }
 
 /// `cuDevicePrimaryCtxReset_v2`: destroys the primary context whatever its count.
-pub unsafe fn primary_reset(dev: CUdevice) -> R {
-    let Some(f) = real::cuDevicePrimaryCtxReset_v2() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's argument.
-    let rc = unsafe { f(dev) };
-    if let (R::CUDA_SUCCESS, Gate::Enforce(shim, region), Ok(d)) = (rc, gate(), device_index(dev))
-        && shim.contexts.primary_refs[d].swap(0, AcqRel) > 0
+pub fn primary_reset<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dev: CUdevice) -> R {
+    let rc = call();
+    if let (R::CUDA_SUCCESS, Ok(d)) = (rc, device_index(dev))
+        && e.shim.contexts.primary_refs[d].swap(0, AcqRel) > 0
     {
-        primary_gone(shim, region, d);
+        primary_gone(e, d);
     }
     rc
 }
 
 /// Shared body of the `cuCtxCreate` variants.
-///
-/// # Safety
-/// `pctx` is null or valid for reads after a successful `forward`.
-unsafe fn create(pctx: *mut CUcontext, dev: CUdevice, forward: impl FnOnce() -> R) -> R {
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let (rc, cost) = create_charged(region, dev, forward);
-            if rc == R::CUDA_SUCCESS
-                && !pctx.is_null()
-                && let Ok(d) = device_index(dev)
-            {
-                // SAFETY: the driver wrote it.
-                let ctx = unsafe { *pctx } as usize;
-                shim.contexts.created.lock().insert(ctx, (d, cost));
-                shim.contexts.live[d].fetch_add(1, AcqRel);
-            }
-            rc
-        }
+fn create<D: Driver>(e: &Enforce<D>, pctx: Out<CUcontext>, dev: CUdevice, call: impl FnOnce() -> R) -> R {
+    let (rc, cost) = create_charged(e, dev, call);
+    if rc == R::CUDA_SUCCESS
+        && let (Some(ctx), Ok(d)) = (pctx.written(), device_index(dev))
+    {
+        e.shim.contexts.created.lock().insert(ctx as usize, (d, cost));
+        e.shim.contexts.live[d].fetch_add(1, AcqRel);
     }
+    rc
 }
 
 /// `cuCtxCreate_v2`.
-pub unsafe fn create_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> R {
-    let Some(f) = real::cuCtxCreate_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { create(pctx, dev, || f(pctx, flags, dev)) }
+pub fn create_v2<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pctx: Out<CUcontext>, _flags: c_uint, dev: CUdevice) -> R {
+    create(e, pctx, dev, call)
 }
 
 /// `cuCtxCreate_v3`.
-pub unsafe fn create_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num: c_int, flags: c_uint, dev: CUdevice) -> R {
-    let Some(f) = real::cuCtxCreate_v3() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { create(pctx, dev, || f(pctx, params, num, flags, dev)) }
+pub fn create_v3<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    pctx: Out<CUcontext>,
+    _params: *mut CUexecAffinityParam,
+    _num: c_int,
+    _flags: c_uint,
+    dev: CUdevice,
+) -> R {
+    create(e, pctx, dev, call)
 }
 
 /// `cuCtxCreate_v4`.
-pub unsafe fn create_v4(pctx: *mut CUcontext, params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> R {
-    let Some(f) = real::cuCtxCreate_v4() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { create(pctx, dev, || f(pctx, params, flags, dev)) }
+pub fn create_v4<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    pctx: Out<CUcontext>,
+    _params: *mut CUctxCreateParams,
+    _flags: c_uint,
+    dev: CUdevice,
+) -> R {
+    create(e, pctx, dev, call)
 }
 
 /// `cuCtxDestroy_v2`.
-pub unsafe fn destroy(ctx: CUcontext) -> R {
-    let Some(f) = real::cuCtxDestroy_v2() else {
-        return NO_DRIVER;
-    };
-    match gate() {
-        // SAFETY: forwarding the caller's argument.
-        Gate::Forward => unsafe { f(ctx) },
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let entry = shim.contexts.created.lock().remove(&(ctx as usize));
-            // SAFETY: forwarding the caller's argument.
-            let rc = unsafe { f(ctx) };
-            match entry {
-                Some((d, cost)) if rc == R::CUDA_SUCCESS => context_gone(shim, region, d, cost),
-                Some(e) => {
-                    shim.contexts.created.lock().insert(ctx as usize, e);
-                }
-                None => {}
-            }
-            rc
+pub fn destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ctx: CUcontext) -> R {
+    let entry = e.shim.contexts.created.lock().remove(&(ctx as usize));
+    let rc = call();
+    match entry {
+        Some((d, cost)) if rc == R::CUDA_SUCCESS => context_gone(e, d, cost),
+        Some(kept) => {
+            e.shim.contexts.created.lock().insert(ctx as usize, kept);
         }
+        None => {}
     }
+    rc
 }

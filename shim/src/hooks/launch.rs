@@ -18,7 +18,7 @@ use cuda_sys::driver::*;
 use vgpu_limiter::region::Region;
 use vgpu_limiter::sm::{self, Admission, Bucket, Clock, MonotonicClock};
 
-use super::{Gate, NO_DRIVER, REFUSED, gate};
+use super::{Driver, Enforce};
 use crate::state::Shim;
 use crate::table::real;
 
@@ -139,16 +139,19 @@ fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64, bool), call: i
 
 /// Charges a launch of `key` to the current device's bucket (waiting for tokens in steps of
 /// at most 2 ms), then runs it, timing some launches.
-fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call: impl FnOnce() -> R) -> R {
-    let (shim, region) = match gate() {
-        Gate::Forward => return call(),
-        Gate::Refuse => return REFUSED,
-        Gate::Enforce(shim, region) => (shim, region),
-    };
+fn throttled<D: Driver>(
+    e: &Enforce<'static, D>,
+    stream: CUstream,
+    per_thread: bool,
+    key: u64,
+    default_ns: u64,
+    call: impl FnOnce() -> R,
+) -> R {
+    let (shim, region) = (e.shim, e.region);
     if !shim.sm.limited() || shim.sm.capturing(stream) {
         return call();
     }
-    let Ok(device) = shim.sm.launch_device() else { return call() };
+    let Ok(device) = shim.sm.launch_device(&e.driver) else { return call() };
     let Some(limit) = shim.sm.limit(device) else { return call() };
     shim.sm.start(shim, region, device, limit);
     let clock = MonotonicClock;
@@ -162,7 +165,6 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
         while let Admission::Wait(ns) = bucket.admit(now, launch.cost) {
             std::thread::sleep(std::time::Duration::from_nanos(ns));
             now = clock.now_ns();
-            // Timings that come in while waiting may refund what the wait is for.
             poll(shim, region, now);
         }
         if now > started {
@@ -177,131 +179,88 @@ fn throttled(stream: CUstream, per_thread: bool, key: u64, default_ns: u64, call
     }
 }
 
-macro_rules! kernel_hook {
-    ($(#[$m:meta])* $name:ident, $real:ident, $per_thread:expr) => {
-        $(#[$m])*
-        pub unsafe fn $name(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
-            let Some(real) = real::$real() else { return NO_DRIVER };
-            let key = sm::kernel_key(f as u64, [gx, gy, gz], [bx, by, bz]);
-            // SAFETY: forwarding the caller's arguments.
-            throttled(stream, $per_thread, key, sm::DEFAULT_KERNEL_NS, || unsafe { real(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra) })
-        }
-    };
+/// The key of a kernel launch: the function and its grid and block shape.
+fn kernel(f: CUfunction, grid: [c_uint; 3], block: [c_uint; 3]) -> u64 {
+    sm::kernel_key(f as u64, grid, block)
 }
 
-kernel_hook!(
-    /// `cuLaunchKernel`.
-    launch_kernel, cuLaunchKernel, false
-);
-kernel_hook!(
-    /// `cuLaunchKernel_ptsz`.
-    launch_kernel_ptsz, cuLaunchKernel_ptsz, true
-);
-
-macro_rules! cooperative_hook {
-    ($(#[$m:meta])* $name:ident, $real:ident, $per_thread:expr) => {
-        $(#[$m])*
-        pub unsafe fn $name(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> R {
-            let Some(real) = real::$real() else { return NO_DRIVER };
-            let key = sm::kernel_key(f as u64, [gx, gy, gz], [bx, by, bz]);
-            // SAFETY: forwarding the caller's arguments.
-            throttled(stream, $per_thread, key, sm::DEFAULT_KERNEL_NS, || unsafe { real(f, gx, gy, gz, bx, by, bz, shared, stream, params) })
-        }
-    };
+/// `cuLaunchKernel`, and `_ptsz` (`PER_THREAD`: the null stream is the per-thread default
+/// stream).
+pub fn launch_kernel<const PER_THREAD: bool>(
+    e: &Enforce<'static, impl Driver>,
+    call: impl FnOnce() -> R,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    stream: CUstream,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> R {
+    throttled(e, stream, PER_THREAD, kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
 }
 
-cooperative_hook!(
-    /// `cuLaunchCooperativeKernel`.
-    launch_cooperative, cuLaunchCooperativeKernel, false
-);
-cooperative_hook!(
-    /// `cuLaunchCooperativeKernel_ptsz`.
-    launch_cooperative_ptsz, cuLaunchCooperativeKernel_ptsz, true
-);
+/// `cuLaunchCooperativeKernel`, and `_ptsz`.
+pub fn launch_cooperative<const PER_THREAD: bool>(
+    e: &Enforce<'static, impl Driver>,
+    call: impl FnOnce() -> R,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    stream: CUstream,
+    _params: *mut *mut c_void,
+) -> R {
+    throttled(e, stream, PER_THREAD, kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
+}
 
-/// Shared body of the `cuLaunchKernelEx` hooks.
-///
-/// # Safety
-/// `config` is null or a valid launch configuration.
-unsafe fn launch_ex(config: *const CUlaunchConfig, f: CUfunction, per_thread: bool, call: impl FnOnce() -> R) -> R {
-    if config.is_null() {
+/// `cuLaunchKernelEx`, and `_ptsz`: the shape and stream are in the config.
+pub fn launch_kernel_ex<const PER_THREAD: bool>(
+    e: &Enforce<'static, impl Driver>,
+    call: impl FnOnce() -> R,
+    config: Option<&CUlaunchConfig>,
+    f: CUfunction,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> R {
+    let Some(c) = config else {
         return call(); // the driver reports it
-    }
-    // SAFETY: non-null, per the API contract readable.
-    let c = unsafe { *config };
-    let key = sm::kernel_key(f as u64, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
-    throttled(c.hStream, per_thread, key, sm::DEFAULT_KERNEL_NS, call)
+    };
+    let key = kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
+    throttled(e, c.hStream, PER_THREAD, key, sm::DEFAULT_KERNEL_NS, call)
 }
 
-/// `cuLaunchKernelEx`.
-pub unsafe fn launch_kernel_ex(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
-    let Some(real) = real::cuLaunchKernelEx() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { launch_ex(config, f, false, || real(config, f, params, extra)) }
+/// `cuGraphLaunch`, and `_ptsz`: a graph is charged as one unit of learned cost.
+pub fn graph_launch<const PER_THREAD: bool>(
+    e: &Enforce<'static, impl Driver>,
+    call: impl FnOnce() -> R,
+    exec: CUgraphExec,
+    stream: CUstream,
+) -> R {
+    throttled(e, stream, PER_THREAD, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, call)
 }
 
-/// `cuLaunchKernelEx_ptsz`.
-pub unsafe fn launch_kernel_ex_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> R {
-    let Some(real) = real::cuLaunchKernelEx_ptsz() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { launch_ex(config, f, true, || real(config, f, params, extra)) }
-}
-
-/// `cuGraphLaunch`: a replay costs what the graph was measured to take.
-pub unsafe fn graph_launch(exec: CUgraphExec, stream: CUstream) -> R {
-    let Some(real) = real::cuGraphLaunch() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    throttled(stream, false, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, || unsafe { real(exec, stream) })
-}
-
-/// `cuGraphLaunch_ptsz`.
-pub unsafe fn graph_launch_ptsz(exec: CUgraphExec, stream: CUstream) -> R {
-    let Some(real) = real::cuGraphLaunch_ptsz() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    throttled(stream, true, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, || unsafe { real(exec, stream) })
-}
-
-/// Notes a stream entering or leaving capture (launches into it are recorded, not run: they
-/// are not charged; the replay is).
-fn note_capture(rc: R, stream: CUstream, on: bool) -> R {
-    if let (R::CUDA_SUCCESS, Gate::Enforce(shim, _)) = (rc, gate()) {
-        shim.sm.set_capturing(stream, on);
+/// `cuStreamBeginCapture_v2` (and `_ptsz`): launches captured into a graph are not run now,
+/// so they are not throttled; the graph's launch is.
+pub fn begin_capture<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, stream: CUstream, _mode: CUstreamCaptureMode) -> R {
+    let rc = call();
+    if rc == R::CUDA_SUCCESS {
+        e.shim.sm.set_capturing(stream, true);
     }
     rc
 }
 
-macro_rules! capture_hooks {
-    ($(#[$m:meta])* $begin:ident, $end:ident, $real_begin:ident, $real_end:ident) => {
-        $(#[$m])*
-        pub unsafe fn $begin(stream: CUstream, mode: CUstreamCaptureMode) -> R {
-            let Some(real) = real::$real_begin() else { return NO_DRIVER };
-            if let Gate::Refuse = gate() {
-                return REFUSED;
-            }
-            // SAFETY: forwarding the caller's arguments.
-            note_capture(unsafe { real(stream, mode) }, stream, true)
-        }
-
-        $(#[$m])*
-        pub unsafe fn $end(stream: CUstream, graph: *mut CUgraph) -> R {
-            let Some(real) = real::$real_end() else { return NO_DRIVER };
-            if let Gate::Refuse = gate() {
-                return REFUSED;
-            }
-            // SAFETY: forwarding the caller's arguments.
-            let rc = unsafe { real(stream, graph) };
-            // Capture ends whatever the result (a failed end invalidates it).
-            note_capture(R::CUDA_SUCCESS, stream, false);
-            rc
-        }
-    };
+/// `cuStreamEndCapture` (and `_ptsz`): whatever the driver answers, the capture has ended.
+pub fn end_capture<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, stream: CUstream, _graph: *mut CUgraph) -> R {
+    let rc = call();
+    e.shim.sm.set_capturing(stream, false);
+    rc
 }
-
-capture_hooks!(
-    /// `cuStreamBeginCapture_v2` / `cuStreamEndCapture`.
-    begin_capture, end_capture, cuStreamBeginCapture_v2, cuStreamEndCapture
-);
-capture_hooks!(
-    /// The `_ptsz` forms of stream capture.
-    begin_capture_ptsz, end_capture_ptsz, cuStreamBeginCapture_v2_ptsz, cuStreamEndCapture_ptsz
-);

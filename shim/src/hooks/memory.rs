@@ -2,24 +2,24 @@
 //! committed under the allocation's address or handle if it succeeded, rolled back if not.
 //! Frees take the allocation out of the books, call the driver, and give the bytes back only
 //! if the driver freed it. A pointer or handle we never charged goes to the driver untouched.
-#![allow(unsafe_code)]
+//! What each path charges is decided in `vgpu_limiter::accounting`.
 
 use std::ffi::c_uint;
 
 use cuda_sys::driver::*;
-use vgpu_limiter::region::Region;
+use vgpu_limiter::accounting::{self, PITCH_ALIGN};
 
-use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate, pools};
+use super::args::Out;
+use super::{Driver, Enforce, device_index, pools};
 use crate::log;
-use crate::table::real;
 
 use CUresult as R;
 
 /// Reserves `bytes` of `device`, runs the driver call, and commits under `key()` on success.
-fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
+fn charged<D: Driver>(e: &Enforce<D>, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
     // Before refusing, let pools that released memory at a synchronisation say so.
-    let free_more = || matches!(crate::state::mode(), crate::state::Mode::Active(shim) if pools::resync_all(&shim.pools, region));
-    let reservation = match region.reserve_or(device, bytes, free_more) {
+    let free_more = || pools::resync_all(e);
+    let reservation = match e.region.reserve_or(device, bytes, free_more) {
         Ok(r) => r,
         Err(refused) => {
             log::warn(format_args!(
@@ -37,108 +37,80 @@ fn charged(region: &Region, device: usize, bytes: u64, call: impl FnOnce() -> R,
 }
 
 /// Shared body of the hooks that allocate on the current device.
-///
-/// # Safety
-/// `out` is null or valid for reads after a successful `call`.
-unsafe fn on_current_device(bytes: usize, out: *const CUdeviceptr, forward: impl FnOnce() -> R) -> R {
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => {
-            if out.is_null() || bytes == 0 {
-                return forward(); // the driver reports the bad argument
-            }
-            let device = match current_device() {
-                Ok(d) => d,
-                Err(rc) => return rc,
-            };
-            // SAFETY: read only after the driver wrote it.
-            charged(region, device, bytes as u64, forward, || unsafe { *out })
-        }
+fn on_current_device<D: Driver>(e: &Enforce<D>, bytes: usize, out: Out<u64>, call: impl FnOnce() -> R) -> R {
+    if out.is_null() || bytes == 0 {
+        return call(); // the driver reports the bad argument
     }
+    let device = match e.current_device() {
+        Ok(d) => d,
+        Err(rc) => return rc,
+    };
+    charged(e, device, bytes as u64, call, || out.written().unwrap_or(0))
 }
 
 /// Shared body of the hooks that free by key: the allocation leaves the books before the
 /// driver call and its bytes go back only if the driver freed it. A key never charged on its
 /// own may be pool memory: the pools' charges are brought in line after the driver has it back.
-fn free_key(key: u64, forward: impl FnOnce() -> R) -> R {
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => match region.take(key) {
-            Some(held) => {
-                let rc = forward();
-                if rc == R::CUDA_SUCCESS {
-                    held.release()
-                } else {
-                    held.keep()
-                }
-                rc
+fn free_key<D: Driver>(e: &Enforce<D>, key: u64, call: impl FnOnce() -> R) -> R {
+    match e.region.take(key) {
+        Some(held) => {
+            let rc = call();
+            if rc == R::CUDA_SUCCESS {
+                held.release()
+            } else {
+                held.keep()
             }
-            None => {
-                let rc = forward();
-                let _ = pools::resync_all(&shim.pools, region);
-                rc
-            }
-        },
+            rc
+        }
+        None => {
+            let rc = call();
+            let _ = pools::resync_all(e);
+            rc
+        }
     }
 }
 
 /// `cuMemAlloc_v2`.
-pub unsafe fn mem_alloc(dptr: *mut CUdeviceptr, bytesize: usize) -> R {
-    let Some(f) = real::cuMemAlloc_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { on_current_device(bytesize, dptr, || f(dptr, bytesize)) }
+pub fn mem_alloc<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: Out<CUdeviceptr>, bytesize: usize) -> R {
+    on_current_device(e, bytesize, dptr, call)
 }
-
-/// Widest pitch alignment a driver uses: the worst case reserved before the call.
-const PITCH_ALIGN: usize = 512;
 
 /// `cuMemAllocPitch_v2`: reserves the worst case (rows padded to [`PITCH_ALIGN`]), then keeps
 /// exactly pitch × height. A driver that padded more is refused after the fact (freed, OOM).
-pub unsafe fn mem_alloc_pitch(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> R {
-    let Some(f) = real::cuMemAllocPitch_v2() else {
-        return NO_DRIVER;
+pub fn mem_alloc_pitch<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    dptr: Out<CUdeviceptr>,
+    pitch: Out<usize>,
+    width: usize,
+    height: usize,
+    _elem: c_uint,
+) -> R {
+    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+        return call();
+    }
+    let device = match e.current_device() {
+        Ok(d) => d,
+        Err(rc) => return rc,
     };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(dptr, pitch, width, height, elem) };
-    let (region, device) = match gate() {
-        Gate::Forward => return forward(),
-        Gate::Refuse => return REFUSED,
-        Gate::Enforce(_, region) => {
-            if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
-                return forward();
-            }
-            match current_device() {
-                Ok(d) => (region, d),
-                Err(rc) => return rc,
-            }
-        }
-    };
-    let Some(worst) = width.checked_next_multiple_of(PITCH_ALIGN).and_then(|w| w.checked_mul(height)) else {
+    let Some(worst) = accounting::pitch_worst_case(width as u64, height as u64) else {
         return R::CUDA_ERROR_OUT_OF_MEMORY;
     };
-    let mut reservation = match region.reserve(device, worst as u64) {
+    let mut reservation = match e.region.reserve(device, worst) {
         Ok(r) => r,
         Err(_) => return R::CUDA_ERROR_OUT_OF_MEMORY,
     };
-    let rc = forward();
+    let rc = call();
     if rc != R::CUDA_SUCCESS {
         return rc;
     }
-    // SAFETY: the driver wrote both on success.
-    let (ptr, actual) = unsafe { (*dptr, (*pitch).saturating_mul(height)) };
-    if actual as u64 > reservation.bytes() {
+    let (ptr, chosen) = (dptr.written().unwrap_or(0), pitch.written().unwrap_or(usize::MAX));
+    let Some(actual) = accounting::pitch_charge(chosen as u64, height as u64, reservation.bytes()) else {
         log::error(format_args!("cuMemAllocPitch_v2 padded rows beyond {PITCH_ALIGN} bytes; refusing the allocation"));
-        if let Some(free) = real::cuMemFree_v2() {
-            // SAFETY: freeing what the driver just gave us.
-            unsafe { free(ptr) };
-        }
+        e.driver.mem_free(ptr);
         return R::CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    reservation.shrink_to(actual as u64);
+    };
+    reservation.shrink_to(actual);
     reservation.commit(ptr);
     rc
 }
@@ -146,314 +118,192 @@ pub unsafe fn mem_alloc_pitch(dptr: *mut CUdeviceptr, pitch: *mut usize, width: 
 /// `cuMemAllocManaged`: managed memory is charged in full to the current device when it is
 /// allocated, wherever its pages later migrate (a tenant cannot exceed its quota by
 /// allocating managed memory instead of device memory).
-pub unsafe fn mem_alloc_managed(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) -> R {
-    let Some(f) = real::cuMemAllocManaged() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { on_current_device(bytesize, dptr, || f(dptr, bytesize, flags)) }
+pub fn mem_alloc_managed<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    dptr: Out<CUdeviceptr>,
+    bytesize: usize,
+    _flags: c_uint,
+) -> R {
+    on_current_device(e, bytesize, dptr, call)
 }
 
 /// `cuMemFree_v2`.
-pub unsafe fn mem_free(dptr: CUdeviceptr) -> R {
-    let Some(f) = real::cuMemFree_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's argument.
-    free_key(dptr, || unsafe { f(dptr) })
+pub fn mem_free<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: CUdeviceptr) -> R {
+    free_key(e, dptr, call)
 }
 
 /// Shared body of the stream-ordered allocations: charged as the pool's growth (see
 /// [`pools`]); the pool is the given one, or the current pool of the current device.
-///
-/// # Safety
-/// `dptr` is null or valid for reads after a successful `forward`.
-unsafe fn stream_ordered(
-    dptr: *mut CUdeviceptr,
+fn stream_ordered<D: Driver>(
+    e: &Enforce<D>,
+    dptr: Out<CUdeviceptr>,
     bytesize: usize,
     pool: Option<CUmemoryPool>,
     stream: CUstream,
-    forward: impl FnOnce() -> R,
+    call: impl FnOnce() -> R,
 ) -> R {
-    let (shim, region) = match gate() {
-        Gate::Forward => return forward(),
-        Gate::Refuse => return REFUSED,
-        Gate::Enforce(shim, region) => (shim, region),
-    };
     if dptr.is_null() || bytesize == 0 {
-        return forward(); // the driver reports the bad argument
+        return call(); // the driver reports the bad argument
     }
-    let known = pool.and_then(|p| shim.pools.device(p as u64));
-    let device = match known.map_or_else(current_device, Ok) {
+    let known = pool.and_then(|p| e.shim.pools.device(p as u64));
+    let device = match known.map_or_else(|| e.current_device(), Ok) {
         Ok(d) => d,
         Err(rc) => return rc,
     };
-    let pool = pool.or_else(|| {
-        let f = real::cuDeviceGetMemPool()?;
-        let mut p: CUmemoryPool = std::ptr::null_mut();
-        // SAFETY: a valid out-pointer and a device index the driver gave us.
-        (unsafe { f(&mut p, device as CUdevice) } == R::CUDA_SUCCESS).then_some(p)
-    });
-    let mut forward = Some(forward);
+    let pool = pool.map(|p| p as u64).or_else(|| e.driver.device_mem_pool(device));
+    let mut call = Some(call);
     if let Some(p) = pool {
-        let call = || forward.take().map_or(R::CUDA_ERROR_UNKNOWN, |f| f());
+        let forward = || call.take().map_or(R::CUDA_ERROR_UNKNOWN, |f| f());
         let undo = || {
-            if let Some(free) = real::cuMemFreeAsync() {
-                // SAFETY: the allocation the driver just made on this stream.
-                unsafe { free(*dptr, stream) };
-            }
+            let _ = e.driver.mem_free_async(dptr.written().unwrap_or(0), stream);
         };
-        if let Some(rc) = pools::allocate(&shim.pools, region, p as u64, device, bytesize as u64, call, undo) {
+        if let Some(rc) = pools::allocate(e, p, device, bytesize as u64, forward, undo) {
             return rc;
         }
     }
     // The pool cannot be accounted as a whole: charge the allocation itself. (`allocate`
     // answers None only before calling; a panic here would abort the host process.)
-    let Some(forward) = forward.take() else { return R::CUDA_ERROR_UNKNOWN };
-    // SAFETY: read only after the driver wrote it.
-    charged(region, device, bytesize as u64, forward, || unsafe { *dptr })
+    let Some(call) = call.take() else { return R::CUDA_ERROR_UNKNOWN };
+    charged(e, device, bytesize as u64, call, || dptr.written().unwrap_or(0))
 }
 
 /// `cuMemAllocAsync`.
-pub unsafe fn mem_alloc_async(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocAsync() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, None, stream, || f(dptr, bytesize, stream)) }
-}
-
-/// `cuMemAllocAsync_ptsz`.
-pub unsafe fn mem_alloc_async_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocAsync_ptsz() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, None, stream, || f(dptr, bytesize, stream)) }
+pub fn mem_alloc_async<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    dptr: Out<CUdeviceptr>,
+    bytesize: usize,
+    stream: CUstream,
+) -> R {
+    stream_ordered(e, dptr, bytesize, None, stream, call)
 }
 
 /// `cuMemAllocFromPoolAsync`.
-pub unsafe fn mem_alloc_from_pool(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocFromPoolAsync() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, Some(pool), stream, || f(dptr, bytesize, pool, stream)) }
-}
-
-/// `cuMemAllocFromPoolAsync_ptsz`.
-pub unsafe fn mem_alloc_from_pool_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> R {
-    let Some(f) = real::cuMemAllocFromPoolAsync_ptsz() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { stream_ordered(dptr, bytesize, Some(pool), stream, || f(dptr, bytesize, pool, stream)) }
+pub fn mem_alloc_from_pool<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    dptr: Out<CUdeviceptr>,
+    bytesize: usize,
+    pool: CUmemoryPool,
+    stream: CUstream,
+) -> R {
+    stream_ordered(e, dptr, bytesize, Some(pool), stream, call)
 }
 
 /// `cuMemFreeAsync`: memory charged one by one comes back now; pool memory when the pool
 /// releases it.
-pub unsafe fn mem_free_async(dptr: CUdeviceptr, stream: CUstream) -> R {
-    let Some(f) = real::cuMemFreeAsync() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    free_key(dptr, || unsafe { f(dptr, stream) })
-}
-
-/// `cuMemFreeAsync_ptsz`.
-pub unsafe fn mem_free_async_ptsz(dptr: CUdeviceptr, stream: CUstream) -> R {
-    let Some(f) = real::cuMemFreeAsync_ptsz() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    free_key(dptr, || unsafe { f(dptr, stream) })
+pub fn mem_free_async<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: CUdeviceptr, _stream: CUstream) -> R {
+    free_key(e, dptr, call)
 }
 
 /// `cuMemPoolTrimTo`: what the pool releases stops being charged.
-pub unsafe fn pool_trim(pool: CUmemoryPool, keep: usize) -> R {
-    let Some(f) = real::cuMemPoolTrimTo() else { return NO_DRIVER };
-    match gate() {
-        // SAFETY: forwarding the caller's arguments.
-        Gate::Forward => unsafe { f(pool, keep) },
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            // SAFETY: forwarding the caller's arguments.
-            let rc = unsafe { f(pool, keep) };
-            pools::resync_pool(&shim.pools, region, pool as u64);
-            rc
-        }
-    }
+pub fn pool_trim<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pool: CUmemoryPool, _keep: usize) -> R {
+    let rc = call();
+    pools::resync_pool(e, pool as u64);
+    rc
 }
 
 /// `cuMemPoolDestroy`: the pool's charge goes back.
-pub unsafe fn pool_destroy(pool: CUmemoryPool) -> R {
-    let Some(f) = real::cuMemPoolDestroy() else { return NO_DRIVER };
-    match gate() {
-        // SAFETY: forwarding the caller's argument.
-        Gate::Forward => unsafe { f(pool) },
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            // SAFETY: forwarding the caller's argument.
-            let rc = unsafe { f(pool) };
-            if rc == R::CUDA_SUCCESS {
-                pools::forget(&shim.pools, region, pool as u64);
-            }
-            rc
-        }
+pub fn pool_destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pool: CUmemoryPool) -> R {
+    let rc = call();
+    if rc == R::CUDA_SUCCESS {
+        pools::forget(e, pool as u64);
     }
+    rc
 }
 
 /// Records a pool's device once the driver has made or named the pool.
-///
-/// # Safety
-/// `pool` is null or valid for reads after a successful call.
-unsafe fn remember_pool(rc: R, pool: *mut CUmemoryPool, device: i32) -> R {
+fn remember_pool<D: Driver>(e: &Enforce<D>, rc: R, pool: Out<CUmemoryPool>, device: i32) -> R {
     if rc == R::CUDA_SUCCESS
-        && !pool.is_null()
-        && let (Gate::Enforce(shim, _), Ok(d)) = (gate(), device_index(device))
+        && let (Some(p), Ok(d)) = (pool.written(), device_index(device))
     {
-        // SAFETY: the driver wrote it.
-        let _ = shim.pools.record(unsafe { *pool } as u64, d);
+        let _ = e.shim.pools.record(p as u64, d);
     }
     rc
 }
 
 /// `cuMemPoolCreate`: remembers which device the pool allocates on.
-pub unsafe fn pool_create(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> R {
-    let Some(f) = real::cuMemPoolCreate() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's arguments.
-    let rc = unsafe { f(pool, props) };
-    // SAFETY: the driver accepted `props`, so it is readable.
-    let device = if props.is_null() { -1 } else { unsafe { (*props).location.id } };
-    // SAFETY: as the caller passed it.
-    unsafe { remember_pool(rc, pool, device) }
+pub fn pool_create<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pool: Out<CUmemoryPool>, props: Option<&CUmemPoolProps>) -> R {
+    let rc = call();
+    let device = props.map_or(-1, |p| p.location.id);
+    remember_pool(e, rc, pool, device)
 }
 
 /// `cuDeviceGetDefaultMemPool`.
-pub unsafe fn device_default_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
-    let Some(f) = real::cuDeviceGetDefaultMemPool() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's arguments, then reading what the driver wrote.
-    unsafe { remember_pool(f(pool, dev), pool, dev) }
+pub fn device_default_pool<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pool: Out<CUmemoryPool>, dev: CUdevice) -> R {
+    remember_pool(e, call(), pool, dev)
 }
 
 /// `cuDeviceGetMemPool`.
-pub unsafe fn device_pool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
-    let Some(f) = real::cuDeviceGetMemPool() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's arguments, then reading what the driver wrote.
-    unsafe { remember_pool(f(pool, dev), pool, dev) }
+pub fn device_pool<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pool: Out<CUmemoryPool>, dev: CUdevice) -> R {
+    remember_pool(e, call(), pool, dev)
 }
 
 /// `cuMemCreate`: physical memory is charged to the device it lives on (address
 /// reservations and mappings cost nothing: they are not memory).
-pub unsafe fn mem_create(handle: *mut CUmemGenericAllocationHandle, size: usize, prop: *const CUmemAllocationProp, flags: u64) -> R {
-    let Some(f) = real::cuMemCreate() else {
-        return NO_DRIVER;
+pub fn mem_create<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    handle: Out<CUmemGenericAllocationHandle>,
+    size: usize,
+    prop: Option<&CUmemAllocationProp>,
+    _flags: u64,
+) -> R {
+    let Some(prop) = prop.filter(|_| !handle.is_null() && size > 0) else {
+        return call();
     };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(handle, size, prop, flags) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => {
-            if handle.is_null() || prop.is_null() || size == 0 {
-                return forward();
-            }
-            // SAFETY: non-null, per the API contract readable.
-            let location = unsafe { (*prop).location };
-            if location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
-                return forward(); // host memory is not the GPU's
-            }
-            let device = match device_index(location.id) {
-                Ok(d) => d,
-                Err(_) => return forward(),
-            };
-            // SAFETY: read only after the driver wrote it.
-            charged(region, device, size as u64, forward, || unsafe { *handle })
-        }
+    if prop.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+        return call(); // host memory is not the GPU's
     }
+    let Ok(device) = device_index(prop.location.id) else {
+        return call();
+    };
+    charged(e, device, size as u64, call, || handle.written().unwrap_or(0))
 }
 
-/// `cuMemRelease`.
-pub unsafe fn mem_release(handle: CUmemGenericAllocationHandle) -> R {
-    let Some(f) = real::cuMemRelease() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's argument.
-    let forward = || unsafe { f(handle) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let rc = forward();
-            if rc == R::CUDA_SUCCESS {
-                let mut vmm = shim.vmm.lock();
-                if vmm.mapped.get(&handle).is_some_and(|n| *n > 0) {
-                    // Still mapped: the driver keeps the memory until the last unmap.
-                    vmm.released.insert(handle);
-                } else if let Some(h) = region.take(handle) {
-                    h.release();
-                }
-            }
-            rc
-        }
+/// `cuMemRelease`: a handle still mapped stays charged until its last unmap.
+pub fn mem_release<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: CUmemGenericAllocationHandle) -> R {
+    let rc = call();
+    if rc == R::CUDA_SUCCESS
+        && e.shim.vmm.lock().released(handle)
+        && let Some(h) = e.region.take(handle)
+    {
+        h.release();
     }
+    rc
 }
 
 /// `cuMemMap`: a mapping keeps its physical handle's memory charged.
-pub unsafe fn mem_map(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
-    let Some(f) = real::cuMemMap() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(ptr, size, offset, handle, flags) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) => {
-            let rc = forward();
-            if rc == R::CUDA_SUCCESS {
-                let mut vmm = shim.vmm.lock();
-                *vmm.mapped.entry(handle).or_default() += 1;
-                vmm.by_address.insert(ptr, handle);
-            }
-            rc
-        }
+pub fn mem_map<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    ptr: CUdeviceptr,
+    _size: usize,
+    _offset: usize,
+    handle: CUmemGenericAllocationHandle,
+    _flags: u64,
+) -> R {
+    let rc = call();
+    if rc == R::CUDA_SUCCESS {
+        e.shim.vmm.lock().mapped(ptr, handle);
     }
+    rc
 }
 
 /// `cuMemUnmap`: the last unmap of a released handle ends its charge.
-pub unsafe fn mem_unmap(ptr: CUdeviceptr, size: usize) -> R {
-    let Some(f) = real::cuMemUnmap() else { return NO_DRIVER };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(ptr, size) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let rc = forward();
-            if rc != R::CUDA_SUCCESS {
-                return rc;
-            }
-            let mut vmm = shim.vmm.lock();
-            let end = ptr.saturating_add(size as u64);
-            let starts: Vec<u64> = vmm.by_address.keys().copied().filter(|a| (ptr..end).contains(a)).collect();
-            for a in starts {
-                let Some(handle) = vmm.by_address.remove(&a) else { continue };
-                let left = vmm.mapped.get_mut(&handle).map(|n| {
-                    *n = n.saturating_sub(1);
-                    *n
-                });
-                if left == Some(0) {
-                    vmm.mapped.remove(&handle);
-                    if vmm.released.remove(&handle)
-                        && let Some(h) = region.take(handle)
-                    {
-                        h.release();
-                    }
-                }
-            }
-            rc
+pub fn mem_unmap<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ptr: CUdeviceptr, size: usize) -> R {
+    let rc = call();
+    if rc != R::CUDA_SUCCESS {
+        return rc;
+    }
+    let ended = e.shim.vmm.lock().unmapped(ptr, size as u64);
+    for handle in ended {
+        if let Some(h) = e.region.take(handle) {
+            h.release();
         }
     }
+    rc
 }
 
 /// Bytes of an array: width × height × depth × channels × element size, with unknown formats
@@ -466,37 +316,20 @@ fn array_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR) -> u64 {
 }
 
 /// Shared body of the array creations.
-///
-/// # Safety
-/// `handle` is null or valid for reads after a successful `forward`.
-unsafe fn array(bytes: u64, handle: *mut *mut std::ffi::c_void, forward: impl FnOnce() -> R) -> R {
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => {
-            if handle.is_null() || bytes == 0 {
-                return forward();
-            }
-            let device = match current_device() {
-                Ok(d) => d,
-                Err(rc) => return rc,
-            };
-            // SAFETY: read only after the driver wrote it.
-            charged(region, device, bytes, forward, || unsafe { *handle } as u64)
-        }
+fn array<D: Driver>(e: &Enforce<D>, bytes: u64, handle: Out<*mut std::ffi::c_void>, call: impl FnOnce() -> R) -> R {
+    if handle.is_null() || bytes == 0 {
+        return call();
     }
+    let device = match e.current_device() {
+        Ok(d) => d,
+        Err(rc) => return rc,
+    };
+    charged(e, device, bytes, call, || handle.written().map_or(0, |h| h as u64))
 }
 
 /// `cuArrayCreate_v2`.
-pub unsafe fn array_create(handle: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR) -> R {
-    let Some(f) = real::cuArrayCreate_v2() else {
-        return NO_DRIVER;
-    };
-    let bytes = if desc.is_null() {
-        0
-    } else {
-        // SAFETY: non-null, per the API contract readable.
-        let d = unsafe { *desc };
+pub fn array_create<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: Out<CUarray>, desc: Option<&CUDA_ARRAY_DESCRIPTOR>) -> R {
+    let bytes = desc.map_or(0, |d| {
         array_bytes(&CUDA_ARRAY3D_DESCRIPTOR {
             Width: d.Width,
             Height: d.Height,
@@ -505,41 +338,35 @@ pub unsafe fn array_create(handle: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIP
             NumChannels: d.NumChannels,
             Flags: 0,
         })
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { array(bytes, handle.cast(), || f(handle, desc)) }
+    });
+    array(e, bytes, handle.erased(), call)
 }
 
 /// `cuArray3DCreate_v2`.
-pub unsafe fn array3d_create(handle: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR) -> R {
-    let Some(f) = real::cuArray3DCreate_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: non-null, per the API contract readable.
-    let bytes = if desc.is_null() { 0 } else { array_bytes(unsafe { &*desc }) };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { array(bytes, handle.cast(), || f(handle, desc)) }
+pub fn array3d_create<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    handle: Out<CUarray>,
+    desc: Option<&CUDA_ARRAY3D_DESCRIPTOR>,
+) -> R {
+    array(e, desc.map_or(0, array_bytes), handle.erased(), call)
 }
 
 /// `cuArrayDestroy`.
-pub unsafe fn array_destroy(handle: CUarray) -> R {
-    let Some(f) = real::cuArrayDestroy() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's argument.
-    free_key(handle as u64, || unsafe { f(handle) })
+pub fn array_destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: CUarray) -> R {
+    free_key(e, handle as u64, call)
 }
 
 /// `cuMipmappedArrayCreate`: the sum of its levels, each half the previous in every extent.
-pub unsafe fn mipmapped_create(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> R {
-    let Some(f) = real::cuMipmappedArrayCreate() else {
-        return NO_DRIVER;
-    };
-    let bytes = if desc.is_null() {
-        0
-    } else {
-        // SAFETY: non-null, per the API contract readable.
-        let mut level = unsafe { *desc };
+pub fn mipmapped_create<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    handle: Out<CUmipmappedArray>,
+    desc: Option<&CUDA_ARRAY3D_DESCRIPTOR>,
+    levels: c_uint,
+) -> R {
+    let bytes = desc.map_or(0, |d| {
+        let mut level = *d;
         let mut total = 0u64;
         for _ in 0..levels.min(32) {
             total = total.saturating_add(array_bytes(&level));
@@ -548,16 +375,11 @@ pub unsafe fn mipmapped_create(handle: *mut CUmipmappedArray, desc: *const CUDA_
             level.Depth = if level.Depth == 0 { 0 } else { (level.Depth / 2).max(1) };
         }
         total
-    };
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { array(bytes, handle.cast(), || f(handle, desc, levels)) }
+    });
+    array(e, bytes, handle.erased(), call)
 }
 
 /// `cuMipmappedArrayDestroy`.
-pub unsafe fn mipmapped_destroy(handle: CUmipmappedArray) -> R {
-    let Some(f) = real::cuMipmappedArrayDestroy() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's argument.
-    free_key(handle as u64, || unsafe { f(handle) })
+pub fn mipmapped_destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: CUmipmappedArray) -> R {
+    free_key(e, handle as u64, call)
 }

@@ -1,9 +1,17 @@
-//! Hook bodies, grouped as NVIDIA's documentation groups the functions. Each one asks the
-//! limiter, calls the real function, and tells the limiter what happened; no decision is
-//! made here.
-#![allow(unsafe_code)]
+//! Hook bodies, grouped as NVIDIA's documentation groups the functions.
+//!
+//! A body runs only when the shim enforces limits: the generated edge in [`crate::table`] has
+//! already resolved the real function, applied the gate (forward untouched, or fail closed
+//! with nothing forwarded) and checked the caller's pointers. A body is a safe function of
+//! ([`Enforce`], the forwarding call, the checked arguments): it asks the limiter, makes the
+//! call, and tells the limiter what happened. What to charge or refuse is decided by pure
+//! functions (`vgpu_limiter::accounting`, the SM controller), tested without a driver; the
+//! driver a body talks to besides the forwarded call is the [`Driver`] it is given, so the
+//! bodies themselves run in unit tests against a fake one.
 
+pub mod args;
 pub mod context;
+pub mod driver;
 pub mod init;
 pub mod launch;
 pub mod memory;
@@ -12,53 +20,85 @@ pub mod pools;
 pub mod proc_address;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 use cuda_sys::driver::CUresult;
+use cuda_sys::nvml::nvmlReturn_t;
 use vgpu_limiter::config::MAX_DEVICES;
 use vgpu_limiter::region::Region;
 
-use crate::state::{Mode, Shim, mode};
-use crate::table::real;
+pub use driver::{Driver, Real};
 
-/// What a hook does with this call.
-pub enum Gate<'a> {
-    /// Enforce limits through the region.
-    Enforce(&'a Shim, &'a Region),
-    /// Forward untouched.
+use crate::state::{Mode, Shim, mode};
+
+/// What an enforcing body is given: the process's limiter state and the driver.
+pub struct Enforce<'a, D = Real> {
+    /// The shim's state in this process.
+    pub shim: &'a Shim,
+    /// The container's shared region.
+    pub region: &'a Region,
+    /// The driver's functions a body calls besides the one it forwards.
+    pub driver: D,
+}
+
+/// The mode as one call sees it: [`Mode`] with the region resolved (a child whose renewal
+/// after `fork` failed refuses, like a bad configuration).
+pub enum Gate {
+    /// Enforce limits: the body runs.
+    Enforce(Enforce<'static, Real>),
+    /// Forward untouched (a plain tail call).
     Forward,
-    /// Refuse (fail closed).
+    /// Fail closed: nothing reaches the driver.
     Refuse,
 }
 
 /// The gate for the current call.
-pub fn gate() -> Gate<'static> {
+#[inline]
+pub fn gate() -> Gate {
     match mode() {
-        Mode::Active(shim) => match shim.region() {
-            Some(r) => Gate::Enforce(shim, r),
+        Mode::Enforce(shim) => match shim.region() {
+            Some(region) => Gate::Enforce(Enforce { shim, region, driver: Real }),
             None => Gate::Refuse,
         },
-        Mode::PassThrough => Gate::Forward,
-        Mode::Failed => Gate::Refuse,
+        Mode::Forward => Gate::Forward,
+        Mode::Refuse => Gate::Refuse,
     }
 }
 
-/// What a refused CUDA call returns.
-pub const REFUSED: CUresult = CUresult::CUDA_ERROR_INVALID_VALUE;
-/// What a CUDA hook returns when the real driver is missing.
-pub const NO_DRIVER: CUresult = CUresult::CUDA_ERROR_NOT_INITIALIZED;
+/// The codes the edge answers with, per library. Two kinds of "no" are kept apart: a call
+/// refused because the shim fails closed ([`Codes::FAIL_CLOSED`]: the configuration or region
+/// is unusable) and an allocation refused at the quota (`CUDA_ERROR_OUT_OF_MEMORY`, decided
+/// by the bodies).
+pub trait Codes: Copy {
+    /// The real library (or the symbol) is missing.
+    const NOT_LOADED: Self;
+    /// The shim fails closed.
+    const FAIL_CLOSED: Self;
+    /// The body panicked.
+    const ON_PANIC: Self;
+}
 
-/// The device of the calling thread's current context, as an index into the region.
-pub fn current_device() -> Result<usize, CUresult> {
-    let f = real::cuCtxGetDevice().ok_or(NO_DRIVER)?;
-    let mut dev = 0;
-    // SAFETY: a valid out-pointer.
-    let rc = unsafe { f(&mut dev) };
-    if rc != CUresult::CUDA_SUCCESS {
-        return Err(rc);
-    }
-    device_index(dev)
+impl Codes for CUresult {
+    const NOT_LOADED: Self = CUresult::CUDA_ERROR_NOT_INITIALIZED;
+    const FAIL_CLOSED: Self = CUresult::CUDA_ERROR_INVALID_VALUE;
+    const ON_PANIC: Self = CUresult::CUDA_ERROR_UNKNOWN;
+}
+
+impl Codes for nvmlReturn_t {
+    const NOT_LOADED: Self = nvmlReturn_t::NVML_ERROR_LIBRARY_NOT_FOUND;
+    const FAIL_CLOSED: Self = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+    const ON_PANIC: Self = nvmlReturn_t::NVML_ERROR_UNKNOWN;
 }
 
 /// A driver ordinal as a region index (the region accounts for [`MAX_DEVICES`] devices).
 pub fn device_index(dev: i32) -> Result<usize, CUresult> {
     usize::try_from(dev).ok().filter(|d| *d < MAX_DEVICES).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
+}
+
+impl<D: Driver> Enforce<'_, D> {
+    /// The device of the calling thread's current context, as an index into the region.
+    pub fn current_device(&self) -> Result<usize, CUresult> {
+        device_index(self.driver.ctx_device()?)
+    }
 }

@@ -8,42 +8,24 @@ use std::ffi::{CStr, c_char, c_uint};
 use cuda_sys::nvml::{NVML_DEVICE_UUID_V2_BUFFER_SIZE, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlReturn_t};
 use vgpu_limiter::config::VisibleDevice;
 
+use super::args::Out;
 use super::context::uuid_string;
 use super::init::CUDA_READY;
-use super::{Gate, gate};
+use super::{Driver, Enforce};
 use crate::state::Shim;
 use crate::table::real;
 
 use nvmlReturn_t as N;
 use std::sync::atomic::Ordering::Acquire;
 
-/// What a refused NVML call returns.
-const REFUSED: N = N::NVML_ERROR_INVALID_ARGUMENT;
-/// What an NVML hook returns when the real library is missing.
-const NO_LIBRARY: N = N::NVML_ERROR_LIBRARY_NOT_FOUND;
-
-/// `nvmlInit_v2`.
-pub unsafe fn init_v2() -> N {
-    let Some(f) = real::nvmlInit_v2() else {
-        return NO_LIBRARY;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: no arguments.
-    unsafe { f() }
+/// `nvmlInit_v2`: exists for the gate (fails closed on a bad configuration).
+pub fn init_v2<D: Driver>(_e: &Enforce<D>, call: impl FnOnce() -> N) -> N {
+    call()
 }
 
-/// `nvmlInitWithFlags`.
-pub unsafe fn init_with_flags(flags: c_uint) -> N {
-    let Some(f) = real::nvmlInitWithFlags() else {
-        return NO_LIBRARY;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's argument.
-    unsafe { f(flags) }
+/// `nvmlInitWithFlags`: as `nvmlInit_v2`.
+pub fn init_with_flags<D: Driver>(_e: &Enforce<D>, call: impl FnOnce() -> N, _flags: c_uint) -> N {
+    call()
 }
 
 /// The CUDA ordinal (as this application sees devices) of an NVML device handle.
@@ -106,55 +88,33 @@ fn unique_prefix(prefix: &str) -> bool {
 }
 
 /// (total, free, used) through the quota of the device behind `device`, if it has one.
-fn quota_figures(shim: &Shim, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
-    let (total, free) = super::views::container_view(shim, shim.region()?, ordinal_of(shim, device)?, phys_total, phys_free)?;
+fn quota_figures<D: Driver>(e: &Enforce<D>, device: nvmlDevice_t, phys_total: u64, phys_free: u64) -> Option<(u64, u64, u64)> {
+    let (total, free) = super::views::container_view(e, ordinal_of(e.shim, device)?, phys_total, phys_free)?;
     Some((total, free, total - free))
 }
 
 /// `nvmlDeviceGetMemoryInfo`.
-pub unsafe fn memory_info(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> N {
-    let Some(f) = real::nvmlDeviceGetMemoryInfo() else {
-        return NO_LIBRARY;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(device, memory) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) => {
-            let rc = forward();
-            if rc == N::NVML_SUCCESS && !memory.is_null() {
-                // SAFETY: NVML just wrote it.
-                let m = unsafe { &mut *memory };
-                if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
-                    (m.total, m.free, m.used) = (total, free, used);
-                }
-            }
-            rc
-        }
+pub fn memory_info<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, device: nvmlDevice_t, memory: Out<nvmlMemory_t>) -> N {
+    let rc = call();
+    if rc == N::NVML_SUCCESS
+        && let Some(mut m) = memory.written()
+        && let Some((total, free, used)) = quota_figures(e, device, m.total, m.free)
+    {
+        (m.total, m.free, m.used) = (total, free, used);
+        memory.overwrite(m);
     }
+    rc
 }
 
 /// `nvmlDeviceGetMemoryInfo_v2` (NVML checks the version word itself).
-pub unsafe fn memory_info_v2(device: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> N {
-    let Some(f) = real::nvmlDeviceGetMemoryInfo_v2() else {
-        return NO_LIBRARY;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(device, memory) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, _) => {
-            let rc = forward();
-            if rc == N::NVML_SUCCESS && !memory.is_null() {
-                // SAFETY: NVML just wrote it.
-                let m = unsafe { &mut *memory };
-                if let Some((total, free, used)) = quota_figures(shim, device, m.total, m.free) {
-                    (m.total, m.free, m.used, m.reserved) = (total, free, used, 0);
-                }
-            }
-            rc
-        }
+pub fn memory_info_v2<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, device: nvmlDevice_t, memory: Out<nvmlMemory_v2_t>) -> N {
+    let rc = call();
+    if rc == N::NVML_SUCCESS
+        && let Some(mut m) = memory.written()
+        && let Some((total, free, used)) = quota_figures(e, device, m.total, m.free)
+    {
+        (m.total, m.free, m.used, m.reserved) = (total, free, used, 0);
+        memory.overwrite(m);
     }
+    rc
 }

@@ -7,14 +7,13 @@
 //! Each pool's charge is brought in line with its `CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT` after
 //! every stream-ordered allocation, after frees and trims, before the views answer, and before
 //! an allocation is refused.
-#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
-use cuda_sys::driver::{CUmemPool_attribute, CUmemoryPool, CUresult};
-use vgpu_limiter::region::Region;
+use cuda_sys::driver::{CUmemPool_attribute, CUresult};
+use vgpu_limiter::accounting::{self, Delta};
 
-use crate::table::real;
+use super::{Driver, Enforce};
 
 use CUresult as R;
 
@@ -79,55 +78,49 @@ impl PoolTable {
     }
 }
 
-/// A pool attribute the driver reports as a 64-bit count.
-fn attribute(pool: u64, attr: CUmemPool_attribute) -> Option<u64> {
-    let f = real::cuMemPoolGetAttribute()?;
-    let mut v = 0u64;
-    // SAFETY: a pool handle the driver gave the program and an 8-byte out-value, as the
-    // driver documents for the byte-count attributes.
-    (unsafe { f(pool as CUmemoryPool, attr, (&mut v as *mut u64).cast()) } == R::CUDA_SUCCESS).then_some(v)
+fn reserved<D: Driver>(e: &Enforce<D>, pool: u64) -> Option<u64> {
+    e.driver.pool_attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
 }
 
-fn reserved(pool: u64) -> Option<u64> {
-    attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
+/// Applies a change to device `device`'s charge.
+fn apply<D: Driver>(e: &Enforce<D>, device: usize, delta: Delta) {
+    match delta {
+        Delta::Charge(n) => e.region.force_charge(device, n),
+        Delta::Uncharge(n) => e.region.uncharge(device, n),
+        Delta::None => {}
+    }
 }
 
 /// Brings a pool's charge in line with what it reserves now; true when that gave memory back.
-fn resync(region: &Region, e: &PoolEntry) -> bool {
-    let pool = e.pool.load(Acquire);
-    let Some(now) = reserved(pool) else { return false };
-    let before = e.charged.swap(now, AcqRel);
-    let device = e.device.load(Acquire) as usize;
-    if now > before {
-        region.force_charge(device, now - before);
-    } else if before > now {
-        region.uncharge(device, before - now);
-    }
-    before > now
+fn resync<D: Driver>(e: &Enforce<D>, entry: &PoolEntry) -> bool {
+    let Some(now) = reserved(e, entry.pool.load(Acquire)) else { return false };
+    let delta = accounting::resync(entry.charged.swap(now, AcqRel), now);
+    apply(e, entry.device.load(Acquire) as usize, delta);
+    matches!(delta, Delta::Uncharge(_))
 }
 
 /// Brings every known pool's charge in line (before views answer and before a refusal).
 /// True when that gave any memory back.
-pub fn resync_all(pools: &PoolTable, region: &Region) -> bool {
+pub fn resync_all<D: Driver>(e: &Enforce<D>) -> bool {
     let mut freed = false;
-    for e in pools.live() {
-        freed |= resync(region, e);
+    for entry in e.shim.pools.live() {
+        freed |= resync(e, entry);
     }
     freed
 }
 
 /// A pool is gone: its charge goes back.
-pub fn forget(pools: &PoolTable, region: &Region, pool: u64) {
-    if let Some(e) = pools.entries.iter().find(|e| e.pool.load(Acquire) == pool) {
-        region.uncharge(e.device.load(Acquire) as usize, e.charged.swap(0, AcqRel));
-        e.pool.store(0, Release);
+pub fn forget<D: Driver>(e: &Enforce<D>, pool: u64) {
+    if let Some(entry) = e.shim.pools.entries.iter().find(|x| x.pool.load(Acquire) == pool) {
+        e.region.uncharge(entry.device.load(Acquire) as usize, entry.charged.swap(0, AcqRel));
+        entry.pool.store(0, Release);
     }
 }
 
 /// Brings the charge of `pool` in line (after a trim).
-pub fn resync_pool(pools: &PoolTable, region: &Region, pool: u64) {
-    if let Some(e) = pools.live().find(|e| e.pool.load(Acquire) == pool) {
-        let _ = resync(region, e);
+pub fn resync_pool<D: Driver>(e: &Enforce<D>, pool: u64) {
+    if let Some(entry) = e.shim.pools.live().find(|x| x.pool.load(Acquire) == pool) {
+        let _ = resync(e, entry);
     }
 }
 
@@ -135,22 +128,20 @@ pub fn resync_pool(pools: &PoolTable, region: &Region, pool: u64) {
 /// much cached, room for `bytes` is reserved first (refused at the quota); after the call the
 /// pool's growth is what stays charged. `None` when the pool cannot be accounted as a whole
 /// (unknown attributes, full table): the caller charges the allocation itself.
-pub fn allocate(
-    pools: &PoolTable,
-    region: &Region,
+pub fn allocate<D: Driver>(
+    e: &Enforce<D>,
     pool: u64,
     device: usize,
     bytes: u64,
     forward: impl FnOnce() -> R,
     undo: impl FnOnce(),
 ) -> Option<R> {
-    let e = pools.record(pool, device)?;
-    let used = attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
-    let before_call = reserved(pool)?;
-    let cached = before_call.saturating_sub(used);
+    let entry = e.shim.pools.record(pool, device)?;
+    let used = e.driver.pool_attribute(pool, CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
+    let before_call = reserved(e, pool)?;
     let mut reservation = None;
-    if cached < bytes {
-        match region.reserve_or(device, bytes, || resync_all(pools, region)) {
+    if accounting::pool_needs_room(before_call, used, bytes) {
+        match e.region.reserve_or(device, bytes, || resync_all(e)) {
             Ok(r) => reservation = Some(r),
             Err(_) => return Some(R::CUDA_ERROR_OUT_OF_MEMORY),
         }
@@ -159,31 +150,26 @@ pub fn allocate(
     if rc != R::CUDA_SUCCESS {
         return Some(rc); // the reservation rolls back
     }
-    let now = reserved(pool).unwrap_or(e.charged.load(Acquire) + bytes);
-    let before = e.charged.swap(now, AcqRel);
-    let grew = now.saturating_sub(before);
-    let shrank = before.saturating_sub(now);
-    if shrank > 0 {
-        region.uncharge(device, shrank);
-    }
-    // What the pool took is charged through the reservation; growth beyond it (a cache too
-    // fragmented to serve the request, allocation granularity) must fit the quota too, or the
-    // allocation is undone and refused.
+    let now = reserved(e, pool).unwrap_or(entry.charged.load(Acquire) + bytes);
+    let before = entry.charged.swap(now, AcqRel);
     let held = reservation.as_ref().map_or(0, |r| r.bytes());
-    let extra = grew.saturating_sub(held);
-    let extra_ok = extra == 0 || region.reserve_or(device, extra, || false).map(|r| r.keep()).is_ok();
+    let growth = accounting::pool_growth(before, now, held);
+    if growth.shrank > 0 {
+        e.region.uncharge(device, growth.shrank);
+    }
+    // What the pool took is charged through the reservation; growth beyond it must fit the
+    // quota too, or the allocation is undone and refused.
+    let extra_ok = growth.extra == 0 || e.region.reserve_or(device, growth.extra, || false).map(|r| r.keep()).is_ok();
     if !extra_ok {
         undo();
-        if let Some(trim) = real::cuMemPoolTrimTo() {
-            // SAFETY: the pool the allocation came from; keeps what it held before the call.
-            unsafe { trim(pool as CUmemoryPool, before_call as usize) };
-        }
-        e.charged.fetch_sub(grew.min(e.charged.load(Acquire)), AcqRel);
-        let _ = resync(region, e);
+        // The pool keeps what it held before the call.
+        let _ = e.driver.pool_trim(pool, before_call);
+        entry.charged.fetch_sub(growth.grew.min(entry.charged.load(Acquire)), AcqRel);
+        let _ = resync(e, entry);
         return Some(R::CUDA_ERROR_OUT_OF_MEMORY); // the reservation rolls back
     }
     if let Some(mut r) = reservation {
-        r.shrink_to(grew.min(held));
+        r.shrink_to(growth.kept);
         r.keep();
     }
     Some(rc)

@@ -2,16 +2,16 @@
 //! is the real function behind one of our hooks, the caller gets the hook instead. Matching
 //! the returned pointer (not the requested name) hands out exactly the ABI variant the driver
 //! chose for (name, version, flags): `_v2`, `_v3`, `_ptsz`, `_ptds`, never a guess.
-#![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
 use cuda_sys::driver::{CUdriverProcAddressQueryResult, CUresult};
 
-use super::{Gate, NO_DRIVER, REFUSED, gate};
+use super::args::Out;
+use super::{Driver, Enforce};
 use crate::real::{Lib, resolve};
-use crate::table::{HOOKS, real};
+use crate::table::HOOKS;
 
 /// Our hook for the real driver function at `p`, if we hook it.
 fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
@@ -26,47 +26,36 @@ fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
 }
 
 /// Swaps a successful answer for our hook where we have one.
-///
-/// # Safety
-/// `pfn` is null or valid for reads and writes.
-unsafe fn swap(rc: CUresult, pfn: *mut *mut c_void) -> CUresult {
-    if rc == CUresult::CUDA_SUCCESS && !pfn.is_null() {
-        // SAFETY: per this function's contract.
-        unsafe {
-            if let Some(hook) = hook_for_real(*pfn) {
-                *pfn = hook;
-            }
-        }
+fn swap(rc: CUresult, pfn: Out<*mut c_void>) -> CUresult {
+    if rc == CUresult::CUDA_SUCCESS
+        && let Some(hook) = pfn.written().and_then(hook_for_real)
+    {
+        pfn.overwrite(hook);
     }
     rc
 }
 
 /// `cuGetProcAddress` (CUDA 11.3 ABI).
-pub unsafe fn get_proc_address(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: u64) -> CUresult {
-    let Some(f) = real::cuGetProcAddress() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's arguments, then fixing up what the driver wrote.
-    unsafe { swap(f(symbol, pfn, version, flags), pfn) }
+pub fn get_proc_address<D: Driver>(
+    _e: &Enforce<D>,
+    call: impl FnOnce() -> CUresult,
+    _symbol: *const c_char,
+    pfn: Out<*mut c_void>,
+    _version: c_int,
+    _flags: u64,
+) -> CUresult {
+    swap(call(), pfn)
 }
 
 /// `cuGetProcAddress_v2` (CUDA 12 ABI).
-pub unsafe fn get_proc_address_v2(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
-    version: c_int,
-    flags: u64,
-    status: *mut CUdriverProcAddressQueryResult,
+pub fn get_proc_address_v2<D: Driver>(
+    _e: &Enforce<D>,
+    call: impl FnOnce() -> CUresult,
+    _symbol: *const c_char,
+    pfn: Out<*mut c_void>,
+    _version: c_int,
+    _flags: u64,
+    _status: *mut CUdriverProcAddressQueryResult,
 ) -> CUresult {
-    let Some(f) = real::cuGetProcAddress_v2() else {
-        return NO_DRIVER;
-    };
-    if let Gate::Refuse = gate() {
-        return REFUSED;
-    }
-    // SAFETY: forwarding the caller's arguments, then fixing up what the driver wrote.
-    unsafe { swap(f(symbol, pfn, version, flags, status), pfn) }
+    swap(call(), pfn)
 }

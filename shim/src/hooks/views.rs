@@ -1,77 +1,48 @@
 //! What the driver says about memory, seen through the quota: total = quota, free = quota −
 //! the container's usage (never below zero, never above what the device really has free).
 //! Devices without a quota show the physical figures.
-#![allow(unsafe_code)]
 
 use cuda_sys::driver::{CUdevice, CUresult};
 
-use vgpu_limiter::region::{Region, quota_view};
+use vgpu_limiter::region::quota_view;
 
-use super::{Gate, NO_DRIVER, REFUSED, current_device, device_index, gate};
-use crate::state::Shim;
-use crate::table::real;
+use super::args::Out;
+use super::{Driver, Enforce, device_index};
 
 /// (total, free) of device `d` as the container sees it, given the device's physical figures;
 /// `None` when the device has no quota. Every view (driver and NVML) answers through this. Not
 /// a hot path: dead processes' memory is reaped and pool charges are brought in line first,
 /// so a view never shows memory that is already back.
-pub fn container_view(shim: &Shim, region: &Region, d: usize, phys_total: u64, phys_free: u64) -> Option<(u64, u64)> {
-    region.reap();
-    let _ = super::pools::resync_all(&shim.pools, region);
-    let (used, _, quota) = region.usage(d);
+pub fn container_view<D: Driver>(e: &Enforce<D>, d: usize, phys_total: u64, phys_free: u64) -> Option<(u64, u64)> {
+    e.region.reap();
+    let _ = super::pools::resync_all(e);
+    let (used, _, quota) = e.region.usage(d);
     Some(quota_view(quota?, used, phys_total, phys_free))
 }
 
-/// `cuMemGetInfo_v2`.
-pub unsafe fn mem_get_info(free: *mut usize, total: *mut usize) -> CUresult {
-    let Some(f) = real::cuMemGetInfo_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(free, total) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(shim, region) => {
-            let rc = forward();
-            if rc != CUresult::CUDA_SUCCESS || free.is_null() || total.is_null() {
-                return rc;
-            }
-            let Ok(d) = current_device() else { return rc };
-            // SAFETY: the driver just wrote both.
-            let (phys_total, phys_free) = unsafe { (*total as u64, *free as u64) };
-            if let Some((t, fr)) = container_view(shim, region, d, phys_total, phys_free) {
-                // SAFETY: as above.
-                unsafe {
-                    *total = t as usize;
-                    *free = fr as usize;
-                }
-            }
-            rc
-        }
+/// `cuMemGetInfo_v2`: the current device through its quota.
+pub fn mem_get_info<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> CUresult, free: Out<usize>, total: Out<usize>) -> CUresult {
+    let rc = call();
+    if rc != CUresult::CUDA_SUCCESS {
+        return rc;
     }
+    let (Some(phys_free), Some(phys_total)) = (free.written(), total.written()) else { return rc };
+    let Ok(d) = e.current_device() else { return rc };
+    if let Some((t, f)) = container_view(e, d, phys_total as u64, phys_free as u64) {
+        total.overwrite(t as usize);
+        free.overwrite(f as usize);
+    }
+    rc
 }
 
-/// `cuDeviceTotalMem_v2`.
-pub unsafe fn device_total_mem(bytes: *mut usize, dev: CUdevice) -> CUresult {
-    let Some(f) = real::cuDeviceTotalMem_v2() else {
-        return NO_DRIVER;
-    };
-    // SAFETY: forwarding the caller's arguments.
-    let forward = || unsafe { f(bytes, dev) };
-    match gate() {
-        Gate::Forward => forward(),
-        Gate::Refuse => REFUSED,
-        Gate::Enforce(_, region) => {
-            let rc = forward();
-            if rc != CUresult::CUDA_SUCCESS || bytes.is_null() {
-                return rc;
-            }
-            if let Some(q) = device_index(dev).ok().and_then(|d| region.quota(d)) {
-                // SAFETY: the driver just wrote it.
-                unsafe { *bytes = (*bytes as u64).min(q) as usize };
-            }
-            rc
-        }
+/// `cuDeviceTotalMem_v2`: at most the quota.
+pub fn device_total_mem<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> CUresult, bytes: Out<usize>, dev: CUdevice) -> CUresult {
+    let rc = call();
+    if rc != CUresult::CUDA_SUCCESS {
+        return rc;
     }
+    if let (Some(b), Some(q)) = (bytes.written(), device_index(dev).ok().and_then(|d| e.region.quota(d))) {
+        bytes.overwrite((b as u64).min(q) as usize);
+    }
+    rc
 }

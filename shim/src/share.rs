@@ -64,17 +64,18 @@ impl SmState {
 
     /// The device a launch of this thread goes to: with one device visible (a container's
     /// usual case) it is 0 without asking the driver on every launch.
-    pub fn launch_device(&self) -> Result<usize, cuda_sys::driver::CUresult> {
+    pub fn launch_device<D: crate::hooks::Driver>(&self, driver: &D) -> Result<usize, cuda_sys::driver::CUresult> {
+        let current = || crate::hooks::device_index(driver.ctx_device()?);
         match self.devices.load(Relaxed) {
             1 => return Ok(0),
-            2 => return crate::hooks::current_device(),
+            2 => return current(),
             _ => {}
         }
         let mut n = 0;
         // SAFETY: a valid out-pointer.
         let one = real::cuDeviceGetCount().is_some_and(|f| unsafe { f(&mut n) } == cuda_sys::driver::CUresult::CUDA_SUCCESS && n == 1);
         self.devices.store(if one { 1 } else { 2 }, Relaxed);
-        crate::hooks::current_device()
+        current()
     }
 
     /// In a child after `fork`: no controller thread exists and the buckets need configuring

@@ -1,0 +1,99 @@
+//! The driver as the bodies see it: the functions they call besides the one they forward,
+//! as safe methods over plain values. [`Real`] is the real driver (and NVML); unit tests give
+//! the bodies a fake one. Every method passes only pointers it owns, or handles the program
+//! gave the driver in the call being hooked (forwarding the caller's arguments, as the
+//! driver's contract allows).
+#![allow(unsafe_code)]
+
+use cuda_sys::driver::{CUdevice, CUmemPool_attribute, CUmemoryPool, CUresult, CUstream};
+use cuda_sys::nvml::{nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
+use vgpu_limiter::accounting::NvmlUsage;
+
+use crate::table::real;
+
+use CUresult as R;
+
+/// The driver calls a body may make.
+pub trait Driver {
+    /// `cuCtxGetDevice`: the ordinal of the calling thread's current context.
+    fn ctx_device(&self) -> Result<CUdevice, R>;
+    /// `cuMemFree_v2`.
+    fn mem_free(&self, ptr: u64) -> R;
+    /// `cuMemFreeAsync` on the program's stream.
+    fn mem_free_async(&self, ptr: u64, stream: CUstream) -> R;
+    /// `cuDeviceGetMemPool`: the current pool of device `dev`.
+    fn device_mem_pool(&self, dev: usize) -> Option<u64>;
+    /// `cuMemPoolGetAttribute` of a byte-count attribute.
+    fn pool_attribute(&self, pool: u64, attr: CUmemPool_attribute) -> Option<u64>;
+    /// `cuMemPoolTrimTo`.
+    fn pool_trim(&self, pool: u64, keep: u64) -> R;
+    /// What NVML says device `dev` holds: (all processes, this process if listed).
+    fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage>;
+}
+
+/// The real driver and NVML, resolved through the hook table's slots.
+#[derive(Clone, Copy, Default)]
+pub struct Real;
+
+impl Driver for Real {
+    fn ctx_device(&self) -> Result<CUdevice, R> {
+        let f = real::cuCtxGetDevice().ok_or(R::CUDA_ERROR_NOT_INITIALIZED)?;
+        let mut dev = 0;
+        // SAFETY: a valid out-pointer.
+        match unsafe { f(&mut dev) } {
+            R::CUDA_SUCCESS => Ok(dev),
+            rc => Err(rc),
+        }
+    }
+
+    fn mem_free(&self, ptr: u64) -> R {
+        // SAFETY: an allocation the driver gave this process.
+        real::cuMemFree_v2().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(ptr) })
+    }
+
+    fn mem_free_async(&self, ptr: u64, stream: CUstream) -> R {
+        // SAFETY: an allocation the driver just made on the program's stream.
+        real::cuMemFreeAsync().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(ptr, stream) })
+    }
+
+    fn device_mem_pool(&self, dev: usize) -> Option<u64> {
+        let f = real::cuDeviceGetMemPool()?;
+        let mut p: CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and a device index the driver gave us.
+        (unsafe { f(&mut p, dev as CUdevice) } == R::CUDA_SUCCESS).then_some(p as u64)
+    }
+
+    fn pool_attribute(&self, pool: u64, attr: CUmemPool_attribute) -> Option<u64> {
+        let f = real::cuMemPoolGetAttribute()?;
+        let mut v = 0u64;
+        // SAFETY: a pool handle the driver gave the program and an 8-byte out-value, as the
+        // driver documents for the byte-count attributes.
+        (unsafe { f(pool as CUmemoryPool, attr, (&mut v as *mut u64).cast()) } == R::CUDA_SUCCESS).then_some(v)
+    }
+
+    fn pool_trim(&self, pool: u64, keep: u64) -> R {
+        // SAFETY: a pool handle the driver gave the program.
+        real::cuMemPoolTrimTo().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(pool as CUmemoryPool, keep as usize) })
+    }
+
+    fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage> {
+        let h = super::context::nvml_device(dev)?;
+        let mut m = nvmlMemory_t::default();
+        // SAFETY: a handle NVML gave us and a valid out-pointer.
+        if unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } != nvmlReturn_t::NVML_SUCCESS {
+            return None;
+        }
+        let mine = real::nvmlDeviceGetComputeRunningProcesses_v3().and_then(|f| {
+            let mut infos = [nvmlProcessInfo_t::default(); 64];
+            let mut n = infos.len() as u32;
+            // SAFETY: a buffer of `n` entries and a valid count pointer.
+            if unsafe { f(h, &mut n, infos.as_mut_ptr()) } != nvmlReturn_t::NVML_SUCCESS {
+                return None;
+            }
+            // SAFETY: getpid cannot fail.
+            let me = unsafe { libc::getpid() } as u32;
+            infos[..(n as usize).min(infos.len())].iter().find(|p| p.pid == me).map(|p| p.usedGpuMemory)
+        });
+        Some((m.used, mine))
+    }
+}

@@ -1,0 +1,278 @@
+//! The hook bodies in-process, against a fake driver and a real region file: what each
+//! allocation path charges, refuses and gives back, with no CUDA library loaded. The same
+//! paths run end to end, through the generated exports and simgpu, in `tests/`.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use cuda_sys::driver::*;
+use vgpu_limiter::accounting::NvmlUsage;
+use vgpu_limiter::config::{Config, MAX_DEVICES};
+use vgpu_limiter::region::Region;
+
+use super::args::Out;
+use super::{Driver, Enforce, context, memory};
+use crate::state::Shim;
+
+use CUresult as R;
+
+const MIB: u64 = 1 << 20;
+/// The handle the fake driver gives for the device's current pool.
+const POOL: u64 = 0x9000;
+
+/// A driver whose answers a test sets and whose calls it records.
+#[derive(Default)]
+struct Fake {
+    freed: RefCell<Vec<u64>>,
+    /// Pool attributes: (reserved, used).
+    pool: Cell<(u64, u64)>,
+    trimmed: RefCell<Vec<(u64, u64)>>,
+    /// NVML's answers, one per call, in order.
+    nvml: RefCell<Vec<Option<NvmlUsage>>>,
+}
+
+impl Driver for &Fake {
+    fn ctx_device(&self) -> Result<CUdevice, R> {
+        Ok(0)
+    }
+    fn mem_free(&self, ptr: u64) -> R {
+        self.freed.borrow_mut().push(ptr);
+        R::CUDA_SUCCESS
+    }
+    fn mem_free_async(&self, ptr: u64, _stream: CUstream) -> R {
+        self.mem_free(ptr)
+    }
+    fn device_mem_pool(&self, _dev: usize) -> Option<u64> {
+        Some(POOL)
+    }
+    fn pool_attribute(&self, _pool: u64, attr: CUmemPool_attribute) -> Option<u64> {
+        let (reserved, used) = self.pool.get();
+        match attr {
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT => Some(reserved),
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT => Some(used),
+            _ => None,
+        }
+    }
+    fn pool_trim(&self, pool: u64, keep: u64) -> R {
+        self.trimmed.borrow_mut().push((pool, keep));
+        R::CUDA_SUCCESS
+    }
+    fn nvml_usage(&self, _dev: CUdevice) -> Option<(u64, Option<u64>)> {
+        let mut answers = self.nvml.borrow_mut();
+        if answers.is_empty() { None } else { answers.remove(0) }
+    }
+}
+
+/// A fresh region with a quota on device 0, and a shim with no state yet.
+struct World {
+    shim: Shim,
+    region: Region,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(quota: u64) -> World {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("vgpu-shim-unit-{}-{}", std::process::id(), N.fetch_add(1, Relaxed)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut quotas = [None; MAX_DEVICES];
+        quotas[0] = Some(quota);
+        let region = Region::open(&dir.join("region"), &quotas, 0o600).unwrap();
+        World { shim: Shim::for_tests(Config::default()), region, dir }
+    }
+
+    fn enforce<'a>(&'a self, driver: &'a Fake) -> Enforce<'a, &'a Fake> {
+        Enforce { shim: &self.shim, region: &self.region, driver }
+    }
+
+    fn used(&self) -> u64 {
+        self.region.usage(0).0
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fake driver call that writes `value` to `slot` and answers `rc`, counting its calls.
+fn writes<'a, T: Copy>(slot: &'a Cell<T>, value: T, rc: R, calls: &'a Cell<u32>) -> impl FnOnce() -> R + 'a {
+    move || {
+        calls.set(calls.get() + 1);
+        if rc == R::CUDA_SUCCESS {
+            slot.set(value);
+        }
+        rc
+    }
+}
+
+#[test]
+fn an_allocation_over_the_quota_never_reaches_the_driver() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let ptr = Cell::new(0u64);
+    let rc = memory::mem_alloc(&e, writes(&ptr, 0x1000, R::CUDA_SUCCESS, &calls), Out::cell(&ptr), (48 * MIB) as usize);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 48 * MIB));
+    let rc = memory::mem_alloc(&e, writes(&ptr, 0x2000, R::CUDA_SUCCESS, &calls), Out::cell(&ptr), (17 * MIB) as usize);
+    assert_eq!(rc, R::CUDA_ERROR_OUT_OF_MEMORY);
+    assert_eq!(calls.get(), 1, "the refused allocation was not forwarded");
+    assert_eq!(w.used(), 48 * MIB);
+    assert_eq!(memory::mem_free(&e, || R::CUDA_SUCCESS, 0x1000), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_failed_allocation_or_free_changes_nothing() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let ptr = Cell::new(0u64);
+    let rc = memory::mem_alloc(&e, writes(&ptr, 0x1000, R::CUDA_ERROR_OUT_OF_MEMORY, &calls), Out::cell(&ptr), MIB as usize);
+    assert_eq!((rc, w.used()), (R::CUDA_ERROR_OUT_OF_MEMORY, 0), "the reservation rolled back");
+    let rc = memory::mem_alloc(&e, writes(&ptr, 0x2000, R::CUDA_SUCCESS, &calls), Out::cell(&ptr), MIB as usize);
+    assert_eq!(rc, R::CUDA_SUCCESS);
+    assert_eq!(memory::mem_free(&e, || R::CUDA_ERROR_INVALID_VALUE, 0x2000), R::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(w.used(), MIB, "the driver kept it: so does the quota");
+    assert_eq!(memory::mem_free(&e, || R::CUDA_SUCCESS, 0x2000), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_pitched_allocation_keeps_exactly_pitch_times_height() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let (ptr, pitch) = (Cell::new(0u64), Cell::new(0usize));
+    let call = || {
+        pitch.set(512);
+        writes(&ptr, 0x3000, R::CUDA_SUCCESS, &calls)()
+    };
+    let rc = memory::mem_alloc_pitch(&e, call, Out::cell(&ptr), Out::cell(&pitch), 500, 1000, 4);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 512 * 1000));
+    assert!(fake.freed.borrow().is_empty());
+    assert_eq!(memory::mem_free(&e, || R::CUDA_SUCCESS, 0x3000), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_pitch_padded_beyond_the_worst_case_is_freed_and_refused() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let (ptr, pitch) = (Cell::new(0u64), Cell::new(0usize));
+    let call = || {
+        pitch.set(2048); // more than any real driver's 512-byte alignment
+        writes(&ptr, 0x4000, R::CUDA_SUCCESS, &calls)()
+    };
+    let rc = memory::mem_alloc_pitch(&e, call, Out::cell(&ptr), Out::cell(&pitch), 500, 1000, 4);
+    assert_eq!(rc, R::CUDA_ERROR_OUT_OF_MEMORY);
+    assert_eq!(*fake.freed.borrow(), vec![0x4000], "the driver's allocation was given back");
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_released_vmm_handle_stays_charged_until_its_last_unmap() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let handle = Cell::new(0u64);
+    let mut prop: CUmemAllocationProp = pinned_prop();
+    prop.location = CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 0 };
+    let rc = memory::mem_create(&e, writes(&handle, 77, R::CUDA_SUCCESS, &calls), Out::cell(&handle), (8 * MIB) as usize, Some(&prop), 0);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 8 * MIB));
+    assert_eq!(memory::mem_map(&e, || R::CUDA_SUCCESS, 0x10_0000, (8 * MIB) as usize, 0, 77, 0), R::CUDA_SUCCESS);
+    assert_eq!(memory::mem_map(&e, || R::CUDA_ERROR_INVALID_VALUE, 0x90_0000, (8 * MIB) as usize, 0, 77, 0), R::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(memory::mem_release(&e, || R::CUDA_SUCCESS, 77), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 8 * MIB, "mapped: the driver still holds it");
+    assert_eq!(memory::mem_unmap(&e, || R::CUDA_ERROR_INVALID_VALUE, 0x10_0000, (8 * MIB) as usize), R::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(w.used(), 8 * MIB, "a failed unmap ends nothing");
+    assert_eq!(memory::mem_unmap(&e, || R::CUDA_SUCCESS, 0x10_0000, (8 * MIB) as usize), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0, "the last unmap of a released handle");
+}
+
+#[test]
+fn host_memory_from_mem_create_is_not_the_gpus() {
+    let (w, fake, calls) = (World::new(MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let handle = Cell::new(0u64);
+    let mut prop: CUmemAllocationProp = pinned_prop();
+    prop.location = CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST, id: 0 };
+    let rc = memory::mem_create(&e, writes(&handle, 5, R::CUDA_SUCCESS, &calls), Out::cell(&handle), (8 * MIB) as usize, Some(&prop), 0);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 0));
+}
+
+#[test]
+fn a_pool_is_charged_its_growth_and_a_refusal_undoes_growth_beyond_the_quota() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let ptr = Cell::new(0u64);
+    let stream: CUstream = std::ptr::null_mut();
+    // 16 MiB asked; the pool grows by 32 MiB (granularity): all of it is the container's.
+    let grow = |to: (u64, u64), at: u64| {
+        let (fake, ptr, calls) = (&fake, &ptr, &calls);
+        move || {
+            fake.pool.set(to);
+            writes(ptr, at, R::CUDA_SUCCESS, calls)()
+        }
+    };
+    let rc = memory::mem_alloc_async(&e, grow((32 * MIB, 16 * MIB), 0x100), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 32 * MIB));
+    // Served from the pool's cache: nothing more.
+    let rc = memory::mem_alloc_async(&e, grow((32 * MIB, 32 * MIB), 0x200), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 32 * MIB));
+    // 16 MiB asked, but the pool would grow by 64 MiB: beyond the quota, undone and refused.
+    let rc = memory::mem_alloc_async(&e, grow((96 * MIB, 48 * MIB), 0x300), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    assert_eq!(rc, R::CUDA_ERROR_OUT_OF_MEMORY);
+    assert_eq!(*fake.freed.borrow(), vec![0x300]);
+    assert_eq!(*fake.trimmed.borrow(), vec![(POOL, 32 * MIB)], "trimmed back to what it held");
+    // Freeing into the pool gives nothing back until the pool releases memory.
+    fake.pool.set((32 * MIB, 16 * MIB));
+    assert_eq!(memory::mem_free_async(&e, || R::CUDA_SUCCESS, 0x200, stream), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 32 * MIB);
+    fake.pool.set((0, 0));
+    assert_eq!(memory::pool_trim(&e, || R::CUDA_SUCCESS, POOL as CUmemoryPool, 0), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_context_is_charged_its_own_nvml_growth_and_refunded_at_destroy() {
+    let (w, fake, calls) = (World::new(GIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    *fake.nvml.borrow_mut() = vec![Some((GIB, None)), Some((3 * GIB, Some(300 * MIB)))];
+    let ctx = Cell::new(std::ptr::null_mut::<CUctx_st>());
+    let made = 0x77 as CUcontext;
+    let rc = context::create_v2(&e, writes(&ctx, made, R::CUDA_SUCCESS, &calls), Out::cell(&ctx), 0, 0);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 300 * MIB), "another process's 2 GiB is not ours");
+    assert_eq!(context::destroy(&e, || R::CUDA_ERROR_INVALID_CONTEXT, made), R::CUDA_ERROR_INVALID_CONTEXT);
+    assert_eq!(w.used(), 300 * MIB, "still alive");
+    assert_eq!(context::destroy(&e, || R::CUDA_SUCCESS, made), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn the_primary_context_is_charged_once_and_refunded_at_its_last_release() {
+    let (w, fake, calls) = (World::new(GIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    *fake.nvml.borrow_mut() = vec![Some((0, Some(0))), Some((500 * MIB, Some(500 * MIB)))];
+    let ctx = Cell::new(std::ptr::null_mut::<CUctx_st>());
+    for _ in 0..2 {
+        let rc = context::primary_retain(&e, writes(&ctx, 0x88 as CUcontext, R::CUDA_SUCCESS, &calls), Out::cell(&ctx), 0);
+        assert_eq!(rc, R::CUDA_SUCCESS);
+    }
+    assert_eq!(w.used(), 500 * MIB);
+    assert_eq!(context::primary_release(&e, || R::CUDA_SUCCESS, 0), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 500 * MIB, "one retain left");
+    assert_eq!(context::primary_release(&e, || R::CUDA_SUCCESS, 0), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+const GIB: u64 = 1 << 30;
+
+/// A pinned allocation property, its location to be set.
+fn pinned_prop() -> CUmemAllocationProp {
+    CUmemAllocationProp {
+        type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        requestedHandleTypes: 0,
+        location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_INVALID, id: 0 },
+        win32HandleMetaData: std::ptr::null_mut(),
+        allocFlags: CUmemAllocationProp_allocFlags { compressionType: 0, gpuDirectRDMACapable: 0, usage: 0, reserved: [0; 4] },
+    }
+}
