@@ -23,12 +23,16 @@
 //! preempted just there.)
 #![allow(unsafe_code)]
 
+mod error;
+mod file;
 pub mod layout;
+mod views;
 
-use std::ffi::CString;
-use std::fmt;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
+pub use error::{Refused, RegionError};
+pub use views::{DeviceView, Observer, ProcessView, quota_view};
+
+use file::{lock, lock_held, now_ns, unlock};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::*;
@@ -36,80 +40,6 @@ use std::sync::atomic::Ordering::*;
 use layout::*;
 
 use crate::allocations::AllocationMap;
-
-/// Why a region could not be opened.
-#[derive(Debug)]
-pub enum RegionError {
-    /// A system call failed.
-    Io { path: PathBuf, op: &'static str, err: io::Error },
-    /// The path is a symbolic link (never followed).
-    Symlink { path: PathBuf },
-    /// The path is not a regular file.
-    NotRegular { path: PathBuf },
-    /// The file belongs to another user.
-    WrongOwner { path: PathBuf, owner: u32, me: u32 },
-    /// The file is not a vgpu region.
-    BadMagic { path: PathBuf },
-    /// The region was written by a vgpu of another layout version.
-    VersionMismatch { path: PathBuf, found: u32, expected: u32 },
-    /// The file has the wrong size (truncated, or another layout).
-    WrongSize { path: PathBuf, found: u64, expected: u64 },
-    /// Its creator never finished initialising it.
-    NotReady { path: PathBuf },
-    /// Live processes use the region with another quota.
-    QuotaMismatch { path: PathBuf, device: usize, region: u64, requested: u64 },
-    /// Every process slot is taken by a live process.
-    SlotsExhausted { path: PathBuf },
-}
-
-fn quota_text(q: u64) -> String {
-    if q == UNLIMITED { "unlimited".into() } else { format!("{q} bytes") }
-}
-
-impl fmt::Display for RegionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use RegionError::*;
-        match self {
-            Io { path, op, err } => write!(f, "accounting region {}: {op} failed: {err}", path.display()),
-            Symlink { path } => write!(f, "accounting region {} is a symbolic link; refusing to follow it", path.display()),
-            NotRegular { path } => write!(f, "accounting region {} is not a regular file", path.display()),
-            WrongOwner { path, owner, me } => {
-                write!(f, "accounting region {} belongs to uid {owner}, not to this process's uid {me}", path.display())
-            }
-            BadMagic { path } => write!(f, "{} is not a vgpu accounting region (bad magic)", path.display()),
-            VersionMismatch { path, found, expected } => write!(
-                f,
-                "accounting region {} has layout version {found}, this vgpu reads version {expected}; stop its processes and remove it",
-                path.display()
-            ),
-            WrongSize { path, found, expected } => {
-                write!(f, "accounting region {} is {found} bytes, expected {expected} (truncated or foreign)", path.display())
-            }
-            NotReady { path } => write!(f, "accounting region {} was never initialised by its creator", path.display()),
-            QuotaMismatch { path, device, region, requested } => write!(
-                f,
-                "accounting region {} gives device {device} a quota of {}, but this process is configured for {}; live processes use it",
-                path.display(),
-                quota_text(*region),
-                quota_text(*requested)
-            ),
-            SlotsExhausted { path } => write!(f, "accounting region {}: all {MAX_SLOTS} process slots are in use", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for RegionError {}
-
-/// An allocation refused because it does not fit the quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
-    /// The device's quota.
-    pub quota: u64,
-    /// What the container held when refused.
-    pub used: u64,
-    /// What was asked for.
-    pub requested: u64,
-}
 
 /// Bytes reserved on a device, not yet committed: dropped, they go back.
 #[must_use = "a reservation is rolled back when dropped"]
@@ -180,129 +110,6 @@ impl Held<'_> {
     }
 }
 
-/// One device's figures as the shim and the CLI show them; `used + free == quota` always.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceView {
-    /// Device index.
-    pub device: usize,
-    /// The quota, `None` when unlimited.
-    pub quota: Option<u64>,
-    /// Bytes held (clamped to the quota).
-    pub used: u64,
-    /// `quota - used` (0 when unlimited).
-    pub free: u64,
-    /// Highest `used` seen.
-    pub peak: u64,
-    /// Allocations refused for the quota.
-    pub refusals: u64,
-    /// Bytes counted on the device but held by no slot (see the module's crash windows).
-    pub unattributed: u64,
-}
-
-/// One process's figures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessView {
-    /// Slot index.
-    pub slot: usize,
-    /// PID as its container sees it.
-    pub pid: u32,
-    /// Claim generation of the slot.
-    pub generation: u64,
-    /// Whether the process is alive (it holds its slot's lock).
-    pub alive: bool,
-    /// Bytes held per device.
-    pub used: [u64; MAX_DEVICES],
-}
-
-/// A read-only view of a region, for tools (`vgpu ps`, the exporter): it never registers,
-/// reaps, writes or waits, so it cannot disturb the processes using the region.
-pub struct Observer {
-    inner: Region,
-}
-
-impl Observer {
-    /// Opens `path` read-only. The file must be a complete, published region of this layout
-    /// (any owner: a node's tools read every container's region).
-    pub fn open(path: &Path) -> Result<Observer, RegionError> {
-        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| RegionError::Io {
-            path: path.to_path_buf(),
-            op: "open",
-            err: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-        })?;
-        // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::ELOOP) => RegionError::Symlink { path: path.to_path_buf() },
-                _ => RegionError::Io { path: path.to_path_buf(), op: "open", err },
-            });
-        }
-        let fail = |e: RegionError| {
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Err(e)
-        };
-        // SAFETY: fstat into a zeroed buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            return fail(io_err(path, "fstat"));
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return fail(RegionError::NotRegular { path: path.to_path_buf() });
-        }
-        if st.st_size as u64 != FILE_SIZE as u64 {
-            return fail(RegionError::WrongSize { path: path.to_path_buf(), found: st.st_size as u64, expected: FILE_SIZE as u64 });
-        }
-        // SAFETY: a read-only shared mapping of a file of exactly FILE_SIZE bytes.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), FILE_SIZE, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return fail(io_err(path, "mmap"));
-        }
-        let inner = Region {
-            base: p.cast(),
-            fd,
-            path: path.to_path_buf(),
-            slot: usize::MAX,
-            generation: 0,
-            allocations: AllocationMap::with_capacity(0),
-        };
-        let h = inner.header();
-        if h.magic.load(Acquire) != MAGIC {
-            return Err(RegionError::BadMagic { path: path.to_path_buf() });
-        }
-        let version = h.version.load(Acquire);
-        if version != LAYOUT_VERSION {
-            return Err(RegionError::VersionMismatch { path: path.to_path_buf(), found: version, expected: LAYOUT_VERSION });
-        }
-        if h.ready.load(Acquire) != 1 {
-            return Err(RegionError::NotReady { path: path.to_path_buf() });
-        }
-        Ok(Observer { inner })
-    }
-
-    /// The device's figures; `used + free == quota`.
-    pub fn device_view(&self, device: usize) -> DeviceView {
-        self.inner.device_view(device)
-    }
-
-    /// Every claimed slot, live or dead-not-yet-reaped.
-    pub fn processes(&self) -> Vec<ProcessView> {
-        self.inner.processes()
-    }
-
-    /// The SM bucket line of `device` (read-only).
-    pub fn sm_bucket(&self, device: usize) -> &SmBucket {
-        self.inner.sm_bucket(device)
-    }
-
-    /// The region's path.
-    pub fn path(&self) -> &Path {
-        self.inner.path()
-    }
-}
-
 /// This process's handle on a region: the mapping, its slot, and its allocations.
 pub struct Region {
     base: *mut u8,
@@ -329,203 +136,12 @@ impl Drop for Region {
     }
 }
 
-fn io_err(path: &Path, op: &'static str) -> RegionError {
-    RegionError::Io { path: path.to_path_buf(), op, err: io::Error::last_os_error() }
-}
-
-/// What a device with quota `quota` and container usage `used` looks like to the application,
-/// given the device's physical (total, free): total = the quota (never more than the card),
-/// free = what is left of it (never below zero, never more than the card has free). The
-/// application's `used` is `total - free`, so `used + free == total` holds in every view.
-pub fn quota_view(quota: u64, used: u64, phys_total: u64, phys_free: u64) -> (u64, u64) {
-    let total = quota.min(phys_total);
-    let free = total.saturating_sub(used).min(phys_free);
-    (total, free)
-}
-
 /// The quota word for an optional limit.
 pub fn quota_word(limit: Option<u64>) -> u64 {
     limit.unwrap_or(UNLIMITED)
 }
 
 impl Region {
-    /// Opens the region at `path` (creating it with `mode` if absent) for a process whose
-    /// configuration gives these per-device quotas, and registers this process in a slot.
-    pub fn open(path: &Path, quotas: &[Option<u64>; MAX_DEVICES], mode: u32) -> Result<Region, RegionError> {
-        // A region appears at `path` only complete: it is built under a temporary name and
-        // published with link(2), which fails if another process published first. So openers
-        // never wait for a creator, and a creator that dies leaves nothing at `path`.
-        for _ in 0..8 {
-            if let Some(r) = Self::open_existing(path, quotas)? {
-                return Ok(r);
-            }
-            // Only one process builds: the others wait for it here, then open its region
-            // (without this, a start-up storm builds a region per process).
-            let _creating = creation_lock(path);
-            if let Some(r) = Self::open_existing(path, quotas)? {
-                return Ok(r);
-            }
-            if let Some(r) = Self::create(path, quotas, mode)? {
-                return Ok(r);
-            }
-        }
-        Err(RegionError::NotReady { path: path.to_path_buf() })
-    }
-
-    fn cpath(path: &Path) -> Result<CString, RegionError> {
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| RegionError::Io {
-            path: path.to_path_buf(),
-            op: "open",
-            err: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-        })
-    }
-
-    /// Opens the region at `path` if there is one (`None`: there is no file).
-    fn open_existing(path: &Path, quotas: &[Option<u64>; MAX_DEVICES]) -> Result<Option<Region>, RegionError> {
-        let cpath = Self::cpath(path)?;
-        // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENOENT) => Ok(None),
-                Some(libc::ELOOP) => Err(RegionError::Symlink { path: path.to_path_buf() }),
-                Some(libc::EISDIR) => Err(RegionError::NotRegular { path: path.to_path_buf() }),
-                _ => Err(RegionError::Io { path: path.to_path_buf(), op: "open", err }),
-            };
-        }
-        let base = match Self::map(path, fd, false) {
-            Ok(b) => b,
-            Err(e) => {
-                // SAFETY: our own fd, not yet owned by a Region.
-                unsafe { libc::close(fd) };
-                return Err(e);
-            }
-        };
-        let mut r = Region::unclaimed(base, fd, path);
-        r.validate()?;
-        r.adopt_quotas(quotas)?;
-        r.claim_slot()?;
-        Ok(Some(r))
-    }
-
-    /// A writable handle on a mapping, before it has a slot (its drop closes `fd`).
-    fn unclaimed(base: *mut u8, fd: libc::c_int, path: &Path) -> Region {
-        Region { base, fd, path: path.to_path_buf(), slot: usize::MAX, generation: 0, allocations: AllocationMap::with_capacity(1 << 18) }
-    }
-
-    /// Builds a region under a temporary name beside `path` and publishes it there. `None`
-    /// when another process published one first (the caller then opens that one).
-    fn create(path: &Path, quotas: &[Option<u64>; MAX_DEVICES], mode: u32) -> Result<Option<Region>, RegionError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // SAFETY: getpid cannot fail.
-        let tmp = path.with_file_name(format!(".{name}.{}.{}.tmp", unsafe { libc::getpid() }, now_ns()));
-        let ctmp = Self::cpath(&tmp)?;
-        // SAFETY: open(2) with a NUL-terminated path.
-        let fd =
-            unsafe { libc::open(ctmp.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-        if fd < 0 {
-            return Err(io_err(path, "create"));
-        }
-        let unlink_tmp = || {
-            // SAFETY: removing our own temporary name.
-            unsafe { libc::unlink(ctmp.as_ptr()) };
-        };
-        let fail = |e: RegionError| {
-            unlink_tmp();
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Err(e)
-        };
-        // The exact mode asked for, whatever the umask.
-        // SAFETY: fchmod and ftruncate on our own new file.
-        if unsafe { libc::fchmod(fd, mode as libc::mode_t) } != 0 || unsafe { libc::ftruncate(fd, FILE_SIZE as libc::off_t) } != 0 {
-            return fail(io_err(path, "size"));
-        }
-        let base = match Self::map(path, fd, true) {
-            Ok(b) => b,
-            Err(e) => return fail(e),
-        };
-        let mut r = Region::unclaimed(base, fd, path);
-        r.initialise(quotas);
-        let cpath = Self::cpath(path)?;
-        // SAFETY: link(2) with NUL-terminated paths: publishes the complete region, or fails
-        // with EEXIST if another process published one first.
-        let linked = unsafe { libc::link(ctmp.as_ptr(), cpath.as_ptr()) };
-        let err = io::Error::last_os_error();
-        unlink_tmp();
-        if linked != 0 {
-            drop(r); // not registered: unmaps and closes only
-            return match err.raw_os_error() {
-                Some(libc::EEXIST) => Ok(None),
-                _ => Err(RegionError::Io { path: path.to_path_buf(), op: "publish", err }),
-            };
-        }
-        r.claim_slot()?;
-        Ok(Some(r))
-    }
-
-    /// Maps the file once it is (or, for a new one, has been made) a full-size region.
-    fn map(path: &Path, fd: libc::c_int, created: bool) -> Result<*mut u8, RegionError> {
-        // SAFETY: fstat into a zeroed buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            return Err(io_err(path, "fstat"));
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(RegionError::NotRegular { path: path.to_path_buf() });
-        }
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if st.st_uid != me {
-            return Err(RegionError::WrongOwner { path: path.to_path_buf(), owner: st.st_uid, me });
-        }
-        if !created {
-            Self::await_size(path, fd)?;
-        }
-        // SAFETY: a shared mapping of a file now known to be FILE_SIZE bytes.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), FILE_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(io_err(path, "mmap"));
-        }
-        Ok(p.cast())
-    }
-
-    /// Waits (bounded) until an existing file has its full size. A file that is empty with
-    /// nobody initialising it (its creator died before sizing it) is sized here and left for
-    /// `validate` to initialise.
-    fn await_size(path: &Path, fd: libc::c_int) -> Result<(), RegionError> {
-        let deadline = now_ns() + 2_000_000_000;
-        loop {
-            let size = file_size(fd);
-            if size == FILE_SIZE as u64 {
-                return Ok(());
-            }
-            if size > FILE_SIZE as u64 {
-                return Err(RegionError::WrongSize { path: path.to_path_buf(), found: size, expected: FILE_SIZE as u64 });
-            }
-            if lock(fd, 0, false) {
-                let size = file_size(fd);
-                let ok = size == 0 || size == FILE_SIZE as u64;
-                // SAFETY: sizing a file nobody is initialising.
-                if size == 0 && unsafe { libc::ftruncate(fd, FILE_SIZE as libc::off_t) } != 0 {
-                    unlock(fd, 0);
-                    return Err(io_err(path, "ftruncate"));
-                }
-                unlock(fd, 0);
-                if ok {
-                    return Ok(());
-                }
-                return Err(RegionError::WrongSize { path: path.to_path_buf(), found: size, expected: FILE_SIZE as u64 });
-            }
-            if now_ns() > deadline {
-                return Err(RegionError::NotReady { path: path.to_path_buf() });
-            }
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
-    }
-
     fn header(&self) -> &Header {
         // SAFETY: the mapping is FILE_SIZE bytes, page-aligned.
         unsafe { &*self.base.cast::<Header>() }
@@ -596,7 +212,14 @@ impl Region {
             }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
-        if h.magic.load(Relaxed) != MAGIC {
+        self.check_header()
+    }
+
+    /// Whether the header is a published region of this layout: the magic, the version, the
+    /// ready flag and the sizes (the observers' check too).
+    fn check_header(&self) -> Result<(), RegionError> {
+        let h = self.header();
+        if h.magic.load(Acquire) != MAGIC {
             return Err(RegionError::BadMagic { path: self.path.clone() });
         }
         let version = h.version.load(Relaxed);
@@ -817,20 +440,7 @@ impl Region {
         bytes
     }
 
-    /// The (device, bytes) committed under `key`, if any.
-    pub fn allocation(&self, key: u64) -> Option<(usize, u64)> {
-        self.allocations.get(key).map(|(d, b)| (d as usize, b))
-    }
-
-    /// Charges `bytes` of `device` that are not an allocation (e.g. a context's overhead),
-    /// subject to the quota like any reservation.
-    pub fn charge(&self, device: usize, bytes: u64) -> Result<(), Refused> {
-        let r = self.reserve(device, bytes)?;
-        std::mem::forget(r);
-        Ok(())
-    }
-
-    /// Returns bytes charged with [`Region::charge`].
+    /// Returns bytes charged with [`Region::force_charge`] (or kept from a reservation).
     pub fn uncharge(&self, device: usize, bytes: u64) {
         self.give_back(device, bytes);
     }
@@ -916,34 +526,6 @@ impl Region {
     }
 }
 
-/// Holds `.<name>.lock` beside the region while this process builds the region (the lock is
-/// the kernel's: it goes with the descriptor, even if the process dies). Best effort: if the
-/// lock file cannot be made, creation goes ahead anyway (link(2) keeps it correct; the lock
-/// only saves work).
-struct CreationLock(libc::c_int);
-
-impl Drop for CreationLock {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor; closing it releases the lock.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn creation_lock(path: &Path) -> Option<CreationLock> {
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let lock_path = CString::new(path.with_file_name(format!(".{name}.lock")).as_os_str().as_bytes()).ok()?;
-    // SAFETY: open(2) with a NUL-terminated path.
-    let fd = unsafe { libc::open(lock_path.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-    if fd < 0 {
-        return None;
-    }
-    let guard = CreationLock(fd);
-    // Blocking: the waiters sleep in the kernel (a start-up storm of pollers would starve
-    // the creator of CPU); the creator holds it for the microseconds a region takes to build,
-    // and the kernel releases it if the creator dies.
-    lock(fd, 0, true).then_some(guard)
-}
-
 fn sub_saturating(a: &AtomicU64, n: u64) {
     let _ = a.fetch_update(AcqRel, Acquire, |v| Some(v.saturating_sub(n)));
 }
@@ -953,55 +535,6 @@ fn take_at_most(a: &AtomicU64, n: u64) -> u64 {
     match a.fetch_update(AcqRel, Acquire, |v| Some(v.saturating_sub(n))) {
         Ok(prev) | Err(prev) => prev.min(n),
     }
-}
-
-/// Nanoseconds of CLOCK_MONOTONIC.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn file_size(fd: libc::c_int) -> u64 {
-    // SAFETY: fstat into a zeroed buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return 0;
-    }
-    st.st_size as u64
-}
-
-fn flock_at(kind: i32, offset: i64) -> libc::flock {
-    // SAFETY: plain data; zero is a valid start.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = offset as libc::off_t;
-    fl.l_len = 1;
-    fl
-}
-
-/// Takes the OFD write lock on one byte; `wait` blocks for it. True when held.
-fn lock(fd: libc::c_int, offset: i64, wait: bool) -> bool {
-    let fl = flock_at(libc::F_WRLCK, offset);
-    // SAFETY: fcntl with a valid flock on our fd.
-    unsafe { libc::fcntl(fd, if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK }, &fl) == 0 }
-}
-
-fn unlock(fd: libc::c_int, offset: i64) {
-    let fl = flock_at(libc::F_UNLCK, offset);
-    // SAFETY: fcntl with a valid flock on our fd.
-    unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) };
-}
-
-/// True when another open file description holds the lock on that byte.
-fn lock_held(fd: libc::c_int, offset: i64) -> bool {
-    let mut fl = flock_at(libc::F_WRLCK, offset);
-    // SAFETY: fcntl with a valid flock on our fd.
-    let rc = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
-    rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
 #[cfg(test)]

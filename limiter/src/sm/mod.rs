@@ -84,9 +84,17 @@ pub mod word {
     pub const LEADER: usize = 5;
     /// Until when (ns) the leader's lease runs.
     pub const LEASE_UNTIL: usize = 6;
-    /// 1 when the limit is enforced (another container uses the device, or policy "force").
+    /// Whether the limit is enforced, three-valued: 0 never configured, [`super::ENFORCING`]
+    /// (another container uses the device, or policy "force"), [`super::IDLE`] (the controller
+    /// found the device to itself under the "default" policy). `configure` turns only 0 into
+    /// enforcing, so a bucket the controller has set is left as it is.
     pub const ENFORCE: usize = 7;
 }
+
+/// [`word::ENFORCE`]: launches are throttled.
+pub const ENFORCING: u64 = 1;
+/// [`word::ENFORCE`]: the controller lifted throttling (nobody else uses the device).
+pub const IDLE: u64 = 2;
 
 /// 1.0 in the controller factor's fixed point.
 pub const SCALE_ONE: u64 = 1 << 16;
@@ -130,7 +138,7 @@ impl<'a> Bucket<'a> {
             let _ = self.w[word::LIMIT].compare_exchange(0, limit, AcqRel, Acquire);
         }
         let _ = self.w[word::SCALE].compare_exchange(0, SCALE_ONE, AcqRel, Acquire);
-        let _ = self.w[word::ENFORCE].compare_exchange(0, 1, AcqRel, Acquire);
+        let _ = self.w[word::ENFORCE].compare_exchange(0, ENFORCING, AcqRel, Acquire);
     }
 
     /// The share in permille, or `None` when no limit is set.
@@ -219,12 +227,12 @@ impl<'a> Bucket<'a> {
 
     /// Whether launches are throttled now.
     pub fn enforcing(&self) -> bool {
-        self.w[word::ENFORCE].load(Relaxed) == 1
+        self.w[word::ENFORCE].load(Relaxed) == ENFORCING
     }
 
     /// Turns enforcement on or off (the "default" policy: only while others use the device).
     pub fn set_enforcing(&self, on: bool) {
-        self.w[word::ENFORCE].store(if on { 1 } else { 2 }, Release);
+        self.w[word::ENFORCE].store(if on { ENFORCING } else { IDLE }, Release);
     }
 
     /// Takes or renews the controller lease for `me` (non-zero) until `now + lease_ns`: true
