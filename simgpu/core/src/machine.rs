@@ -52,7 +52,9 @@ struct Header {
 
 #[repr(C, align(64))]
 struct DeviceState {
-    /// PID of the process appending to the timeline, 0 when free.
+    /// Slot + 1 of the process appending to the timeline, 0 when free. A holder is known by
+    /// its slot, whose lock says whether it lives, never by a PID (PIDs are reused, and differ
+    /// between PID namespaces).
     lock: AtomicU32,
     _pad: u32,
     /// When the last queued kernel ends (ns, CLOCK_MONOTONIC).
@@ -373,6 +375,8 @@ impl Machine {
             }
             if s.pid.load(Acquire) != 0 {
                 for d in 0..self.devices {
+                    // A timeline lock the dead process held is free again before its slot is.
+                    let _ = self.device(d).lock.compare_exchange(i + 1, 0, AcqRel, Relaxed);
                     let bytes = s.used[d as usize].swap(0, AcqRel);
                     sub_saturating(&self.device(d).used, bytes);
                     s.contexts[d as usize].store(0, Relaxed);
@@ -497,7 +501,7 @@ impl Machine {
         loop {
             let holder = d.lock.load(Relaxed);
             if holder == 0 {
-                if d.lock.compare_exchange_weak(0, self.pid, Acquire, Relaxed).is_ok() {
+                if d.lock.compare_exchange_weak(0, self.slot + 1, Acquire, Relaxed).is_ok() {
                     return;
                 }
                 continue;
@@ -509,13 +513,16 @@ impl Machine {
             }
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
-            // The lock is held for nanoseconds; a holder that has sat on it for 50 ms and no
-            // longer exists died inside: take it over.
+            // The lock is held for nanoseconds; a holder that has sat on it for 50 ms and whose
+            // slot lock is gone died inside: take it over. (Another thread of this process is
+            // alive by definition; the slot lock cannot tell, since it is our own.)
             let now = now_ns();
             if since == 0 {
                 since = now;
-            } else if now - since > 50_000_000 && !pid_exists(holder) {
-                let _ = d.lock.compare_exchange(holder, self.pid, Acquire, Relaxed);
+            } else if now - since > 50_000_000 && holder != self.slot + 1 && !holder_alive(self.fd, self.slot_byte(holder - 1)) {
+                if d.lock.compare_exchange(holder, self.slot + 1, Acquire, Relaxed).is_ok() {
+                    return;
+                }
                 since = 0;
             }
         }
@@ -620,12 +627,6 @@ fn holder_alive(fd: libc::c_int, offset: i64) -> bool {
     rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
-fn pid_exists(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,6 +674,32 @@ mod tests {
         assert_eq!(e2 - s2, 1_000);
         assert_eq!(a.busy_between(0, s1, e2, None), 10_001_000);
         assert_eq!(a.tail(0), e2);
+    }
+
+    #[test]
+    fn a_timeline_lock_held_by_a_dead_process_is_taken_over_or_freed_by_its_reaper() {
+        let dir = tempdir();
+        let cfg = config(&dir, 1 << 30);
+        let a = Machine::open(&cfg).unwrap();
+        // A holder whose slot nobody holds (a process that died inside the lock).
+        a.device(0).lock.store(10, Release);
+        let (s, e) = a.enqueue(0, 1_000);
+        assert_eq!(e - s, 1_000, "taken over after the holder was found dead");
+        assert_eq!(a.device(0).lock.load(Acquire), 0);
+        // A process that dies holding it: its reaper frees it with its slot.
+        let b = Machine::open(&cfg).unwrap();
+        a.device(1).lock.store(b.slot + 1, Release);
+        let b = std::mem::ManuallyDrop::new(b);
+        // SAFETY: b's own mapping and descriptor, never used again (the mapping holds the open
+        // file description, and with it the slot lock, as much as the descriptor does).
+        unsafe {
+            libc::munmap(b.base.cast(), b.len);
+            libc::close(b.fd);
+        }
+        assert_eq!(a.reap(), 1);
+        assert_eq!(a.device(1).lock.load(Acquire), 0);
+        let (s, e) = a.enqueue(1, 1_000);
+        assert_eq!(e - s, 1_000);
     }
 
     #[test]
