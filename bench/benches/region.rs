@@ -174,10 +174,10 @@ fn storm(dir: &Path, what: &'static str, new: bool, run: usize) -> StormRow {
     let holder = (!new).then(|| Region::open(&region, &quotas(), 0o600).expect("open region"));
     let ctl = Ctl::create(&ctl_path, STORM);
     let mut helpers = Helpers((0..STORM).map(|i| helper("open", &region, &ctl_path, i)).collect());
-    ctl.await_count(word::ARRIVED, STORM as u32, Duration::from_secs(120));
+    ctl.await_count(word::ARRIVED, STORM as u32, Duration::from_secs(120), || {});
     let released = now_ns();
     ctl.release(1);
-    ctl.await_count(word::DONE, STORM as u32, Duration::from_secs(120));
+    ctl.await_count(word::DONE, STORM as u32, Duration::from_secs(120), || {});
     let all_in = now_ns() - released;
     let failed = (0..STORM).filter(|&i| ctl.record(i)[rec::OK].load(Acquire) != 1).count();
     assert_eq!(failed, 0, "{failed} opens failed");

@@ -99,10 +99,10 @@ fn storm(s: &mut Setup, config: Config, n: usize) -> Storm {
         }
         helpers.0.push(cmd.spawn().expect("spawn cuinit"));
     }
-    ctl.await_count(word::ARRIVED, n as u32, Duration::from_secs(300));
+    ctl.await_count(word::ARRIVED, n as u32, Duration::from_secs(300), || {});
     let released = now_ns();
     ctl.release(1);
-    ctl.await_count(word::DONE, n as u32, Duration::from_secs(300));
+    ctl.await_count(word::DONE, n as u32, Duration::from_secs(300), || {});
     let mut cu_init = Vec::with_capacity(n);
     let mut cpu = Vec::with_capacity(n);
     let mut last = released;
