@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "describe.h"
 
 typedef int (*puts_fn)(const char *);
 typedef int (*alloc_fn)(unsigned long long *, size_t);
@@ -26,22 +27,6 @@ typedef int (*alloc_fn)(unsigned long long *, size_t);
 static puts_fn next_puts;
 static alloc_fn next_alloc;
 static int puts_calls;
-
-/* The file and symbol an address belongs to: "<basename>!<symbol>", or "NULL". */
-static void describe(const void *addr, char *buf, size_t len) {
-    Dl_info info;
-    if (!addr) {
-        snprintf(buf, len, "NULL");
-        return;
-    }
-    if (!dladdr(addr, &info) || !info.dli_fname) {
-        snprintf(buf, len, "?!?");
-        return;
-    }
-    const char *base = strrchr(info.dli_fname, '/');
-    base = base ? base + 1 : info.dli_fname;
-    snprintf(buf, len, "%s!%s", base, info.dli_sname ? info.dli_sname : "?");
-}
 
 /* Whether `addr` lies in this library. */
 static int is_ours(const void *addr) {

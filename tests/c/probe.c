@@ -50,6 +50,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "describe.h"
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -138,21 +139,6 @@ struct block {
 };
 static struct block blocks[256];
 static int nblocks;
-
-static void describe(const void *addr, char *buf, size_t len) {
-    Dl_info info;
-    if (!addr) {
-        snprintf(buf, len, "NULL");
-        return;
-    }
-    if (!dladdr(addr, &info) || !info.dli_fname) {
-        snprintf(buf, len, "?!?");
-        return;
-    }
-    const char *base = strrchr(info.dli_fname, '/');
-    base = base ? base + 1 : info.dli_fname;
-    snprintf(buf, len, "%s!%s", base, info.dli_sname ? info.dli_sname : "?");
-}
 
 static void load(const char *lookup) {
     void *h = RTLD_DEFAULT;

@@ -204,22 +204,82 @@ pub fn num(rec: &HashMap<String, String>, key: &str) -> f64 {
     rec.get(key).unwrap_or_else(|| panic!("no {key} in {rec:?}")).parse().unwrap_or_else(|_| panic!("{key} is not a number in {rec:?}"))
 }
 
-/// Compiles one C source file with gcc into the artifacts directory (once per test binary).
+/// Compiles one C source file (outside `tests/c`, e.g. simgpu's own smoke test) into the
+/// artifacts directory as the program `name`, as [`build_c_helper`] does.
 pub fn build_c(source: &Path, name: &str) -> PathBuf {
-    let art = artifacts_dir();
-    let out = art.join("c-tests").join(name);
-    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-    with_file_lock(&art.join(".c-tests.lock"), || {
-        let status = Command::new("gcc")
-            .args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&out)
-            .arg(source)
-            .arg("-ldl")
-            .status()
-            .expect("run gcc");
+    compile_c(source, &artifacts_dir().join("c-tests").join(name), false);
+    artifacts_dir().join("c-tests").join(name)
+}
+
+/// gcc, warnings as errors, once per test binary and only when the source (or a header beside
+/// it) is newer than the output. The output is written under a temporary name and renamed into
+/// place, so a program that another test is running is never rewritten under it.
+fn compile_c(source: &Path, out: &Path, shared: bool) {
+    use std::sync::Mutex;
+    static BUILT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|p| p == out) {
+        return;
+    }
+    let dir = out.parent().expect("an output directory");
+    std::fs::create_dir_all(dir).expect("mkdir c-tests");
+    with_file_lock(&artifacts_dir().join(".c-tests.lock"), || {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let headers = std::fs::read_dir(source.parent().expect("a source directory"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "h"));
+        let newest = std::iter::once(source.to_path_buf()).chain(headers).filter_map(|p| mtime(&p)).max();
+        if matches!((mtime(out), newest), (Some(o), Some(s)) if o >= s) {
+            return;
+        }
+        let name = out.file_name().expect("an output name").to_string_lossy();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror"]);
+        if shared {
+            gcc.args(["-shared", "-fPIC"]);
+        }
+        let status = gcc.arg("-o").arg(&tmp).arg(source).arg("-ldl").status().expect("run gcc");
         assert!(status.success(), "gcc {} failed", source.display());
+        std::fs::rename(&tmp, out).expect("rename the built program into place");
     });
-    out
+    built.push(out.to_path_buf());
+}
+
+/// The allocation families, in the order `alloc_families --family all` runs them.
+pub const ALLOC_FAMILIES: [&str; 9] = [
+    "cuMemAlloc_v2",
+    "cuMemAllocPitch_v2",
+    "cuMemAllocManaged",
+    "cuMemAllocAsync",
+    "cuMemAllocFromPoolAsync",
+    "cuMemCreate",
+    "cuArrayCreate_v2",
+    "cuArray3DCreate_v2",
+    "cuMipmappedArrayCreate",
+];
+
+/// Waits (bounded) until `alloc_families`, writing to `stdout`, has made `blocks` successful
+/// allocations; its stdout keeps being drained afterwards, so it never dies of SIGPIPE. False
+/// when it did not within `limit`.
+pub fn await_allocations(stdout: std::process::ChildStdout, blocks: u32, limit: Duration) -> bool {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = 0;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("family=") && line.contains("op=alloc") && line.contains("rc=0") {
+                held += 1;
+                if held == blocks {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    rx.recv_timeout(limit).is_ok()
 }
 
 /// A child process running in the background whose stdout is read line by line, so a test can
@@ -356,39 +416,11 @@ impl Sim {
 }
 
 /// Builds `tests/c/<name>.c` with gcc into `<artifacts>/c-tests/<name>` (a program) or
-/// `<artifacts>/c-tests/lib<name>.so` (with `shared`: `-shared -fPIC`), once per test process
-/// and only when the source is newer than the output. The output is written under a temporary
-/// name and renamed into place, so a program that another test is running is never rewritten
-/// under it.
+/// `<artifacts>/c-tests/lib<name>.so` (with `shared`: `-shared -fPIC`); see `compile_c`.
 pub fn build_c_helper(name: &str, shared: bool) -> PathBuf {
-    use std::sync::Mutex;
-    static BUILT: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
-    let source = repo_root().join("tests/c").join(format!("{name}.c"));
-    let art = artifacts_dir();
-    let dir = art.join("c-tests");
+    let dir = artifacts_dir().join("c-tests");
     let out = if shared { dir.join(format!("lib{name}.so")) } else { dir.join(name) };
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|(n, s)| n == name && *s == shared) {
-        return out;
-    }
-    std::fs::create_dir_all(&dir).expect("mkdir c-tests");
-    with_file_lock(&art.join(".c-tests.lock"), || {
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let fresh = matches!((mtime(&out), mtime(&source)), (Some(o), Some(s)) if o >= s);
-        if fresh {
-            return;
-        }
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let mut gcc = Command::new("gcc");
-        gcc.args(["-std=gnu11", "-O1", "-Wall", "-Wextra", "-Werror"]);
-        if shared {
-            gcc.args(["-shared", "-fPIC"]);
-        }
-        let status = gcc.arg("-o").arg(&tmp).arg(&source).arg("-ldl").status().expect("run gcc");
-        assert!(status.success(), "gcc {} failed", source.display());
-        std::fs::rename(&tmp, &out).expect("rename the built program into place");
-    });
-    built.push((name.to_string(), shared));
+    compile_c(&repo_root().join("tests/c").join(format!("{name}.c")), &out, shared);
     out
 }
 

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vgpu_tests::{Sim, c_programs, cargo_program, run, text};
+use vgpu_tests::{Sim, await_allocations, c_programs, cargo_program, run, text};
 
 const MIB: u64 = 1 << 20;
 /// What a holder of 4 blocks holds: 4 × 64 MiB and simgpu's 64 MiB context.
@@ -38,21 +38,9 @@ impl Holder {
             .spawn()
             .expect("spawn vgpu run");
         let stdout = run.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        // Keeps draining stdout so the holder never dies of SIGPIPE.
-        std::thread::spawn(move || {
-            let mut held = 0;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("family=") && line.contains("op=alloc") && line.contains("rc=0") {
-                    held += 1;
-                    if held == blocks {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
+        let held = await_allocations(stdout, blocks, Duration::from_secs(30));
         let mut h = Holder { run };
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if !held {
             h.stop();
             panic!("the holder did not allocate its {blocks} blocks");
         }

@@ -118,17 +118,7 @@ fn every_call_path_and_flag_reaches_the_hooks_with_the_drivers_abi_variant() {
         for base in MUST_HOOK {
             assert_eq!(hooked[*base].0, "libvgpu.so", "{what}: {base} is not hooked");
         }
-        for family in [
-            "cuMemAlloc_v2",
-            "cuMemAllocPitch_v2",
-            "cuMemAllocManaged",
-            "cuMemAllocAsync",
-            "cuMemAllocFromPoolAsync",
-            "cuMemCreate",
-            "cuArrayCreate_v2",
-            "cuArray3DCreate_v2",
-            "cuMipmappedArrayCreate",
-        ] {
+        for family in vgpu_tests::ALLOC_FAMILIES {
             assert_eq!(alloc_rcs(&stdout, family), ["0", "0", "2"], "{what}: {family} over the quota through this path:\n{stdout}");
         }
     }

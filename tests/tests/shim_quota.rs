@@ -14,17 +14,7 @@ const MIB: u64 = 1 << 20;
 const CONTEXT: u64 = 64 * MIB;
 
 /// The allocation families, in the order `alloc_families --family all` runs them.
-const FAMILIES: [&str; 9] = [
-    "cuMemAlloc_v2",
-    "cuMemAllocPitch_v2",
-    "cuMemAllocManaged",
-    "cuMemAllocAsync",
-    "cuMemAllocFromPoolAsync",
-    "cuMemCreate",
-    "cuArrayCreate_v2",
-    "cuArray3DCreate_v2",
-    "cuMipmappedArrayCreate",
-];
+const FAMILIES: [&str; 9] = vgpu_tests::ALLOC_FAMILIES;
 
 /// Families whose allocation is exactly `--size` bytes when the size is a multiple of 2 MiB
 /// (the arrays are shaped, so their byte counts only come close).

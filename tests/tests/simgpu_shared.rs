@@ -1,10 +1,9 @@
 //! Two processes on one simulated machine share its memory and its timeline, as processes
 //! sharing one GPU do.
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use vgpu_tests::{Sim, c_programs, num, records, run_ok};
+use vgpu_tests::{Sim, await_allocations, c_programs, num, records, run_ok};
 
 /// Starts a process holding `blocks` × 64 MiB until its stdin closes; returns it once the
 /// memory is held. Its stdout keeps being drained so it never dies of SIGPIPE.
@@ -17,19 +16,7 @@ fn holder(sim: &Sim, blocks: u32) -> std::process::Child {
         .spawn()
         .expect("spawn holder");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = 0;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("family=") && line.contains("op=alloc") && line.contains("rc=0") {
-                held += 1;
-                if held == blocks {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("holder did not allocate its blocks");
+    assert!(await_allocations(stdout, blocks, Duration::from_secs(30)), "holder did not allocate its blocks");
     child
 }
 
