@@ -175,17 +175,8 @@ impl Region {
     }
 
     fn initialise(&self, quotas: &[Option<u64>; MAX_DEVICES]) {
-        let h = self.header();
-        h.version.store(LAYOUT_VERSION, Relaxed);
-        h.devices.store(MAX_DEVICES as u32, Relaxed);
-        h.slots.store(MAX_SLOTS as u32, Relaxed);
-        h.file_size.store(FILE_SIZE as u64, Relaxed);
-        for (d, q) in quotas.iter().enumerate() {
-            self.ledger(d).quota.store(quota_word(*q), Relaxed);
-        }
-        h.magic.store(MAGIC, Relaxed);
-        // The publication point: everything above is visible to whoever sees ready == 1.
-        h.ready.store(1, Release);
+        // SAFETY: our writable mapping of FILE_SIZE bytes.
+        unsafe { file::write_header(self.base, quotas) };
         unlock(self.fd, 0);
     }
 

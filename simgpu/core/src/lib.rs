@@ -22,13 +22,7 @@ pub mod layout;
 pub mod machine;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the time base every process of a machine shares.
-#[allow(unsafe_code)]
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use shmfile::now_ns;
 
 /// How far the wall clock (`CLOCK_REALTIME`, what NVML stamps samples with) runs ahead of
 /// [`now_ns`], in nanoseconds, read now.

@@ -9,19 +9,19 @@
 //! [SLOT_OFF, ...)      ProcSlot × MAX_PROCS: one per live process (memory, contexts, busy time)
 //! ```
 //!
-//! Creation is race-free: the file is created with `O_EXCL` by one process, which holds an
-//! open-file-description lock on byte 0 while it initialises and then sets `ready`. Openers wait
-//! for `ready`; if the creator died half-way (the lock is free and `ready` is still 0), the
-//! opener takes the lock and initialises it itself.
+//! The file follows the same protocol as vgpu's accounting region (`vgpu-shmfile`). Creation is
+//! race-free: the file is built and its header written under a temporary name, then published
+//! at its path with `link(2)`; a process that loses the race opens the winner's. A blank file
+//! found at the path (written by something else, or by an older simgpu that created in place)
+//! is initialised under an open-file-description lock on byte 0, or refused.
 //!
 //! Each live process owns a slot and holds an OFD lock on the slot's first byte; the kernel
 //! drops the lock when the process dies, so [`Machine::reap`] can tell a dead process from a
-//! live one without trusting PIDs, and gives the dead one's memory back exactly once.
+//! live one without trusting PIDs, and gives the dead one's memory back exactly once. The
+//! timeline lock names its holder by slot for the same reason.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
@@ -158,41 +158,49 @@ impl Machine {
             use std::os::unix::fs::DirBuilderExt;
             let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
         }
-        let cpath =
-            CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("SIMGPU_STATE {}: contains a NUL byte", path.display()))?;
-        let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: open(2) on a valid NUL-terminated path.
-        let mut fd = unsafe { libc::open(cpath.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, 0o600) };
-        let created = fd >= 0;
-        if !created {
-            // SAFETY: as above.
-            fd = unsafe { libc::open(cpath.as_ptr(), flags) };
-            if fd < 0 {
-                return Err(os_err("cannot open simgpu state file", path));
-            }
-        }
         let len = file_len(config.devices);
-        if created {
-            lock_byte(fd, 0, true);
-            // SAFETY: ftruncate on our own fd.
-            if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-                let e = os_err("cannot size simgpu state file", path);
-                // SAFETY: closing our own fd.
-                unsafe { libc::close(fd) };
-                return Err(e);
+        // A machine file appears at its path only complete: it is built under a temporary
+        // name and published with link(2) (see vgpu-shmfile), so openers never see a half-made
+        // one and a creator that dies leaves nothing behind.
+        let mut opened = None;
+        for _ in 0..8 {
+            if let Some(fd) =
+                shmfile::open_nofollow(path, libc::O_RDWR).map_err(|e| format!("cannot open simgpu state file {}: {e}", path.display()))?
+            {
+                opened = Some((fd, None));
+                break;
+            }
+            let made = shmfile::create_published(path, len, 0o600, |base| {
+                // SAFETY: a fresh writable mapping of `len` bytes nobody else sees yet.
+                unsafe { write_header(base, config, len) };
+                Ok::<(), std::io::Error>(())
+            });
+            match made.map_err(|e| format!("cannot create simgpu state file {}: {e}", path.display()))? {
+                shmfile::Created::Ours { fd, base } => {
+                    opened = Some((fd, Some(base)));
+                    break;
+                }
+                shmfile::Created::Theirs => continue,
             }
         }
-        let size = file_size(fd);
-        let map_len = if created { len } else { size.max(HEADER_LEN) };
-        // SAFETY: a shared mapping of our fd; the length is checked against the header below
-        // before anything past the header is touched.
-        let base = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
-        if base == libc::MAP_FAILED {
-            let e = os_err("cannot map simgpu state file", path);
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
+        let Some((fd, made)) = opened else {
+            return Err(format!("simgpu state file {}: appeared and vanished repeatedly", path.display()));
+        };
+        let created = made.is_some();
+        let map_len = if created { len } else { file_size(fd).max(HEADER_LEN) };
+        let base = match made {
+            Some(base) => base,
+            // The length is checked against the header (in `await_ready`) before anything past
+            // the header is touched.
+            None => match shmfile::map(fd, map_len, true) {
+                Ok(base) => base,
+                Err(e) => {
+                    // SAFETY: closing our own fd.
+                    unsafe { libc::close(fd) };
+                    return Err(format!("cannot map simgpu state file {}: {e}", path.display()));
+                }
+            },
+        };
         let mut m = Machine {
             base: base.cast(),
             len: map_len,
@@ -204,9 +212,7 @@ impl Machine {
             pid: unsafe { libc::getpid() } as u32,
             slot: u32::MAX,
         };
-        if created {
-            m.initialise(len);
-        } else {
+        if !created {
             m.await_ready(config, len)?;
         }
         if register {
@@ -220,17 +226,12 @@ impl Machine {
         unsafe { &*(self.base as *const Header) }
     }
 
-    fn initialise(&self, len: usize) {
-        let h = self.header();
-        h.version.store(VERSION, Relaxed);
-        h.devices.store(self.devices, Relaxed);
-        h.sms.store(self.sms, Relaxed);
-        h.max_procs.store(MAX_PROCS, Relaxed);
-        h.memory.store(self.memory, Relaxed);
-        h.file_size.store(len as u64, Relaxed);
-        h.magic.store(MAGIC, Relaxed);
-        h.ready.store(1, Release);
-        unlock_byte(self.fd, 0);
+    /// Initialises a blank file in place (its creator died before writing the header: a file
+    /// of an older simgpu that created in place), under the lock on byte 0.
+    fn initialise(&self, config: &SimConfig, len: usize) {
+        // SAFETY: our writable mapping, remapped to `len` bytes by the caller.
+        unsafe { write_header(self.base, config, len) };
+        shmfile::unlock(self.fd, 0);
     }
 
     fn await_ready(&mut self, config: &SimConfig, len: usize) -> Result<(), String> {
@@ -242,7 +243,7 @@ impl Machine {
             }
             // Nobody initialising it (the creator died, or the file is foreign and empty):
             // take the init lock and do it ourselves if it is still not ready.
-            if lock_byte(self.fd, 0, false) {
+            if shmfile::lock(self.fd, 0, false) {
                 // The header may not be readable yet (a creator that has not sized the file):
                 // read it only once the file covers it.
                 let size = file_size(self.fd);
@@ -250,14 +251,14 @@ impl Machine {
                 if blank && size <= len {
                     // SAFETY: ftruncate on our own fd, then remap to the full length.
                     if unsafe { libc::ftruncate(self.fd, len as libc::off_t) } != 0 {
-                        unlock_byte(self.fd, 0);
+                        shmfile::unlock(self.fd, 0);
                         return Err(os_err("cannot size simgpu state file", path));
                     }
                     self.remap(len).map_err(|e| format!("cannot map simgpu state file {}: {e}", path.display()))?;
-                    self.initialise(len);
+                    self.initialise(config, len);
                     break;
                 }
-                unlock_byte(self.fd, 0);
+                shmfile::unlock(self.fd, 0);
                 // Nobody is initialising it and it is not ours to initialise: a foreign or
                 // stale file; validation below says which.
                 break;
@@ -342,11 +343,11 @@ impl Machine {
         self.reap();
         for i in 0..MAX_PROCS {
             let s = self.slot_at(i);
-            if s.pid.load(Acquire) != 0 || !lock_byte(self.fd, self.slot_byte(i), false) {
+            if s.pid.load(Acquire) != 0 || !shmfile::lock(self.fd, self.slot_byte(i), false) {
                 continue;
             }
             if s.pid.compare_exchange(0, self.pid, AcqRel, Relaxed).is_err() {
-                unlock_byte(self.fd, self.slot_byte(i));
+                shmfile::unlock(self.fd, self.slot_byte(i));
                 continue;
             }
             s.started.store(now_ns(), Relaxed);
@@ -366,11 +367,11 @@ impl Machine {
                 continue;
             }
             let s = self.slot_at(i);
-            if s.pid.load(Acquire) == 0 || holder_alive(self.fd, self.slot_byte(i)) {
+            if s.pid.load(Acquire) == 0 || shmfile::held_elsewhere(self.fd, self.slot_byte(i)) {
                 continue;
             }
             // Take the slot's lock: only one reaper wins, and a live owner cannot hold it.
-            if !lock_byte(self.fd, self.slot_byte(i), false) {
+            if !shmfile::lock(self.fd, self.slot_byte(i), false) {
                 continue;
             }
             if s.pid.load(Acquire) != 0 {
@@ -385,7 +386,7 @@ impl Machine {
                 s.pid.store(0, Release);
                 reaped += 1;
             }
-            unlock_byte(self.fd, self.slot_byte(i));
+            shmfile::unlock(self.fd, self.slot_byte(i));
         }
         reaped
     }
@@ -519,7 +520,7 @@ impl Machine {
             let now = now_ns();
             if since == 0 {
                 since = now;
-            } else if now - since > 50_000_000 && holder != self.slot + 1 && !holder_alive(self.fd, self.slot_byte(holder - 1)) {
+            } else if now - since > 50_000_000 && holder != self.slot + 1 && !shmfile::held_elsewhere(self.fd, self.slot_byte(holder - 1)) {
                 if d.lock.compare_exchange(holder, self.slot + 1, Acquire, Relaxed).is_ok() {
                     return;
                 }
@@ -581,50 +582,30 @@ impl Machine {
     }
 }
 
+/// Writes a machine's header, the ready flag last.
+///
+/// # Safety
+/// `base` is a writable mapping of at least `HEADER_LEN` bytes.
+unsafe fn write_header(base: *mut u8, config: &SimConfig, len: usize) {
+    // SAFETY: the caller's mapping covers the header and is page-aligned.
+    let h = unsafe { &*(base as *const Header) };
+    h.version.store(VERSION, Relaxed);
+    h.devices.store(config.devices, Relaxed);
+    h.sms.store(config.sms, Relaxed);
+    h.max_procs.store(MAX_PROCS, Relaxed);
+    h.memory.store(config.memory, Relaxed);
+    h.file_size.store(len as u64, Relaxed);
+    h.magic.store(MAGIC, Relaxed);
+    h.ready.store(1, Release);
+}
+
 fn sub_saturating(a: &AtomicU64, n: u64) {
     let _ = a.fetch_update(AcqRel, Acquire, |v| Some(v.saturating_sub(n)));
 }
 
+/// The size of the file behind `fd`, in bytes.
 fn file_size(fd: libc::c_int) -> usize {
-    // SAFETY: fstat on our fd into a zeroed stat buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return 0;
-    }
-    st.st_size as usize
-}
-
-fn flock_at(kind: libc::c_short, offset: i64) -> libc::flock {
-    // SAFETY: flock is plain data; zero is a valid start.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = offset as libc::off_t;
-    fl.l_len = 1;
-    fl
-}
-
-/// Takes an OFD write lock on one byte; `wait` blocks for it. True when held.
-fn lock_byte(fd: libc::c_int, offset: i64, wait: bool) -> bool {
-    let fl = flock_at(libc::F_WRLCK as libc::c_short, offset);
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
-    // SAFETY: fcntl with a valid flock pointer on our fd.
-    unsafe { libc::fcntl(fd, cmd, &fl) == 0 }
-}
-
-fn unlock_byte(fd: libc::c_int, offset: i64) {
-    let fl = flock_at(libc::F_UNLCK as libc::c_short, offset);
-    // SAFETY: fcntl with a valid flock pointer on our fd.
-    unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &fl) };
-}
-
-/// True when another open file description holds the lock on that byte.
-fn holder_alive(fd: libc::c_int, offset: i64) -> bool {
-    let mut fl = flock_at(libc::F_WRLCK as libc::c_short, offset);
-    // SAFETY: fcntl with a valid flock pointer on our fd.
-    let rc = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
-    rc != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
+    shmfile::file_size(fd) as usize
 }
 
 #[cfg(test)]
