@@ -3,6 +3,7 @@
 //! file ([`Ctl`]: helpers released together by one futex wake), the clocks and the helper
 //! processes that die with the bench come from `vgpu-test-support`, shared with the limiter's
 //! multi-process tests. The helper processes themselves are this crate's `hammer` and `cuinit`.
+#![deny(unsafe_code)]
 
 use std::path::Path;
 

@@ -11,6 +11,7 @@
 //! unknown discriminant in a Rust enum is undefined behaviour.
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#![deny(unsafe_code)]
 
 pub mod driver;
 pub mod nvml;

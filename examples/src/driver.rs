@@ -1,4 +1,5 @@
 //! The driver-API function table of the Rust examples, filled through `dlopen` or `gpa`.
+#![allow(unsafe_code)] // calling the driver through the function pointers it hands out
 use core::ffi::{CStr, c_char, c_int, c_ulonglong, c_void};
 use core::ptr;
 

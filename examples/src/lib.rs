@@ -10,6 +10,7 @@
 //!
 //! `libc::dlopen`/`dlsym` are called directly (not libloading), so a preloaded shim that
 //! exports `dlsym` sees these lookups exactly as it sees a C program's.
+#![deny(unsafe_code)]
 
 pub mod driver;
 

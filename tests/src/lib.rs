@@ -5,6 +5,7 @@
 //! built first (`cargo build --workspace`); the harness says so when an artifact is missing.
 //! Each test gets its own simulated machine ([`Sim`]), so tests run in parallel without
 //! sharing memory or a timeline unless they mean to.
+#![deny(unsafe_code)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,6 +26,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs `f` while holding an exclusive lock on `path` (serialises one-time setup across the
 /// test binaries cargo runs in parallel).
+#[allow(unsafe_code)] // flock(2) on a file this function opened
 pub fn with_file_lock<T>(path: &Path, f: impl FnOnce() -> T) -> T {
     use std::os::fd::AsRawFd;
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("open lock file");

@@ -32,6 +32,7 @@
 //! target/release/sm-harness --nvml-period 1s --only g                       # NVML at its slowest
 //! target/release/sm-harness --driver system --measure nvml                  # on a real GPU
 //! ```
+#![deny(unsafe_code)]
 mod metrics;
 mod sampler;
 
@@ -202,6 +203,7 @@ fn check_status(what: &str, status: std::io::Result<std::process::ExitStatus>) {
 }
 
 impl Env {
+    #[allow(unsafe_code)] // set_var before any other thread exists
     fn setup(opts: Opts, exe_dir: &Path) -> Env {
         std::fs::create_dir_all(&opts.out).expect("create the output directory");
         if !opts.shim.is_file() {

@@ -13,6 +13,7 @@
 //!   nothing. NVML's per-process figures are whole percents over the driver's own sample
 //!   period (1/6 s to 1 s), so a 100 ms window is only as good as that: read the per-window
 //!   columns as indicative and the run means as the measurement.
+#![allow(unsafe_code)] // reading NVML through its C interface
 use std::ffi::c_uint;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@
 //! * `hammer open REGION CTL ID`: parks until the benchmark releases phase 1, times
 //!   `Region::open` (open + validation + slot registration), records it, and holds its slot
 //!   until phase 2.
+#![deny(unsafe_code)]
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::*;
 

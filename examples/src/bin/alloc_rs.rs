@@ -4,6 +4,7 @@
 //! `cuMemCreate`, printing the same lines as the C program:
 //! `family=<name> op=<alloc|copy|hold|free|step> bytes=<n> rc=<CUresult> free=<f> total=<t>`.
 //! Exit status 0 when every call that should succeed did, 1 otherwise, 2 for bad arguments.
+#![deny(unsafe_code)]
 use core::ffi::c_void;
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! `sync` (sync after each) or `graph` (capture `--graph-kernels` launches, launch the graph
 //! `--count` times), times the run with events and prints the same line as the C program:
 //! `mode=<m> kernels=<n> wall_ms=<host> gpu_ms=<events> rc=<first error or 0> kernel=...`.
+#![deny(unsafe_code)]
 use core::ffi::{c_uint, c_void};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
