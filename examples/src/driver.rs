@@ -3,7 +3,7 @@
 use core::ffi::{CStr, c_char, c_int, c_ulonglong, c_void};
 use core::ptr;
 
-use cuda_sys::driver::{CUdriverProcAddress_flags, CUdriverProcAddressQueryResult, CUresult, pfn};
+use cuda_sys::driver::{CUcontext, CUdevice, CUdriverProcAddress_flags, CUdriverProcAddressQueryResult, CUresult, pfn};
 
 /// How the table is filled (see the crate documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +299,39 @@ pub fn describe(addr: usize) -> String {
     format!("{base}!{sym}")
 }
 
+/// What both example programs do first: load the driver through `path` (exiting with a message
+/// if it cannot be had), say which library answers, initialise it and make device `device`'s
+/// primary context current. Any failure prints an `error step=` line and exits with status 1.
+pub fn start(path: Path, ptsz: bool, resolve_all: bool, device: i32) -> (Driver, CUdevice) {
+    let d = match load(path, ptsz) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    d.print_resolver(path);
+    if resolve_all {
+        d.print_all_resolved();
+    }
+    d.check("cuInit", crate::cu!(d, cuInit(0)));
+    let mut dev: CUdevice = 0;
+    d.check("cuDeviceGet", crate::cu!(d, cuDeviceGet(&mut dev, device)));
+    let mut ctx: CUcontext = ptr::null_mut();
+    d.check("cuDevicePrimaryCtxRetain", crate::cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)));
+    d.check("cuCtxSetCurrent", crate::cu!(d, cuCtxSetCurrent(ctx)));
+    (d, dev)
+}
+
 impl Driver {
+    /// Exits with an `error step=<what> rc=<code> name=<name>` line unless `rc` is success.
+    pub fn check(&self, what: &str, rc: CUresult) {
+        if !rc.is_success() {
+            println!("error step={what} rc={} name={}", rc.0, self.err_name(rc));
+            std::process::exit(1);
+        }
+    }
+
     /// Prints `path=<p> resolver=<file>!<symbol>` for `cuMemAlloc`.
     pub fn print_resolver(&self, path: Path) {
         let addr = self.cuMemAlloc.map_or(0, |f| f as usize);

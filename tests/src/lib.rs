@@ -284,6 +284,13 @@ pub fn await_allocations(stdout: std::process::ChildStdout, blocks: u32, limit: 
     rx.recv_timeout(limit).is_ok()
 }
 
+/// `cudarc_client` keeping a 132-SM simulated device busy for about a second: 1000 one-wave
+/// launches of `spin_1000us` on 1 MiB, in the background.
+pub fn busy_cudarc_client(sim: &Sim) -> Background {
+    let args = ["--alloc-mib", "1", "--kernel", "spin_1000us", "--kernels", "1000", "--grid", "132"];
+    Background::spawn(sim.command(cargo_program("cudarc_client")).args(args))
+}
+
 /// A child process running in the background whose stdout is read line by line, so a test can
 /// act at a point the child announces (e.g. "memory is allocated") while it keeps running.
 /// Dropping it kills the child.

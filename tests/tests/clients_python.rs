@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, op, records, repo_root, run_ok};
+use vgpu_tests::{Background, Rec, Sim, busy_cudarc_client, field, num, op, records, repo_root, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -144,16 +144,7 @@ fn pynvml_sees_cudarc_kernels_busy() {
     let Some(py) = python() else { return };
     // About a second of device time from a Rust client; the Python client watches it.
     let sim = Sim::new().with("SIMGPU_MEMORY", "2g").with("SIMGPU_SMS", "132");
-    let mut busy = Background::spawn(sim.command(cargo_program("cudarc_client")).args([
-        "--alloc-mib",
-        "1",
-        "--kernel",
-        "spin_1000us",
-        "--kernels",
-        "1000",
-        "--grid",
-        "132",
-    ]));
+    let mut busy = busy_cudarc_client(&sim);
     let init = busy.wait_for("op=init", Duration::from_secs(30));
     let pid = field(&records(&init, "client")[0], "pid").to_string();
     busy.wait_for("op=module", Duration::from_secs(30));

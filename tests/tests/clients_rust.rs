@@ -3,7 +3,7 @@
 //! processes do on the same machine). The programs live in `tests/clients/cudarc-client`.
 use std::time::Duration;
 
-use vgpu_tests::{Background, Rec, Sim, cargo_program, field, num, op, records, run_ok};
+use vgpu_tests::{Background, Rec, Sim, busy_cudarc_client, cargo_program, field, num, op, records, run_ok};
 
 const MIB: f64 = (1u64 << 20) as f64;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -120,16 +120,7 @@ fn nvml_wrapper_sees_a_cudarc_process_holding_memory() {
 fn nvml_wrapper_sees_cudarc_kernels_keep_the_gpu_busy() {
     // 1000 one-wave spin_1000us launches: about a second of device time.
     let sim = Sim::new().with("SIMGPU_MEMORY", "2g").with("SIMGPU_SMS", "132");
-    let mut busy = Background::spawn(sim.command(cargo_program("cudarc_client")).args([
-        "--alloc-mib",
-        "1",
-        "--kernel",
-        "spin_1000us",
-        "--kernels",
-        "1000",
-        "--grid",
-        "132",
-    ]));
+    let mut busy = busy_cudarc_client(&sim);
     busy.wait_for("op=module", Duration::from_secs(30));
     // Past the first half second the whole 500 ms utilisation window lies inside the busy run.
     std::thread::sleep(Duration::from_millis(550));

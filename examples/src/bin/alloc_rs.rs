@@ -334,29 +334,8 @@ impl Run {
 
 fn main() {
     let o = parse_args();
-    let d = match driver::load(o.path, o.ptsz) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    d.print_resolver(o.path);
-    if o.resolve_all {
-        d.print_all_resolved();
-    }
-    let fatal = |what: &str, rc: CUresult| {
-        if !rc.is_success() {
-            println!("error step={what} rc={} name={}", rc.0, d.err_name(rc));
-            std::process::exit(1);
-        }
-    };
-    fatal("cuInit", cu!(d, cuInit(0)));
-    let mut dev: CUdevice = 0;
-    fatal("cuDeviceGet", cu!(d, cuDeviceGet(&mut dev, o.device)));
-    let mut ctx: CUcontext = core::ptr::null_mut();
-    fatal("cuDevicePrimaryCtxRetain", cu!(d, cuDevicePrimaryCtxRetain(&mut ctx, dev)));
-    fatal("cuCtxSetCurrent", cu!(d, cuCtxSetCurrent(ctx)));
+    let (d, dev) = driver::start(o.path, o.ptsz, o.resolve_all, o.device);
+    let fatal = |what: &str, rc: CUresult| d.check(what, rc);
     let mut stream: CUstream = core::ptr::null_mut();
     if o.created_stream {
         fatal("cuStreamCreate", cu!(d, cuStreamCreate(&mut stream, 0)));
