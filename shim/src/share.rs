@@ -71,9 +71,7 @@ impl SmState {
             2 => return current(),
             _ => {}
         }
-        let mut n = 0;
-        // SAFETY: a valid out-pointer.
-        let one = real::cuDeviceGetCount().is_some_and(|f| unsafe { f(&mut n) } == cuda_sys::driver::CUresult::CUDA_SUCCESS && n == 1);
+        let one = driver.device_count() == Some(1);
         self.devices.store(if one { 1 } else { 2 }, Relaxed);
         current()
     }

@@ -5,7 +5,7 @@
 //! driver's contract allows).
 #![allow(unsafe_code)]
 
-use cuda_sys::driver::{CUdevice, CUmemPool_attribute, CUmemoryPool, CUresult, CUstream};
+use cuda_sys::driver::{CUdevice, CUevent, CUmemPool_attribute, CUmemoryPool, CUresult, CUstream};
 use cuda_sys::nvml::{nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
 use vgpu_limiter::accounting::NvmlUsage;
 
@@ -29,6 +29,18 @@ pub trait Driver {
     fn pool_trim(&self, pool: u64, keep: u64) -> R;
     /// What NVML says device `dev` holds: (all processes, this process if listed).
     fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage>;
+    /// `cuDeviceGetCount`.
+    fn device_count(&self) -> Option<i32>;
+    /// `cuEventCreate` with default flags (timing enabled).
+    fn event_create(&self) -> Option<CUevent>;
+    /// `cuEventRecord` on the program's stream.
+    fn event_record(&self, event: CUevent, stream: CUstream) -> R;
+    /// `cuEventQuery`.
+    fn event_query(&self, event: CUevent) -> R;
+    /// `cuEventElapsedTime` in milliseconds.
+    fn event_elapsed_ms(&self, start: CUevent, end: CUevent) -> Result<f32, R>;
+    /// `cuEventDestroy_v2`.
+    fn event_destroy(&self, event: CUevent);
 }
 
 /// The real driver and NVML, resolved through the hook table's slots.
@@ -74,6 +86,47 @@ impl Driver for Real {
     fn pool_trim(&self, pool: u64, keep: u64) -> R {
         // SAFETY: a pool handle the driver gave the program.
         real::cuMemPoolTrimTo().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(pool as CUmemoryPool, keep as usize) })
+    }
+
+    fn device_count(&self) -> Option<i32> {
+        let f = real::cuDeviceGetCount()?;
+        let mut n = 0;
+        // SAFETY: a valid out-pointer.
+        (unsafe { f(&mut n) } == R::CUDA_SUCCESS).then_some(n)
+    }
+
+    fn event_create(&self) -> Option<CUevent> {
+        let f = real::cuEventCreate()?;
+        let mut ev: CUevent = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and default flags.
+        (unsafe { f(&mut ev, 0) } == R::CUDA_SUCCESS && !ev.is_null()).then_some(ev)
+    }
+
+    fn event_record(&self, event: CUevent, stream: CUstream) -> R {
+        // SAFETY: an event this process created and the program's own stream.
+        real::cuEventRecord().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event, stream) })
+    }
+
+    fn event_query(&self, event: CUevent) -> R {
+        // SAFETY: an event this process created and has not destroyed.
+        real::cuEventQuery().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event) })
+    }
+
+    fn event_elapsed_ms(&self, start: CUevent, end: CUevent) -> Result<f32, R> {
+        let f = real::cuEventElapsedTime().ok_or(R::CUDA_ERROR_NOT_INITIALIZED)?;
+        let mut ms = 0f32;
+        // SAFETY: a valid out-pointer and two events this process created.
+        match unsafe { f(&mut ms, start, end) } {
+            R::CUDA_SUCCESS => Ok(ms),
+            rc => Err(rc),
+        }
+    }
+
+    fn event_destroy(&self, event: CUevent) {
+        if let Some(f) = real::cuEventDestroy_v2() {
+            // SAFETY: an event this process created, destroyed once.
+            unsafe { f(event) };
+        }
     }
 
     fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage> {

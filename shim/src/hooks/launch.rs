@@ -7,20 +7,15 @@
 //! timed with a pair of events; when a timing completes, the cost model learns from it and
 //! the bucket is corrected by what the estimate missed, so one big kernel followed by a sync
 //! is paid for before the next launch, not after many.
-#![allow(unsafe_code)]
 #![allow(clippy::too_many_arguments)] // the driver's own signatures
 
 use std::cell::RefCell;
 use std::ffi::{c_uint, c_void};
-use std::ptr::null_mut;
 
 use cuda_sys::driver::*;
-use vgpu_limiter::region::Region;
 use vgpu_limiter::sm::{self, Admission, Bucket, Clock, MonotonicClock};
 
 use super::{Driver, Enforce};
-use crate::state::Shim;
-use crate::table::real;
 
 use CUresult as R;
 
@@ -51,46 +46,36 @@ thread_local! {
     static PENDING_COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-fn destroy(ev: CUevent) {
-    if let Some(f) = real::cuEventDestroy_v2() {
-        // SAFETY: an event we created.
-        unsafe { f(ev) };
-    }
-}
-
 /// Reads every finished timing of this thread: the model learns, the bucket is corrected.
-fn poll(shim: &Shim, region: &Region, now: u64) {
+pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
     if PENDING_COUNT.with(|c| c.get()) == 0 {
         return;
     }
-    let (Some(query), Some(elapsed)) = (real::cuEventQuery(), real::cuEventElapsedTime()) else {
-        return;
-    };
     PENDING_SAMPLES.with(|p| {
         let Ok(mut pending) = p.try_borrow_mut() else { return };
         for slot in pending.iter_mut() {
             let Some(s) = *slot else { continue };
-            // SAFETY: events we created and recorded.
-            let rc = unsafe { query(s.end) };
+            let rc = e.driver.event_query(s.end);
             if rc == R::CUDA_ERROR_NOT_READY {
                 continue;
             }
-            let mut ms = 0f32;
-            // SAFETY: as above, with a valid out-pointer.
-            if rc == R::CUDA_SUCCESS && unsafe { elapsed(&mut ms, s.start, s.end) } == R::CUDA_SUCCESS && ms >= 0.0 {
+            if rc == R::CUDA_SUCCESS
+                && let Ok(ms) = e.driver.event_elapsed_ms(s.start, s.end)
+                && ms >= 0.0
+            {
                 let measured = (f64::from(ms) * 1e6) as u64;
-                let (learned, defaulted) = shim.sm.model().observe(s.key, measured);
+                let (learned, defaulted) = e.shim.sm.model().observe(s.key, measured);
                 let learned = learned as i64;
                 // Every launch charged the default before the first measurement owes the
                 // difference; a launch charged an estimate owes its own error. Both against the
                 // learned estimate, which a timing inflated by queueing barely moves.
                 let delta = i64::from(defaulted) * (learned - s.default as i64) + s.charged.map_or(0, |c| learned - c as i64);
                 if s.enforced {
-                    Bucket::new(region.sm_bucket(s.device)).correct(now, delta);
+                    Bucket::new(e.region.sm_bucket(s.device)).correct(now, delta);
                 }
             }
-            destroy(s.start);
-            destroy(s.end);
+            e.driver.event_destroy(s.start);
+            e.driver.event_destroy(s.end);
             *slot = None;
             PENDING_COUNT.with(|c| c.set(c.get().saturating_sub(1)));
         }
@@ -98,25 +83,27 @@ fn poll(shim: &Shim, region: &Region, now: u64) {
 }
 
 /// Runs `call` between two recorded events on `stream` and keeps the pair for [`poll`].
-fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64, bool), call: impl FnOnce() -> R) -> R {
-    let (Some(create), Some(record)) = (real::cuEventCreate(), real::cuEventRecord()) else {
+pub(super) fn timed<D: Driver>(
+    e: &Enforce<D>,
+    stream: CUstream,
+    sample: (u64, usize, Option<u64>, u64, bool),
+    call: impl FnOnce() -> R,
+) -> R {
+    let start = e.driver.event_create();
+    let end = start.and_then(|_| e.driver.event_create());
+    let (Some(start), Some(end)) = (start, end) else {
+        if let Some(ev) = start {
+            e.driver.event_destroy(ev);
+        }
         return call();
     };
-    let (mut start, mut end): (CUevent, CUevent) = (null_mut(), null_mut());
-    // SAFETY: valid out-pointers; default event flags.
-    let made = unsafe { create(&mut start, 0) == R::CUDA_SUCCESS && create(&mut end, 0) == R::CUDA_SUCCESS };
-    // SAFETY: recording our own event on the caller's stream.
-    if !made || unsafe { record(start, stream) } != R::CUDA_SUCCESS {
-        for ev in [start, end] {
-            if !ev.is_null() {
-                destroy(ev);
-            }
-        }
+    if e.driver.event_record(start, stream) != R::CUDA_SUCCESS {
+        e.driver.event_destroy(start);
+        e.driver.event_destroy(end);
         return call();
     }
     let rc = call();
-    // SAFETY: as above.
-    let recorded = rc == R::CUDA_SUCCESS && unsafe { record(end, stream) } == R::CUDA_SUCCESS;
+    let recorded = rc == R::CUDA_SUCCESS && e.driver.event_record(end, stream) == R::CUDA_SUCCESS;
     let (key, device, charged, default, enforced) = sample;
     let kept = recorded
         && PENDING_SAMPLES.with(|p| {
@@ -131,8 +118,8 @@ fn timed(stream: CUstream, sample: (u64, usize, Option<u64>, u64, bool), call: i
             }
         });
     if !kept {
-        destroy(start);
-        destroy(end);
+        e.driver.event_destroy(start);
+        e.driver.event_destroy(end);
     }
     rc
 }
@@ -157,7 +144,7 @@ fn throttled<D: Driver>(
     let clock = MonotonicClock;
     let bucket = Bucket::new(region.sm_bucket(device));
     let started = clock.now_ns();
-    poll(shim, region, started);
+    poll(e, started);
     let enforcing = bucket.enforcing();
     let launch = shim.sm.model().launch(key, default_ns);
     if enforcing {
@@ -165,7 +152,7 @@ fn throttled<D: Driver>(
         while let Admission::Wait(ns) = bucket.admit(now, launch.cost) {
             std::thread::sleep(std::time::Duration::from_nanos(ns));
             now = clock.now_ns();
-            poll(shim, region, now);
+            poll(e, now);
         }
         if now > started {
             bucket.add_throttled(now - started);
@@ -173,7 +160,7 @@ fn throttled<D: Driver>(
     }
     if launch.timed {
         let charged = if !enforcing || launch.defaulted { None } else { Some(launch.cost) };
-        timed(timing_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
+        timed(e, timing_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
     } else {
         call()
     }

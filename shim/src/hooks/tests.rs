@@ -12,7 +12,7 @@ use vgpu_limiter::config::{Config, MAX_DEVICES};
 use vgpu_limiter::region::Region;
 
 use super::args::Out;
-use super::{Driver, Enforce, context, memory};
+use super::{Driver, Enforce, context, launch, memory};
 use crate::state::Shim;
 
 use CUresult as R;
@@ -30,6 +30,13 @@ struct Fake {
     trimmed: RefCell<Vec<(u64, u64)>>,
     /// NVML's answers, one per call, in order.
     nvml: RefCell<Vec<Option<NvmlUsage>>>,
+    /// Events: the next handle, those recorded (event, stream), those destroyed.
+    next_event: Cell<usize>,
+    recorded: RefCell<Vec<(usize, usize)>>,
+    destroyed: RefCell<Vec<usize>>,
+    /// What `cuEventQuery` and `cuEventElapsedTime` answer.
+    event_done: Cell<bool>,
+    elapsed_ms: Cell<f32>,
 }
 
 impl Driver for &Fake {
@@ -57,6 +64,26 @@ impl Driver for &Fake {
     fn pool_trim(&self, pool: u64, keep: u64) -> R {
         self.trimmed.borrow_mut().push((pool, keep));
         R::CUDA_SUCCESS
+    }
+    fn device_count(&self) -> Option<i32> {
+        Some(1)
+    }
+    fn event_create(&self) -> Option<CUevent> {
+        self.next_event.set(self.next_event.get() + 1);
+        Some(self.next_event.get() as CUevent)
+    }
+    fn event_record(&self, event: CUevent, stream: CUstream) -> R {
+        self.recorded.borrow_mut().push((event as usize, stream as usize));
+        R::CUDA_SUCCESS
+    }
+    fn event_query(&self, _event: CUevent) -> R {
+        if self.event_done.get() { R::CUDA_SUCCESS } else { R::CUDA_ERROR_NOT_READY }
+    }
+    fn event_elapsed_ms(&self, _start: CUevent, _end: CUevent) -> Result<f32, R> {
+        Ok(self.elapsed_ms.get())
+    }
+    fn event_destroy(&self, event: CUevent) {
+        self.destroyed.borrow_mut().push(event as usize);
     }
     fn nvml_usage(&self, _dev: CUdevice) -> Option<(u64, Option<u64>)> {
         let mut answers = self.nvml.borrow_mut();
@@ -275,4 +302,30 @@ fn pinned_prop() -> CUmemAllocationProp {
         win32HandleMetaData: std::ptr::null_mut(),
         allocFlags: CUmemAllocationProp_allocFlags { compressionType: 0, gpuDirectRDMACapable: 0, usage: 0, reserved: [0; 4] },
     }
+}
+
+#[test]
+fn a_timed_launch_teaches_the_cost_model_once_its_events_complete() {
+    let (w, fake) = (World::new(GIB), Fake::default());
+    let e = w.enforce(&fake);
+    let (stream, key, default) = (0x55 as CUstream, 42, vgpu_limiter::sm::DEFAULT_KERNEL_NS);
+    assert_eq!(launch::timed(&e, stream, (key, 0, None, default, false), || R::CUDA_SUCCESS), R::CUDA_SUCCESS);
+    assert_eq!(*fake.recorded.borrow(), vec![(1, 0x55), (2, 0x55)], "start and end around the launch, on its stream");
+    launch::poll(&e, 0);
+    assert!(fake.destroyed.borrow().is_empty(), "still running: the pair is kept");
+    fake.event_done.set(true);
+    fake.elapsed_ms.set(2.5);
+    launch::poll(&e, 0);
+    assert_eq!(*fake.destroyed.borrow(), vec![1, 2], "read once, then destroyed");
+    assert_eq!(w.shim.sm.model().launch(key, default).cost, 2_500_000, "the model learned 2.5 ms");
+}
+
+#[test]
+fn a_failed_launch_keeps_no_timing() {
+    let (w, fake) = (World::new(GIB), Fake::default());
+    let e = w.enforce(&fake);
+    let rc = launch::timed(&e, std::ptr::null_mut(), (7, 0, None, 1000, false), || R::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(rc, R::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(fake.recorded.borrow().len(), 1, "the end event is never recorded");
+    assert_eq!(*fake.destroyed.borrow(), vec![1, 2], "both events go at once");
 }
