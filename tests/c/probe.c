@@ -29,6 +29,8 @@
  *   vmm_unmap           cuMemUnmap + cuMemAddressFree of the newest vmm= mapping
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
+ *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
+ *                       op=gpa sym= version= rc= status= pfn=<file>!<symbol>|NULL
  *   hooked              calls hooked functions with harmless arguments, one line per call
  *   unguarded           cuMemMap, cuMemUnmap and NVML's memory queries with null arguments
  *   puts                puts("op=puts ...") (for the interposer tests)
@@ -337,6 +339,23 @@ static void op_nvml(const char *arg) {
     shutdown();
 }
 
+static void op_gpa(const char *arg) {
+    char name[128];
+    snprintf(name, sizeof name, "%s", arg);
+    int version = 12000;
+    char *at = strchr(name, '@');
+    if (at) {
+        *at = 0;
+        version = atoi(at + 1);
+    }
+    void *p = (void *)0x1; /* the driver must overwrite it, even with NULL */
+    int status = -1;
+    CUresult rc = D.cuGetProcAddress_v2 ? D.cuGetProcAddress_v2(name, &p, version, 0, &status) : (CUresult)-1;
+    char where[512];
+    describe(p, where, sizeof where);
+    printf("op=gpa who=%s sym=%s version=%d rc=%d status=%d pfn=%s\n", who, name, version, (int)rc, status, where);
+}
+
 static void op_resolve(void) {
     char where[512];
     for (size_t i = 0; i < N_ENTRIES; i++) {
@@ -437,6 +456,8 @@ int main(int argc, char **argv) {
             op_vmm_unmap();
         } else if (IS("nvml")) {
             op_nvml(arg);
+        } else if (IS("gpa") && arg) {
+            op_gpa(arg);
         } else if (IS("resolve")) {
             op_resolve();
         } else if (IS("hooked")) {

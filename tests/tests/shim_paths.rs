@@ -153,6 +153,26 @@ fn dlsym_rtld_default_and_by_handle_reach_the_hooks() {
     }
 }
 
+#[test]
+fn cu_get_proc_address_answers_not_found_with_null_with_the_shim_as_without() {
+    let probe = build_c_helper("probe", false);
+    let sim = Sim::with_64m_contexts();
+    let ops = ["init", "gpa=cuMemAlloc", "gpa=cuNoSuchFunction", "gpa=cuMemAlloc_v2", "gpa=cuMemAllocAsync@11000"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    for (what, out, lib) in [("without the shim", &bare, "libcuda.so.1"), ("with the shim", &shimmed, "libvgpu.so")] {
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{what}: {stdout}\n{}", text(&out.stderr));
+        let recs = records(&stdout, "op");
+        let gpa: Vec<(&str, &str, &str)> =
+            recs.iter().filter(|r| field(r, "op") == "gpa").map(|r| (field(r, "rc"), field(r, "status"), field(r, "pfn"))).collect();
+        let found = format!("{lib}!cuMemAlloc_v2");
+        // CUDA 12 ABI: success, NULL, and the reason in symbolStatus (1 not found, 2 version).
+        let want = [("0", "0", found.as_str()), ("0", "1", "NULL"), ("0", "1", "NULL"), ("0", "2", "NULL")];
+        assert_eq!(gpa, want, "{what}: {stdout}");
+    }
+}
+
 /// Output lines of the interposer (`interposer: key=value ...`) on stderr.
 fn interposer_events(stderr: &str) -> Vec<Rec> {
     stderr

@@ -13,8 +13,11 @@ use super::{Driver, Enforce};
 use crate::real::{Lib, resolve};
 use crate::table::HOOKS;
 
-/// Our hook for the real driver function at `p`, if we hook it.
+/// Our hook for the real driver function at `p` (not NULL), if we hook it.
 fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
+    if p.is_null() {
+        return None;
+    }
     static RESOLVED: AtomicBool = AtomicBool::new(false);
     if !RESOLVED.load(Acquire) {
         for h in HOOKS.iter().filter(|h| h.lib == Lib::Cuda) {
@@ -25,10 +28,12 @@ fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
     HOOKS.iter().find(|h| h.lib == Lib::Cuda && h.real.load(Acquire) == p).map(|h| h.export as *mut c_void)
 }
 
-/// Swaps a successful answer for our hook where we have one.
+/// Swaps a successful answer for our hook where we have one. A NULL answer (the CUDA 12 ABI's
+/// "not found") is passed through as NULL: it must never match a hook whose real function is
+/// itself unresolved.
 fn swap(rc: CUresult, pfn: Out<*mut c_void>) -> CUresult {
     if rc == CUresult::CUDA_SUCCESS
-        && let Some(hook) = pfn.written().and_then(hook_for_real)
+        && let Some(hook) = pfn.written().filter(|p| !p.is_null()).and_then(hook_for_real)
     {
         pfn.overwrite(hook);
     }

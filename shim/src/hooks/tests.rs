@@ -12,7 +12,7 @@ use vgpu_limiter::config::{Config, MAX_DEVICES};
 use vgpu_limiter::region::Region;
 
 use super::args::Out;
-use super::{Driver, Enforce, context, launch, memory};
+use super::{Driver, Enforce, context, launch, memory, proc_address};
 use crate::state::Shim;
 
 use CUresult as R;
@@ -328,4 +328,24 @@ fn a_failed_launch_keeps_no_timing() {
     assert_eq!(rc, R::CUDA_ERROR_INVALID_VALUE);
     assert_eq!(fake.recorded.borrow().len(), 1, "the end event is never recorded");
     assert_eq!(*fake.destroyed.borrow(), vec![1, 2], "both events go at once");
+}
+
+#[test]
+fn a_null_answer_of_cu_get_proc_address_is_never_swapped_for_a_hook() {
+    // No driver is loaded here, so no hook's real function is resolved: every slot is NULL,
+    // which a NULL answer must not match.
+    let (w, fake, calls) = (World::new(GIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let pfn = Cell::new(std::ptr::dangling_mut::<std::ffi::c_void>());
+    let none = std::ptr::null_mut();
+    let rc = proc_address::get_proc_address_v2(
+        &e,
+        writes(&pfn, none, R::CUDA_SUCCESS, &calls),
+        c"cuNoSuchFunction".as_ptr(),
+        Out::cell(&pfn),
+        12000,
+        0,
+        std::ptr::null_mut(),
+    );
+    assert_eq!((rc, pfn.get()), (R::CUDA_SUCCESS, none), "not found stays NULL");
 }

@@ -4,6 +4,17 @@
 //! (`cuMemAlloc_v2`, `cuLaunchKernel_ptsz`, ...). Versioned names are not base names and are
 //! not found. Variants this simulation does not implement (the CUDA 2.x/3.x ABIs of a few
 //! functions) are reported as not found.
+//!
+//! What "not found" looks like differs between the two ABIs, as NVIDIA documents them:
+//! `cuGetProcAddress_v2` (the CUDA 12 ABI, "Driver Entry Point Access",
+//! <https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__DRIVER__ENTRY__POINT.html>)
+//! "will return CUDA_SUCCESS and set the returned pfn to NULL if the requested driver function
+//! is not supported on the platform, no ABI compatible driver function exists for the specified
+//! cudaVersion or if the driver symbol is invalid", with `symbolStatus` saying which
+//! (`CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND`, `_VERSION_NOT_SUFFICIENT`). The CUDA 11.3 ABI
+//! (`cuGetProcAddress`, which has no status out-parameter) reports it as an error,
+//! `CUDA_ERROR_NOT_FOUND`, with `*pfn` set to NULL, matching the 11.x runtime's documented
+//! `cudaErrorSymbolNotFound` for its `cudaGetDriverEntryPoint`.
 use std::ffi::{CStr, c_char, c_int, c_ulonglong, c_void};
 
 use cuda_sys::driver::{CUdriverProcAddressQueryResult as Q, CUresult};
@@ -170,11 +181,21 @@ fn resolve(name: &str, version: c_int, flags: u64) -> Result<&'static str, Q> {
     }
 }
 
+/// Which entry point was called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    /// `cuGetProcAddress` (CUDA 11.3).
+    V1,
+    /// `cuGetProcAddress_v2` (CUDA 12).
+    V2,
+}
+
 /// Shared body of both entry points.
 ///
 /// # Safety
 /// `symbol` is null or NUL-terminated; `pfn` and `status` are null or valid for writes.
 unsafe fn get_proc_address(
+    abi: Abi,
     symbol: *const c_char,
     pfn: *mut *mut c_void,
     version: c_int,
@@ -189,6 +210,9 @@ unsafe fn get_proc_address(
     let found = resolve(name, version, flags).and_then(|sym| exported(sym).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
     let (ptr, st, rc) = match found {
         Ok(p) => (p, Q::CU_GET_PROC_ADDRESS_SUCCESS, Ok(())),
+        // The CUDA 12 ABI: success, a NULL pointer, and the reason in symbolStatus.
+        Err(q) if abi == Abi::V2 => (std::ptr::null_mut(), q, Ok(())),
+        // The CUDA 11.3 ABI: an error.
         Err(q) => (std::ptr::null_mut(), q, Err(R::CUDA_ERROR_NOT_FOUND)),
     };
     // SAFETY: per this function's contract.
@@ -203,11 +227,11 @@ unsafe fn get_proc_address(
 
 exports! {
     fn cuGetProcAddress(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: c_ulonglong) {
-        get_proc_address(symbol, pfn, version, flags, std::ptr::null_mut())
+        get_proc_address(Abi::V1, symbol, pfn, version, flags, std::ptr::null_mut())
     }
 
     fn cuGetProcAddress_v2(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, flags: c_ulonglong, status: *mut Q) {
-        get_proc_address(symbol, pfn, version, flags, status)
+        get_proc_address(Abi::V2, symbol, pfn, version, flags, status)
     }
 }
 
