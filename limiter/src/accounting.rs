@@ -4,12 +4,12 @@
 //!
 //! * pitched allocations: the worst case reserved before the driver pads the rows, and what
 //!   stays charged after;
-//! * virtual memory management: a physical handle stays charged while any mapping of it lives,
-//!   even after `cuMemRelease` (the driver frees it at the last unmap);
+//! * virtual memory management: a physical handle stays charged while any reference to it
+//!   (its creation, each retain) or any mapping of it lives;
 //! * memory pools: a pool is charged what it reserves on the device, cached blocks included;
 //! * contexts: what creating one cost, from NVML's figures around the creation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Widest row alignment a driver uses for pitched allocations: the worst case reserved
 /// before `cuMemAllocPitch` is called.
@@ -28,37 +28,51 @@ pub fn pitch_charge(pitch: u64, height: u64, reserved: u64) -> Option<u64> {
     pitch.checked_mul(height).filter(|actual| *actual <= reserved)
 }
 
-/// Live mappings of VMM physical handles in one process.
+/// VMM physical handles in one process: their references and live mappings. The driver frees a
+/// handle's memory once every reference is released (one from `cuMemCreate`, one per
+/// `cuMemRetainAllocationHandle`) and every mapping unmapped; its charge ends then, not before.
 #[derive(Default, Debug)]
 pub struct VmmBook {
     /// Live mappings per handle.
     mapped: HashMap<u64, u32>,
     /// Mapping start address → handle.
     by_address: HashMap<u64, u64>,
-    /// Handles released while still mapped: charged until their last unmap.
-    released: HashSet<u64>,
+    /// References not yet released, per handle this process saw created, retained or released.
+    refs: HashMap<u64, u32>,
 }
 
 impl VmmBook {
+    /// `handle` was created (one reference).
+    pub fn created(&mut self, handle: u64) {
+        self.refs.insert(handle, 1);
+    }
+
+    /// `handle` was retained (`cuMemRetainAllocationHandle`): one more reference. A handle this
+    /// process did not create is assumed to hold its creator's reference as well.
+    pub fn retained(&mut self, handle: u64) {
+        *self.refs.entry(handle).or_insert(1) += 1;
+    }
+
     /// `handle` was mapped at `address`.
     pub fn mapped(&mut self, address: u64, handle: u64) {
         *self.mapped.entry(handle).or_default() += 1;
         self.by_address.insert(address, handle);
     }
 
-    /// `handle` was released: true when its charge ends now, false when a mapping keeps the
-    /// memory alive until the last unmap.
+    /// `handle` was released: true when its charge ends now (no reference and no mapping left),
+    /// false while a reference or a mapping keeps the memory alive.
     pub fn released(&mut self, handle: u64) -> bool {
-        if self.mapped.get(&handle).is_some_and(|n| *n > 0) {
-            self.released.insert(handle);
-            false
-        } else {
-            true
+        let refs = self.refs.entry(handle).or_insert(1);
+        *refs = refs.saturating_sub(1);
+        let ended = *refs == 0 && self.mappings(handle) == 0;
+        if ended {
+            self.refs.remove(&handle);
         }
+        ended
     }
 
-    /// `[address, address + size)` was unmapped: the handles whose charge ends now (released
-    /// earlier, and this was their last mapping).
+    /// `[address, address + size)` was unmapped: the handles whose charge ends now (every
+    /// reference released earlier, and this was their last mapping).
     pub fn unmapped(&mut self, address: u64, size: u64) -> Vec<u64> {
         let end = address.saturating_add(size);
         let starts: Vec<u64> = self.by_address.keys().copied().filter(|a| (address..end).contains(a)).collect();
@@ -71,7 +85,8 @@ impl VmmBook {
             });
             if left == Some(0) {
                 self.mapped.remove(&handle);
-                if self.released.remove(&handle) {
+                if self.refs.get(&handle) == Some(&0) {
+                    self.refs.remove(&handle);
                     ended.push(handle);
                 }
             }
@@ -212,6 +227,21 @@ mod tests {
         b.mapped(0x2000, 9);
         assert_eq!(b.unmapped(0x1000, 1), Vec::<u64>::new());
         assert_eq!(b.unmapped(0x2000, 1), vec![9]);
+    }
+
+    #[test]
+    fn a_retained_handle_stays_charged_until_every_reference_is_released() {
+        let mut b = VmmBook::default();
+        b.created(5);
+        b.mapped(0x1000, 5);
+        b.retained(5);
+        assert!(!b.released(5), "the retain's reference and the mapping remain");
+        assert_eq!(b.unmapped(0x1000, 1), Vec::<u64>::new(), "unmapped, but the driver still holds a reference");
+        assert!(b.released(5), "the last reference, with no mapping: the charge ends");
+        b.created(6);
+        b.retained(6);
+        assert!(!b.released(6));
+        assert!(b.released(6), "references counted, not flags");
     }
 
     #[test]

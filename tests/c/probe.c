@@ -27,6 +27,10 @@
  *   vmm=SIZE            cuMemCreate + cuMemAddressReserve + cuMemMap, then cuMemRelease at once
  *                       (legal: the mapping keeps the memory): op=vmm rc= release_rc= free= total=
  *   vmm_unmap           cuMemUnmap + cuMemAddressFree of the newest vmm= mapping
+ *   vmm_retain          cuMemRetainAllocationHandle at the middle of the newest vmm= mapping
+ *                       (the handle is kept): op=vmm_retain rc= same= free= total= (same=1:
+ *                       the handle the mapping was made with)
+ *   vmm_release         cuMemRelease of the newest vmm_retain handle: op=vmm_release rc= free=
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
@@ -132,7 +136,11 @@ struct mapping {
     size_t bytes;
 };
 static struct mapping mappings[16];
+static unsigned long long mapping_handles[16];
 static int nmappings;
+/* Handles taken by vmm_retain, newest last. */
+static unsigned long long retained[16];
+static int nretained;
 
 struct block {
     CUdeviceptr ptr;
@@ -259,12 +267,42 @@ static void op_vmm(const char *arg) {
     if (rc == 0) {
         rc = reserve ? reserve(&ptr, size, 0, 0, 0) : NOT_FOUND;
         if (rc == 0) rc = map ? map(ptr, size, 0, handle, 0) : NOT_FOUND;
-        if (rc == 0) mappings[nmappings++] = (struct mapping){ptr, size};
+        if (rc == 0) {
+            mapping_handles[nmappings] = handle;
+            mappings[nmappings++] = (struct mapping){ptr, size};
+        }
         release_rc = release ? release(handle) : NOT_FOUND;
     }
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=vmm who=%s bytes=%zu rc=%d release_rc=%d %s\n", who, size, rc, release_rc, mi);
+}
+
+static void op_vmm_retain(void) {
+    typedef unsigned long long H;
+    CUresult (*retain)(H *, void *) = dlsym(lookup_handle, "cuMemRetainAllocationHandle");
+    CUresult rc = -1;
+    int same = 0;
+    if (nmappings > 0 && nretained < (int)(sizeof retained / sizeof retained[0])) {
+        struct mapping m = mappings[nmappings - 1];
+        H h = 0;
+        rc = retain ? retain(&h, (void *)(uintptr_t)(m.ptr + m.bytes / 2)) : NOT_FOUND;
+        if (rc == 0) {
+            retained[nretained++] = h;
+            same = h == mapping_handles[nmappings - 1];
+        }
+    }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=vmm_retain who=%s rc=%d same=%d %s\n", who, rc, same, mi);
+}
+
+static void op_vmm_release(void) {
+    CUresult (*release)(unsigned long long) = dlsym(lookup_handle, "cuMemRelease");
+    CUresult rc = nretained > 0 && release ? release(retained[--nretained]) : (CUresult)-1;
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=vmm_release who=%s rc=%d %s\n", who, rc, mi);
 }
 
 static void op_vmm_unmap(void) {
@@ -454,6 +492,10 @@ int main(int argc, char **argv) {
             op_vmm(arg);
         } else if (IS("vmm_unmap")) {
             op_vmm_unmap();
+        } else if (IS("vmm_retain")) {
+            op_vmm_retain();
+        } else if (IS("vmm_release")) {
+            op_vmm_release();
         } else if (IS("nvml")) {
             op_nvml(arg);
         } else if (IS("gpa") && arg) {

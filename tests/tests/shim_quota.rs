@@ -305,3 +305,36 @@ fn a_virtual_memory_handle_released_while_mapped_is_charged_until_its_last_unmap
     assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
     assert_eq!(u(op("info")[0], "free"), quota - CONTEXT, "{stdout}");
 }
+
+#[test]
+fn a_retained_virtual_memory_handle_is_charged_until_its_last_release() {
+    // create → map → release (the creator's reference) → retain (by an address inside the
+    // mapping) → unmap: the driver still holds the memory for the retained reference, so the
+    // charge stays until that reference is released too. Checked against simgpu's own figures.
+    let sim = Sim::with_64m_contexts();
+    let quota = 512 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "vmm=256m", "vmm_retain", "vmm_unmap", "alloc=256m", "vmm_release", "alloc=256m", "info"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    let device_free = |out: &std::process::Output, op: &str| -> u64 {
+        let stdout = text(&out.stdout);
+        let recs = records(&stdout, "op");
+        u(recs.iter().find(|r| field(r, "op") == op).unwrap_or_else(|| panic!("no {op}: {stdout}")), "free")
+    };
+    // Without the shim: the device frees the memory at the last release, not at the unmap.
+    let held = device_free(&bare, "vmm");
+    assert_eq!(device_free(&bare, "vmm_unmap"), held, "unmapped but retained: the device still holds it");
+    let after_alloc = device_free(&bare, "alloc"); // no quota without the shim: it fits
+    assert_eq!(device_free(&bare, "vmm_release"), after_alloc + 256 * MIB, "the last reference frees it");
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    assert_eq!((field(op("vmm_retain")[0], "rc"), field(op("vmm_retain")[0], "same")), ("0", "1"), "{stdout}");
+    assert_eq!(u(op("vmm_unmap")[0], "free"), quota - CONTEXT - 256 * MIB, "retained: still charged after the unmap: {stdout}");
+    let allocs = op("alloc");
+    assert_eq!(field(allocs[0], "rc"), "2", "the retained 256 MiB leave no room for 256 MiB more: {stdout}");
+    assert_eq!(u(op("vmm_release")[0], "free"), quota - CONTEXT, "the last release ends the charge: {stdout}");
+    assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
+}

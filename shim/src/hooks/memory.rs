@@ -259,10 +259,34 @@ pub fn mem_create<D: Driver>(
     let Ok(device) = device_index(prop.location.id) else {
         return call();
     };
-    charged(e, device, size as u64, call, || handle.written().unwrap_or(0))
+    let rc = charged(e, device, size as u64, call, || handle.written().unwrap_or(0));
+    if rc == R::CUDA_SUCCESS
+        && let Some(h) = handle.written()
+    {
+        e.shim.vmm.lock().created(h);
+    }
+    rc
 }
 
-/// `cuMemRelease`: a handle still mapped stays charged until its last unmap.
+/// `cuMemRetainAllocationHandle`: one more reference the driver holds on the handle, so its
+/// charge outlives the creator's `cuMemRelease` and the last unmap until this one is released.
+pub fn mem_retain<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    handle: Out<CUmemGenericAllocationHandle>,
+    _addr: *mut std::ffi::c_void,
+) -> R {
+    let rc = call();
+    if rc == R::CUDA_SUCCESS
+        && let Some(h) = handle.written()
+    {
+        e.shim.vmm.lock().retained(h);
+    }
+    rc
+}
+
+/// `cuMemRelease`: a handle still mapped or still retained stays charged until its last unmap
+/// and its last release.
 pub fn mem_release<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: CUmemGenericAllocationHandle) -> R {
     let rc = call();
     if rc == R::CUDA_SUCCESS
@@ -291,7 +315,7 @@ pub fn mem_map<D: Driver>(
     rc
 }
 
-/// `cuMemUnmap`: the last unmap of a released handle ends its charge.
+/// `cuMemUnmap`: the last unmap of a handle with no reference left ends its charge.
 pub fn mem_unmap<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ptr: CUdeviceptr, size: usize) -> R {
     let rc = call();
     if rc != R::CUDA_SUCCESS {

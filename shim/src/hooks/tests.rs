@@ -349,3 +349,23 @@ fn a_null_answer_of_cu_get_proc_address_is_never_swapped_for_a_hook() {
     );
     assert_eq!((rc, pfn.get()), (R::CUDA_SUCCESS, none), "not found stays NULL");
 }
+
+#[test]
+fn a_retained_vmm_handle_stays_charged_until_its_last_release() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let handle = Cell::new(0u64);
+    let mut prop = pinned_prop();
+    prop.location = CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 0 };
+    let rc = memory::mem_create(&e, writes(&handle, 88, R::CUDA_SUCCESS, &calls), Out::cell(&handle), (8 * MIB) as usize, Some(&prop), 0);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 8 * MIB));
+    assert_eq!(memory::mem_map(&e, || R::CUDA_SUCCESS, 0x20_0000, (8 * MIB) as usize, 0, 88, 0), R::CUDA_SUCCESS);
+    let retained = Cell::new(0u64);
+    let rc = memory::mem_retain(&e, writes(&retained, 88, R::CUDA_SUCCESS, &calls), Out::cell(&retained), std::ptr::null_mut());
+    assert_eq!(rc, R::CUDA_SUCCESS);
+    assert_eq!(memory::mem_release(&e, || R::CUDA_SUCCESS, 88), R::CUDA_SUCCESS);
+    assert_eq!(memory::mem_unmap(&e, || R::CUDA_SUCCESS, 0x20_0000, (8 * MIB) as usize), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 8 * MIB, "the retained reference keeps the memory");
+    assert_eq!(memory::mem_release(&e, || R::CUDA_SUCCESS, 88), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0, "the last release ends the charge");
+}

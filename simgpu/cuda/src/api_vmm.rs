@@ -1,10 +1,17 @@
 //! Virtual memory management: physical handles (`cuMemCreate`, charged until released and
 //! unmapped), address reservations, and mappings of one into the other. Physical memory is a
 //! memfd, so two mappings of one handle share their bytes as on a GPU.
+//!
+//! A handle is reference-counted as NVIDIA's "Virtual Memory Management" section documents
+//! (<https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html>):
+//! `cuMemRetainAllocationHandle` returns the handle behind any address of a mapping and "must be
+//! released with corresponding number of calls to cuMemRelease"; the memory is freed once every
+//! reference is released and every mapping unmapped. A handle with no reference left cannot be
+//! mapped again.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::ffi::c_ulonglong;
+use std::ffi::{c_ulonglong, c_void};
 
 use cuda_sys::driver::{
     CUdeviceptr, CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp, CUmemAllocationType, CUmemGenericAllocationHandle,
@@ -27,9 +34,9 @@ fn prop_device(d: &Driver, prop: *const CUmemAllocationProp) -> Result<u32, R> {
     d.physical(p.location.id).map_err(|_| R::CUDA_ERROR_INVALID_DEVICE)
 }
 
-/// Frees a physical allocation once it is both released and unmapped.
+/// Frees a physical allocation once every reference is released and every mapping unmapped.
 fn maybe_free(d: &Driver, inner: &mut Inner, h: u64) {
-    if inner.phys.get(&h).is_some_and(|p| p.released && p.mapped == 0) {
+    if inner.phys.get(&h).is_some_and(|p| p.refs == 0 && p.mapped == 0) {
         let p = inner.phys.remove(&h).expect("checked above");
         // SAFETY: the fd is ours and no mapping of it remains.
         unsafe { libc::close(p.fd) };
@@ -90,16 +97,34 @@ exports! {
             return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
         }
         let h = d.new_id();
-        d.lock().phys.insert(h, Phys { dev, size, fd, mapped: 0, released: false });
+        d.lock().phys.insert(h, Phys { dev, size, fd, mapped: 0, refs: 1 });
         out(handle, h)
     }
 
     fn cuMemRelease(handle: CUmemGenericAllocationHandle) {
         let d = driver()?;
         let mut inner = d.lock();
-        let p = inner.phys.get_mut(&handle).filter(|p| !p.released).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
-        p.released = true;
+        let p = inner.phys.get_mut(&handle).filter(|p| p.refs > 0).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+        p.refs -= 1;
         maybe_free(d, &mut inner, handle);
+        Ok(())
+    }
+
+    fn cuMemRetainAllocationHandle(handle: *mut CUmemGenericAllocationHandle, addr: *mut c_void) {
+        let d = driver()?;
+        let mut inner = d.lock();
+        let a = addr as u64;
+        // Any address inside a mapping, not only its start.
+        let h = inner
+            .reservations
+            .range(..=a)
+            .next_back()
+            .and_then(|(_, r)| r.maps.range(..=a).next_back().filter(|(m, (l, _, _))| a < *m + *l as u64).map(|(_, (_, h, _))| *h))
+            .ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+        let p = inner.phys.get_mut(&h).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: the API contract makes `handle` valid for a write when non-null.
+        unsafe { out(handle, h)? };
+        p.refs += 1;
         Ok(())
     }
 
@@ -147,7 +172,7 @@ exports! {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
         let fd = {
-            let p = inner.phys.get(&handle).filter(|p| !p.released).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+            let p = inner.phys.get(&handle).filter(|p| p.refs > 0).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
             if offset.checked_add(size).is_none_or(|e| e > p.size) {
                 return Err(R::CUDA_ERROR_INVALID_VALUE);
             }

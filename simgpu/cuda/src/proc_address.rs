@@ -129,6 +129,7 @@ table! {
     "cuMemGetAllocationGranularity" => [10020: cuMemGetAllocationGranularity];
     "cuMemCreate" => [10020: cuMemCreate];
     "cuMemRelease" => [10020: cuMemRelease];
+    "cuMemRetainAllocationHandle" => [11000: cuMemRetainAllocationHandle];
     "cuMemAddressReserve" => [10020: cuMemAddressReserve];
     "cuMemAddressFree" => [10020: cuMemAddressFree];
     "cuMemMap" => [10020: cuMemMap];

@@ -235,8 +235,10 @@ pub struct Phys {
     pub fd: i32,
     /// Live mappings of it.
     pub mapped: u32,
-    /// `cuMemRelease` was called; freed when the last mapping goes.
-    pub released: bool,
+    /// References to the handle: 1 from `cuMemCreate`, one more per
+    /// `cuMemRetainAllocationHandle`, one less per `cuMemRelease`. Freed when no reference and
+    /// no mapping remains.
+    pub refs: u32,
 }
 
 /// An address range reserved by `cuMemAddressReserve`.
