@@ -1,4 +1,5 @@
 //! Primary and created contexts, the context stack, context synchronisation.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_int, c_uint};
 
 use cuda_sys::driver::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUresult};

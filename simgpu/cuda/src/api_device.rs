@@ -1,4 +1,5 @@
 //! Initialisation, version, devices and error strings.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{CString, c_char, c_int, c_uint, c_void};
 use std::sync::OnceLock;
 

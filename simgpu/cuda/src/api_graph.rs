@@ -1,6 +1,7 @@
 //! Stream capture and graphs. Capture records kernels, copies and memsets in order; an
 //! executable graph replays them: copies and memsets happen at launch, and the kernels' total
 //! time is queued on the timeline as one span.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_uint, c_ulonglong};
 
 use cuda_sys::driver::{CUgraph, CUgraphExec, CUresult, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus};

@@ -1,6 +1,7 @@
 //! Kernel launches: queued on the machine's shared timeline, asynchronous, bounded by the
 //! stream's queue depth (a launch into a full queue blocks until the oldest pending kernel
 //! finishes, as on a real GPU).
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_uint, c_void};
 
 use cuda_sys::driver::{CUfunction, CUlaunchAttributeID, CUlaunchConfig, CUresult, CUstream};

@@ -1,5 +1,6 @@
 //! Device memory: every allocation family but VMM (see `api_vmm`), memory pools, arrays,
 //! memcpy and memset.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_uint, c_void};
 
 use cuda_sys::driver::{

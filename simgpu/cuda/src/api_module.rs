@@ -1,6 +1,7 @@
 //! Modules and functions. Images are PTX text (kernels are its `.entry` directives) or ELF
 //! cubins (kernels are its `STT_FUNC` symbols); kernels never run, they take simulated time
 //! by the cost convention of `simgpu::cost`.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
 use cuda_sys::driver::{CUfunction, CUfunction_attribute as FA, CUjit_option, CUmodule, CUresult};

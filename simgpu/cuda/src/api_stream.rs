@@ -1,4 +1,5 @@
 //! Streams and events.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_int, c_uint};
 
 use cuda_sys::driver::{CU_EVENT_DISABLE_TIMING, CUevent, CUresult, CUstream};

@@ -10,6 +10,7 @@
 //! Modules: [`state`] holds the process-local driver objects; the `api_*` modules are the
 //! exports, grouped as NVIDIA's documentation groups them; [`proc_address`] is
 //! `cuGetProcAddress`.
+#![deny(unsafe_code)]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -60,27 +61,5 @@ macro_rules! exports {
 }
 pub(crate) use exports;
 
-/// Writes `v` through an out-parameter, or fails with `CUDA_ERROR_INVALID_VALUE` on null.
-///
-/// # Safety
-/// `p` is null or valid for a write of `T`.
-unsafe fn out<T>(p: *mut T, v: T) -> Result<(), CUresult> {
-    if p.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    // SAFETY: non-null, and valid per this function's contract.
-    unsafe { p.write(v) };
-    Ok(())
-}
-
-/// Reads an in-parameter, or fails with `CUDA_ERROR_INVALID_VALUE` on null.
-///
-/// # Safety
-/// `p` is null or valid for a read of `T`.
-unsafe fn read<T: Copy>(p: *const T) -> Result<T, CUresult> {
-    if p.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    // SAFETY: non-null, and valid per this function's contract.
-    Ok(unsafe { p.read_unaligned() })
-}
+mod ffi;
+use ffi::{out, read};

@@ -15,6 +15,7 @@
 //! (`cuGetProcAddress`, which has no status out-parameter) reports it as an error,
 //! `CUDA_ERROR_NOT_FOUND`, with `*pfn` set to NULL, matching the 11.x runtime's documented
 //! `cudaErrorSymbolNotFound` for its `cudaGetDriverEntryPoint`.
+#![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{CStr, c_char, c_int, c_ulonglong, c_void};
 
 use cuda_sys::driver::{CUdriverProcAddressQueryResult as Q, CUresult};
