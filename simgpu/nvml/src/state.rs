@@ -7,6 +7,7 @@
 //! `nvmlShutdown` reads valid memory. A later initialisation with the same configuration reuses
 //! it; one with another configuration (the environment changed) opens another, so at most one
 //! mapping is kept per distinct configuration the process ever used.
+#![allow(unsafe_code)] // the published machine behind an atomic pointer
 use std::ptr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
