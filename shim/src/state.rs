@@ -137,33 +137,29 @@ fn init() -> Mode {
     INHERITED_FD.store(region.raw_fd(), Release);
     // SAFETY: registering a handler that only closes a descriptor and stores to atomics.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    let sm = crate::share::SmState::new(&config);
-    Mode::Enforce(Shim {
-        region: AtomicPtr::new(Box::into_raw(Box::new(region))),
-        broken: AtomicBool::new(false),
-        contexts: ContextBook::default(),
-        config,
-        pools: Default::default(),
-        vmm: parking_lot::Mutex::new(VmmBook::default()),
-        sm,
-    })
+    Mode::Enforce(Shim::new(config, Some(region)))
 }
 
 impl Shim {
-    /// A shim with no region of its own, for the hook bodies' unit tests (which give the
-    /// bodies a region directly).
-    #[cfg(test)]
-    pub fn for_tests(config: Config) -> Shim {
+    /// The enforcing state for `config`, over `region` (leaked: no Region is ever freed). With
+    /// no region (the hook bodies' unit tests, which give the bodies one directly) it is broken.
+    fn new(config: Config, region: Option<Region>) -> Shim {
         let sm = crate::share::SmState::new(&config);
         Shim {
-            region: AtomicPtr::new(std::ptr::null_mut()),
-            broken: AtomicBool::new(true),
+            broken: AtomicBool::new(region.is_none()),
+            region: AtomicPtr::new(region.map_or(std::ptr::null_mut(), |r| Box::into_raw(Box::new(r)))),
             contexts: ContextBook::default(),
             config,
             pools: Default::default(),
             vmm: parking_lot::Mutex::new(VmmBook::default()),
             sm,
         }
+    }
+
+    /// A shim with no region of its own, for the hook bodies' unit tests.
+    #[cfg(test)]
+    pub fn for_tests(config: Config) -> Shim {
+        Shim::new(config, None)
     }
 
     /// The region, renewed first if this process is a child that has not yet done so.

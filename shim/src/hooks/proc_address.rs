@@ -29,11 +29,10 @@ fn hook_for_real(p: *mut c_void) -> Option<*mut c_void> {
 }
 
 /// Swaps a successful answer for our hook where we have one. A NULL answer (the CUDA 12 ABI's
-/// "not found") is passed through as NULL: it must never match a hook whose real function is
-/// itself unresolved.
+/// "not found") stays NULL: [`hook_for_real`] never matches it to an unresolved slot.
 fn swap(rc: CUresult, pfn: Out<*mut c_void>) -> CUresult {
     if rc == CUresult::CUDA_SUCCESS
-        && let Some(hook) = pfn.written().filter(|p| !p.is_null()).and_then(hook_for_real)
+        && let Some(hook) = pfn.written().and_then(hook_for_real)
     {
         pfn.overwrite(hook);
     }
