@@ -23,6 +23,7 @@ int_newtype! {
         CUDA_ERROR_ALREADY_MAPPED = 208,
         CUDA_ERROR_NO_BINARY_FOR_GPU = 209,
         CUDA_ERROR_NOT_MAPPED = 211,
+        CUDA_ERROR_UNSUPPORTED_LIMIT = 215,
         CUDA_ERROR_INVALID_PTX = 218,
         CUDA_ERROR_INVALID_SOURCE = 300,
         CUDA_ERROR_FILE_NOT_FOUND = 301,
@@ -82,6 +83,7 @@ impl CUresult {
             Self::CUDA_ERROR_OPERATING_SYSTEM => "OS call failed or operation not supported on this OS",
             Self::CUDA_ERROR_INVALID_HANDLE => "invalid resource handle",
             Self::CUDA_ERROR_ILLEGAL_STATE => "the operation cannot be performed in the present state",
+            Self::CUDA_ERROR_UNSUPPORTED_LIMIT => "limit is not supported on this architecture",
             Self::CUDA_ERROR_NOT_FOUND => "named symbol not found",
             Self::CUDA_ERROR_NOT_READY => "device not ready",
             Self::CUDA_ERROR_ILLEGAL_ADDRESS => "an illegal memory access was encountered",
@@ -487,6 +489,75 @@ int_newtype! {
 }
 
 int_newtype! {
+    /// `CUlimit`: a context limit set by `cuCtxSetLimit`.
+    CUlimit(u32) {
+        CU_LIMIT_STACK_SIZE = 0x00,
+        CU_LIMIT_PRINTF_FIFO_SIZE = 0x01,
+        CU_LIMIT_MALLOC_HEAP_SIZE = 0x02,
+        CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH = 0x03,
+        CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT = 0x04,
+        CU_LIMIT_MAX_L2_FETCH_GRANULARITY = 0x05,
+        CU_LIMIT_PERSISTING_L2_CACHE_SIZE = 0x06,
+        CU_LIMIT_SHMEM_SIZE = 0x07,
+        CU_LIMIT_CIG_ENABLED = 0x08,
+        CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED = 0x09,
+    }
+}
+
+int_newtype! {
+    /// `CUgraphMem_attribute`: the device's graph memory figures (all `cuuint64_t`).
+    CUgraphMem_attribute(u32) {
+        CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT = 0,
+        CU_GRAPH_MEM_ATTR_USED_MEM_HIGH = 1,
+        CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT = 2,
+        CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH = 3,
+    }
+}
+
+int_newtype! {
+    /// `CUgraphInstantiateResult`: why `cuGraphInstantiateWithParams` failed, if it did.
+    CUgraphInstantiateResult(u32) {
+        CUDA_GRAPH_INSTANTIATE_SUCCESS = 0,
+        CUDA_GRAPH_INSTANTIATE_ERROR = 1,
+        CUDA_GRAPH_INSTANTIATE_INVALID_STRUCTURE = 2,
+        CUDA_GRAPH_INSTANTIATE_NODE_OPERATION_NOT_SUPPORTED = 3,
+        CUDA_GRAPH_INSTANTIATE_MULTIPLE_CTXS_NOT_SUPPORTED = 4,
+        CUDA_GRAPH_INSTANTIATE_CONDITIONAL_HANDLE_UNUSED = 5,
+    }
+}
+
+/// `CUDA_MEM_ALLOC_NODE_PARAMS` (`_v1`): a graph allocation node's request; `dptr` is written
+/// by `cuGraphAddMemAllocNode`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CUDA_MEM_ALLOC_NODE_PARAMS {
+    /// Where the allocation lives (`location`); `handleTypes` must be none.
+    pub poolProps: CUmemPoolProps,
+    /// Peer access descriptors.
+    pub accessDescs: *const CUmemAccessDesc,
+    /// Number of `accessDescs`.
+    pub accessDescCount: usize,
+    /// Bytes requested.
+    pub bytesize: usize,
+    /// Out: the allocation's address, fixed for the node's lifetime.
+    pub dptr: CUdeviceptr,
+}
+
+/// `CUDA_GRAPH_INSTANTIATE_PARAMS`: `cuGraphInstantiateWithParams`' flags and results.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CUDA_GRAPH_INSTANTIATE_PARAMS {
+    /// `CUDA_GRAPH_INSTANTIATE_FLAG_*`.
+    pub flags: u64,
+    /// Stream the graph is uploaded in with `CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD`.
+    pub hUploadStream: CUstream,
+    /// Out: the node that made instantiation fail.
+    pub hErrNode_out: CUgraphNode,
+    /// Out: why instantiation failed.
+    pub result_out: CUgraphInstantiateResult,
+}
+
+int_newtype! {
     /// `CUstreamCaptureMode`.
     CUstreamCaptureMode(u32) {
         CU_STREAM_CAPTURE_MODE_GLOBAL = 0,
@@ -537,6 +608,11 @@ pub const CU_CTX_SCHED_AUTO: c_uint = 0x00;
 pub const CU_STREAM_NON_BLOCKING: c_uint = 0x1;
 /// `CU_EVENT_DISABLE_TIMING`.
 pub const CU_EVENT_DISABLE_TIMING: c_uint = 0x2;
+/// `CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`: each launch first frees what the last
+/// launch's allocation nodes left allocated.
+pub const CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: c_ulonglong = 1;
+/// `CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD`: `cuGraphInstantiateWithParams` also uploads the graph.
+pub const CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: c_ulonglong = 2;
 /// `CU_LAUNCH_PARAM_END` as an integer.
 pub const CU_LAUNCH_PARAM_END_AS_INT: usize = 0x00;
 /// `CU_LAUNCH_PARAM_BUFFER_POINTER` as an integer.
@@ -580,6 +656,8 @@ entry_points! { SIGNATURES;
     fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult;
     fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult;
     fn cuCtxSynchronize() -> CUresult;
+    fn cuCtxSetLimit(limit: CUlimit, value: usize) -> CUresult;
+    fn cuCtxGetLimit(pvalue: *mut usize, limit: CUlimit) -> CUresult;
 
     fn cuStreamCreate(phStream: *mut CUstream, Flags: c_uint) -> CUresult;
     fn cuStreamCreateWithPriority(phStream: *mut CUstream, flags: c_uint, priority: c_int) -> CUresult;
@@ -684,4 +762,15 @@ entry_points! { SIGNATURES;
     fn cuGraphExecDestroy(hGraphExec: CUgraphExec) -> CUresult;
     fn cuGraphLaunch(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult;
     fn cuGraphLaunch_ptsz(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult;
+    fn cuGraphInstantiateWithParams(phGraphExec: *mut CUgraphExec, hGraph: CUgraph, instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS) -> CUresult;
+    fn cuGraphInstantiateWithParams_ptsz(phGraphExec: *mut CUgraphExec, hGraph: CUgraph, instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS) -> CUresult;
+    fn cuGraphUpload(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult;
+    fn cuGraphUpload_ptsz(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult;
+    fn cuStreamGetCaptureInfo_v2(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut usize) -> CUresult;
+    fn cuStreamGetCaptureInfo_v2_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut usize) -> CUresult;
+    fn cuGraphAddMemAllocNode(phGraphNode: *mut CUgraphNode, hGraph: CUgraph, dependencies: *const CUgraphNode, numDependencies: usize, nodeParams: *mut CUDA_MEM_ALLOC_NODE_PARAMS) -> CUresult;
+    fn cuGraphAddMemFreeNode(phGraphNode: *mut CUgraphNode, hGraph: CUgraph, dependencies: *const CUgraphNode, numDependencies: usize, dptr: CUdeviceptr) -> CUresult;
+    fn cuDeviceGraphMemTrim(device: CUdevice) -> CUresult;
+    fn cuDeviceGetGraphMemAttribute(device: CUdevice, attr: CUgraphMem_attribute, value: *mut c_void) -> CUresult;
+    fn cuDeviceSetGraphMemAttribute(device: CUdevice, attr: CUgraphMem_attribute, value: *mut c_void) -> CUresult;
 }

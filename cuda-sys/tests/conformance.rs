@@ -154,6 +154,19 @@ fn structs() -> Vec<Struct> {
             usage: u16,
             reserved: [u8; 54],
         }
+        driver::CUDA_MEM_ALLOC_NODE_PARAMS {
+            poolProps: CUmemPoolProps,
+            accessDescs: *const CUmemAccessDesc,
+            accessDescCount: usize,
+            bytesize: usize,
+            dptr: CUdeviceptr,
+        }
+        driver::CUDA_GRAPH_INSTANTIATE_PARAMS {
+            flags: u64,
+            hUploadStream: CUstream,
+            hErrNode_out: CUgraphNode,
+            result_out: CUgraphInstantiateResult,
+        }
         nvml::nvmlMemory_t { total: c_ulonglong, free: c_ulonglong, used: c_ulonglong }
         nvml::nvmlMemory_v2_t {
             version: c_uint,
@@ -303,6 +316,9 @@ fn newtypes() -> Vec<Newtype> {
         driver::CUstreamCaptureStatus(u32),
         driver::CUstreamCaptureMode(u32),
         driver::CUdriverProcAddressQueryResult(u32),
+        driver::CUgraphMem_attribute(u32),
+        driver::CUlimit(u32),
+        driver::CUgraphInstantiateResult(u32),
         driver::CUdriverProcAddress_flags(u32),
         driver::CUjit_option(u32),
         nvml::nvmlReturn_t(u32),
@@ -342,6 +358,8 @@ fn consts() -> Vec<Const> {
         driver::CU_CTX_SCHED_AUTO: c_uint,
         driver::CU_STREAM_NON_BLOCKING: c_uint,
         driver::CU_EVENT_DISABLE_TIMING: c_uint,
+        driver::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: c_ulonglong,
+        driver::CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: c_ulonglong,
         // C defines these as `((void*)N)`; Rust keeps the integer.
         driver::CU_LAUNCH_PARAM_END_AS_INT: usize = "CU_LAUNCH_PARAM_END",
         driver::CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT: usize = "CU_LAUNCH_PARAM_BUFFER_POINTER",

@@ -7,7 +7,11 @@
 //! * virtual memory management: a physical handle stays charged while any reference to it
 //!   (its creation, each retain) or any mapping of it lives;
 //! * memory pools: a pool is charged what it reserves on the device, cached blocks included;
-//! * contexts: what creating one cost, from NVML's figures around the creation.
+//! * contexts: what creating one cost, from NVML's figures around the creation;
+//! * graph memory: what each graph's allocation nodes will need, carried to its executable
+//!   graphs, and the room a first launch or upload must find in the quota;
+//! * context limits: what a stack size, device heap or `printf` FIFO reserves, charged above
+//!   what the context had when the program first changed it.
 
 use std::collections::HashMap;
 
@@ -147,6 +151,162 @@ pub fn pool_growth(before: u64, now: u64, held: u64) -> PoolGrowth {
     PoolGrowth { grew, shrank: before.saturating_sub(now), extra: grew.saturating_sub(held), kept: grew.min(held) }
 }
 
+/// Room a graph mapping `need` bytes must find in the quota when the device's graph allocator
+/// holds `reserved` bytes with `used` of them mapped: what its cache cannot cover.
+pub fn graph_room(reserved: u64, used: u64, need: u64) -> u64 {
+    need.saturating_sub(reserved.saturating_sub(used))
+}
+
+/// Graph memory per device: `(device, bytes)`, one entry per device.
+pub type PerDevice = Vec<(usize, u64)>;
+
+fn add_to(v: &mut PerDevice, device: usize, bytes: u64) {
+    match v.iter_mut().find(|(d, _)| *d == device) {
+        Some((_, b)) => *b = b.saturating_add(bytes),
+        None => v.push((device, bytes)),
+    }
+}
+
+/// What the shim knows of a process's graphs: the bytes of each graph's allocation nodes
+/// (captured stream-ordered allocations, `cuGraphAddMemAllocNode`), carried to an executable
+/// graph when it is instantiated, and whether that executable graph's memory is mapped (from
+/// its upload or first launch until it is destroyed, or a trim of its device unmaps it).
+#[derive(Debug, Default)]
+pub struct GraphBook {
+    graphs: HashMap<u64, PerDevice>,
+    execs: HashMap<u64, (PerDevice, bool)>,
+}
+
+impl GraphBook {
+    /// Graph `graph` gained an allocation node of `bytes` on `device`.
+    pub fn allocation_node(&mut self, graph: u64, device: usize, bytes: u64) {
+        add_to(self.graphs.entry(graph).or_default(), device, bytes);
+    }
+
+    /// What graph `graph`'s allocation nodes need (empty: none known).
+    pub fn graph_need(&self, graph: u64) -> PerDevice {
+        self.graphs.get(&graph).cloned().unwrap_or_default()
+    }
+
+    /// Graph `graph` was destroyed (its executable graphs keep what they were given).
+    pub fn graph_destroyed(&mut self, graph: u64) {
+        self.graphs.remove(&graph);
+    }
+
+    /// Executable graph `exec` was instantiated from `graph`.
+    pub fn instantiated(&mut self, graph: u64, exec: u64) {
+        let need = self.graph_need(graph);
+        if !need.is_empty() {
+            self.execs.insert(exec, (need, false));
+        }
+    }
+
+    /// What launching or uploading `exec` maps now: empty when it needs no graph memory or
+    /// its memory is already mapped.
+    pub fn to_map(&self, exec: u64) -> PerDevice {
+        match self.execs.get(&exec) {
+            Some((need, false)) => need.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `exec`'s memory is mapped (it was uploaded or launched).
+    pub fn mapped(&mut self, exec: u64) {
+        if let Some((_, m)) = self.execs.get_mut(&exec) {
+            *m = true;
+        }
+    }
+
+    /// Executable graph `exec` was destroyed.
+    pub fn exec_destroyed(&mut self, exec: u64) {
+        self.execs.remove(&exec);
+    }
+
+    /// A trim of `device`'s graph memory may have unmapped any executable graph using it: the
+    /// next launch of each must find room again.
+    pub fn trimmed(&mut self, device: usize) {
+        for (need, m) in self.execs.values_mut() {
+            if need.iter().any(|(d, _)| *d == device) {
+                *m = false;
+            }
+        }
+    }
+
+    /// Whether any graph or executable graph with graph memory is known.
+    pub fn is_empty(&self) -> bool {
+        self.graphs.is_empty() && self.execs.is_empty()
+    }
+}
+
+/// A context limit that reserves device memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Stack bytes per GPU thread: reserved for every resident thread of the device.
+    Stack,
+    /// The device `malloc` heap.
+    MallocHeap,
+    /// The device `printf` FIFO.
+    PrintfFifo,
+}
+
+/// Device memory a limit of `value` reserves on a device with `resident_threads` resident
+/// threads (SMs × maximum threads per SM).
+pub fn limit_bytes(kind: LimitKind, value: u64, resident_threads: u64) -> u64 {
+    match kind {
+        LimitKind::Stack => value.saturating_mul(resident_threads),
+        LimitKind::MallocHeap | LimitKind::PrintfFifo => value,
+    }
+}
+
+/// One limit of one context: its device, whether it is the device's primary context, what the
+/// limit reserved when the program first changed it (that much is part of the context's own
+/// cost), and what is charged above it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitEntry {
+    /// Device index.
+    pub device: usize,
+    /// Whether the context is the device's primary context.
+    pub primary: bool,
+    /// Bytes the limit reserved before the program first set it.
+    pub baseline: u64,
+    /// Bytes charged for it now.
+    pub charged: u64,
+}
+
+/// The limits a process has raised, per context.
+#[derive(Debug, Default)]
+pub struct LimitBook {
+    entries: HashMap<(u64, LimitKind), LimitEntry>,
+}
+
+impl LimitBook {
+    /// The entry of (`ctx`, `kind`), made with `baseline` bytes on first sight.
+    pub fn entry(&mut self, ctx: u64, kind: LimitKind, device: usize, primary: bool, baseline: u64) -> LimitEntry {
+        *self.entries.entry((ctx, kind)).or_insert(LimitEntry { device, primary, baseline, charged: 0 })
+    }
+
+    /// The limit now reserves `now` bytes: what to charge or give back.
+    pub fn set(&mut self, ctx: u64, kind: LimitKind, now: u64) -> Delta {
+        let Some(e) = self.entries.get_mut(&(ctx, kind)) else { return Delta::None };
+        let charged = now.saturating_sub(e.baseline);
+        let delta = resync(e.charged, charged);
+        e.charged = charged;
+        delta
+    }
+
+    /// Context `ctx` is gone: (device, bytes) to give back (nothing for limits charged 0).
+    pub fn context_gone(&mut self, ctx: u64) -> Vec<(usize, u64)> {
+        let gone: Vec<(u64, LimitKind)> = self.entries.keys().filter(|(c, _)| *c == ctx).copied().collect();
+        gone.into_iter().filter_map(|k| self.entries.remove(&k)).filter(|e| e.charged > 0).map(|e| (e.device, e.charged)).collect()
+    }
+
+    /// Device `device`'s primary context is gone: (device, bytes) to give back.
+    pub fn primary_gone(&mut self, device: usize) -> Vec<(usize, u64)> {
+        let gone: Vec<(u64, LimitKind)> = self.entries.iter().filter(|(_, e)| e.primary && e.device == device).map(|(k, _)| *k).collect();
+        gone.into_iter().filter_map(|k| self.entries.remove(&k)).filter(|e| e.charged > 0).map(|e| (e.device, e.charged)).collect()
+    }
+}
+
 /// A context costing more than this is a measurement disturbed by another process.
 pub const MAX_PLAUSIBLE_CONTEXT_COST: u64 = 8 << 30;
 
@@ -168,6 +328,66 @@ pub fn context_cost(before: Option<NvmlUsage>, after: Option<NvmlUsage>) -> u64 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_raised_limit_is_charged_above_its_first_value_and_refunded_with_its_context() {
+        use super::{Delta, LimitBook, LimitKind, limit_bytes};
+        let threads = 132 * 2048;
+        assert_eq!(limit_bytes(LimitKind::Stack, 1024, threads), 264 << 20, "an H100's default stack");
+        assert_eq!(limit_bytes(LimitKind::MallocHeap, 8 << 20, threads), 8 << 20);
+        let mut b = LimitBook::default();
+        let base = limit_bytes(LimitKind::Stack, 1024, threads);
+        b.entry(7, LimitKind::Stack, 0, false, base);
+        assert_eq!(b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 4096, threads)), Delta::Charge(3 * base));
+        assert_eq!(b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 2048, threads)), Delta::Uncharge(2 * base));
+        assert_eq!(
+            b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 512, threads)),
+            Delta::Uncharge(base),
+            "below the baseline: nothing charged"
+        );
+        assert_eq!(b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 512, threads)), Delta::None);
+        b.entry(7, LimitKind::MallocHeap, 0, false, 8 << 20);
+        assert_eq!(b.set(7, LimitKind::MallocHeap, 1 << 30), Delta::Charge((1 << 30) - (8 << 20)));
+        b.entry(9, LimitKind::PrintfFifo, 1, true, 1 << 20);
+        assert_eq!(b.set(9, LimitKind::PrintfFifo, 3 << 20), Delta::Charge(2 << 20));
+        assert_eq!(b.context_gone(7), vec![(0, (1 << 30) - (8 << 20))], "the stack's charge is 0 now; the heap's comes back");
+        assert_eq!(b.primary_gone(0), vec![]);
+        assert_eq!(b.primary_gone(1), vec![(1, 2 << 20)]);
+    }
+
+    #[test]
+    fn graph_room_is_what_the_cache_cannot_cover() {
+        use super::graph_room;
+        assert_eq!(graph_room(0, 0, 100), 100);
+        assert_eq!(graph_room(100, 0, 60), 0);
+        assert_eq!(graph_room(100, 70, 60), 30);
+        assert_eq!(graph_room(50, 80, 10), 10, "used above reserved (a racing read) leaves no cache");
+    }
+
+    #[test]
+    fn graph_book_carries_allocation_nodes_to_the_executable_graph_until_it_is_mapped() {
+        use super::GraphBook;
+        let mut b = GraphBook::default();
+        b.allocation_node(1, 0, 100);
+        b.allocation_node(1, 0, 50);
+        b.allocation_node(1, 2, 10);
+        assert_eq!(b.graph_need(1), vec![(0, 150), (2, 10)]);
+        b.instantiated(1, 11);
+        b.instantiated(7, 17); // a graph without memory nodes: nothing to map
+        assert_eq!(b.to_map(17), vec![]);
+        assert_eq!(b.to_map(11), vec![(0, 150), (2, 10)]);
+        b.mapped(11);
+        assert_eq!(b.to_map(11), vec![], "a relaunch reuses its mapping");
+        b.graph_destroyed(1);
+        assert_eq!(b.to_map(11), vec![], "the executable graph outlives its graph");
+        b.trimmed(1);
+        assert_eq!(b.to_map(11), vec![], "a trim of another device changes nothing");
+        b.trimmed(2);
+        assert_eq!(b.to_map(11), vec![(0, 150), (2, 10)], "after a trim the next launch maps again");
+        b.exec_destroyed(11);
+        assert_eq!(b.to_map(11), vec![]);
+        assert!(b.is_empty());
+    }
+
     use super::*;
 
     const MIB: u64 = 1 << 20;

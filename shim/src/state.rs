@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
-use vgpu_limiter::accounting::VmmBook;
+use vgpu_limiter::accounting::{LimitBook, VmmBook};
 use vgpu_limiter::config::{self, Config, MAX_DEVICES};
 use vgpu_limiter::region::Region;
 
@@ -41,6 +41,10 @@ pub struct Shim {
     pub contexts: ContextBook,
     /// Memory pools and the device each belongs to.
     pub pools: crate::hooks::pools::PoolTable,
+    /// Context limits raised by the program, and what they are charged (not a hot path).
+    pub limits: parking_lot::Mutex<LimitBook>,
+    /// Graph memory: what graphs will map, and what is charged.
+    pub graphs: crate::hooks::graphs::GraphMemory,
     /// Physical VMM handles mapped into address ranges (not a hot path: a lock is fine).
     pub vmm: parking_lot::Mutex<VmmBook>,
     /// The SM share.
@@ -151,6 +155,8 @@ impl Shim {
             contexts: ContextBook::default(),
             config,
             pools: Default::default(),
+            graphs: Default::default(),
+            limits: parking_lot::Mutex::new(LimitBook::default()),
             vmm: parking_lot::Mutex::new(VmmBook::default()),
             sm,
         }
@@ -188,12 +194,18 @@ impl Shim {
         }
         self.contexts.reset();
         self.pools.clear();
+        self.graphs.clear();
         if self.vmm.is_locked() {
             // SAFETY: as for `created` in ContextBook::reset: the holder is a parent thread
             // that does not exist in this child; the book is replaced right after.
             unsafe { self.vmm.force_unlock() };
         }
         *self.vmm.lock() = VmmBook::default();
+        if self.limits.is_locked() {
+            // SAFETY: as for `vmm` above.
+            unsafe { self.limits.force_unlock() };
+        }
+        *self.limits.lock() = LimitBook::default();
         self.sm.after_fork();
         // SAFETY: the inherited handle, never freed; only its mapping is read.
         let inherited = unsafe { &*self.region.load(Acquire) };

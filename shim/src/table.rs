@@ -25,7 +25,7 @@ use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
 use crate::hooks::args::FromCaller;
-use crate::hooks::{Codes, Gate, context, gate, init, launch, memory, nvml, proc_address, views};
+use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, memory, nvml, proc_address, views};
 use crate::real::Lib;
 
 /// Runs an export's edge, turning a panic into the library's error code.
@@ -157,17 +157,18 @@ hook_table! {
         Cuda fn cuCtxCreate_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num: c_int, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v3;
         Cuda fn cuCtxCreate_v4(pctx: *mut CUcontext, params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v4;
         Cuda fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult => context::destroy;
+        Cuda fn cuCtxSetLimit(limit: CUlimit, value: usize) -> CUresult => context::set_limit;
 
         Cuda fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult => memory::mem_alloc;
         Cuda fn cuMemAllocPitch_v2(dptr: *mut CUdeviceptr, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> CUresult => memory::mem_alloc_pitch;
         Cuda fn cuMemAllocManaged(dptr: *mut CUdeviceptr, bytesize: usize, flags: c_uint) -> CUresult => memory::mem_alloc_managed;
         Cuda fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult => memory::mem_free;
-        Cuda fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async;
-        Cuda fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async;
+        Cuda fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async::<_, false>;
+        Cuda fn cuMemAllocAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> CUresult => memory::mem_alloc_async::<_, true>;
         Cuda fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async;
         Cuda fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: CUstream) -> CUresult => memory::mem_free_async;
-        Cuda fn cuMemAllocFromPoolAsync(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
-        Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool;
+        Cuda fn cuMemAllocFromPoolAsync(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool::<_, false>;
+        Cuda fn cuMemAllocFromPoolAsync_ptsz(dptr: *mut CUdeviceptr, bytesize: usize, pool: CUmemoryPool, stream: CUstream) -> CUresult => memory::mem_alloc_from_pool::<_, true>;
         Cuda fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> CUresult => memory::pool_trim;
         Cuda fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult => memory::pool_destroy;
         Cuda fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult => memory::pool_create;
@@ -196,6 +197,15 @@ hook_table! {
         Cuda fn cuStreamBeginCapture_v2_ptsz(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
         Cuda fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
         Cuda fn cuStreamEndCapture_ptsz(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
+        Cuda fn cuGraphAddMemAllocNode(node: *mut CUgraphNode, graph: CUgraph, deps: *const CUgraphNode, num_deps: usize, params: *mut CUDA_MEM_ALLOC_NODE_PARAMS) -> CUresult => graphs::add_mem_alloc_node;
+        Cuda fn cuGraphInstantiateWithFlags(exec: *mut CUgraphExec, graph: CUgraph, flags: c_ulonglong) -> CUresult => graphs::instantiate_with_flags;
+        Cuda fn cuGraphInstantiateWithParams(exec: *mut CUgraphExec, graph: CUgraph, params: *mut CUDA_GRAPH_INSTANTIATE_PARAMS) -> CUresult => graphs::instantiate_with_params;
+        Cuda fn cuGraphInstantiateWithParams_ptsz(exec: *mut CUgraphExec, graph: CUgraph, params: *mut CUDA_GRAPH_INSTANTIATE_PARAMS) -> CUresult => graphs::instantiate_with_params;
+        Cuda fn cuGraphUpload(exec: CUgraphExec, stream: CUstream) -> CUresult => graphs::upload;
+        Cuda fn cuGraphUpload_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => graphs::upload;
+        Cuda fn cuGraphExecDestroy(exec: CUgraphExec) -> CUresult => graphs::exec_destroy;
+        Cuda fn cuGraphDestroy(graph: CUgraph) -> CUresult => graphs::graph_destroy;
+        Cuda fn cuDeviceGraphMemTrim(device: CUdevice) -> CUresult => graphs::trim;
 
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
         Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;
@@ -207,6 +217,9 @@ hook_table! {
     }
     uses {
         Cuda fn cuCtxGetDevice;
+        Cuda fn cuCtxGetCurrent;
+        Cuda fn cuCtxGetLimit;
+        Cuda fn cuDeviceGetAttribute;
         Cuda fn cuDeviceGetCount;
         Cuda fn cuDeviceGetUuid_v2;
         Nvml fn nvmlDeviceGetUUID;
@@ -217,6 +230,8 @@ hook_table! {
         Nvml fn nvmlDeviceGetProcessUtilization;
         Nvml fn nvmlDeviceGetComputeRunningProcesses_v3;
         Cuda fn cuMemPoolGetAttribute;
+        Cuda fn cuStreamGetCaptureInfo_v2;
+        Cuda fn cuDeviceGetGraphMemAttribute;
         Cuda fn cuEventCreate;
         Cuda fn cuEventRecord;
         Cuda fn cuEventQuery;

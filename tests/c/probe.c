@@ -31,6 +31,15 @@
  *                       (the handle is kept): op=vmm_retain rc= same= free= total= (same=1:
  *                       the handle the mapping was made with)
  *   vmm_release         cuMemRelease of the newest vmm_retain handle: op=vmm_release rc= free=
+ *   graph=SIZE          captures cuMemAllocAsync(SIZE) + cuMemFreeAsync on a created stream
+ *                       into a graph, instantiates and launches it (the executable graph is
+ *                       kept): op=graph rc=<first failure> step= reserved= used= free= total=
+ *                       (reserved/used: the device's graph memory attributes)
+ *   gnode=SIZE          the same with cuGraphAddMemAllocNode + cuGraphAddMemFreeNode
+ *   graph_trim          cuGraphExecDestroy of every kept executable graph, then
+ *                       cuDeviceGraphMemTrim(0): op=graph_trim rc= reserved= used= free= total=
+ *   limit=KIND:SIZE     cuCtxSetLimit (KIND: stack, heap or fifo) then cuCtxGetLimit:
+ *                       op=limit kind= bytes= rc= value= free= total=
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
@@ -243,6 +252,146 @@ typedef struct {
     void *win32;
     unsigned char flags[8];
 } vmm_prop;
+
+/* Executable graphs made by graph= and gnode=. */
+static void *graph_execs[16];
+static int ngraph_execs;
+
+/* CUDA_MEM_ALLOC_NODE_PARAMS (CUmemPoolProps inline). */
+typedef struct {
+    int alloc_type, handle_types, location_type, location_id;
+    void *win32;
+    size_t max_size;
+    unsigned short usage;
+    unsigned char reserved[54];
+    const void *access_descs;
+    size_t access_desc_count;
+    size_t bytesize;
+    CUdeviceptr dptr;
+} mem_alloc_node_params;
+
+/* " reserved=<n> used=<n> free=<n> total=<n>": device 0's graph memory and cuMemGetInfo. */
+static void graph_mem_suffix(char *buf, size_t len) {
+    CUresult (*attr)(CUdevice, int, void *) = dlsym(lookup_handle, "cuDeviceGetGraphMemAttribute");
+    unsigned long long used = 0, reserved = 0;
+    if (attr) {
+        attr(0, 0, &used);
+        attr(0, 2, &reserved);
+    }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    snprintf(buf, len, "reserved=%llu used=%llu %s", reserved, used, mi);
+}
+
+/* graph=SIZE (captured) and gnode=SIZE (explicit nodes): build, instantiate and launch a graph
+ * that allocates and frees SIZE bytes of graph memory. */
+static void op_graph(const char *arg, int explicit_nodes) {
+    CUresult (*stream_create)(CUstream *, unsigned) = dlsym(lookup_handle, "cuStreamCreate");
+    CUresult (*begin)(CUstream, int) = dlsym(lookup_handle, "cuStreamBeginCapture_v2");
+    CUresult (*end)(CUstream, void **) = dlsym(lookup_handle, "cuStreamEndCapture");
+    CUresult (*graph_create)(void **, unsigned) = dlsym(lookup_handle, "cuGraphCreate");
+    CUresult (*add_alloc)(void **, void *, void **, size_t, mem_alloc_node_params *) = dlsym(lookup_handle, "cuGraphAddMemAllocNode");
+    CUresult (*add_free)(void **, void *, void **, size_t, CUdeviceptr) = dlsym(lookup_handle, "cuGraphAddMemFreeNode");
+    CUresult (*instantiate)(void **, void *, unsigned long long) = dlsym(lookup_handle, "cuGraphInstantiateWithFlags");
+    CUresult (*launch)(void *, CUstream) = dlsym(lookup_handle, "cuGraphLaunch");
+    size_t size;
+    if (parse_size(arg, &size) != 0 || ngraph_execs == (int)(sizeof graph_execs / sizeof graph_execs[0])) {
+        fprintf(stderr, "probe: bad size %s (or too many graphs)\n", arg);
+        exit(2);
+    }
+    if (!stream_create || !begin || !end || !graph_create || !add_alloc || !add_free || !instantiate || !launch) {
+        printf("op=%s who=%s rc=%d step=lookup\n", explicit_nodes ? "gnode" : "graph", who, NOT_FOUND);
+        return;
+    }
+    CUstream s = NULL;
+    void *g = NULL, *x = NULL;
+    const char *step = "stream";
+    CUresult rc = stream_create(&s, 1);
+    if (rc == 0 && !explicit_nodes) {
+        CUdeviceptr p = 0;
+        step = "begin";
+        rc = begin(s, 2);
+        if (rc == 0) {
+            step = "alloc";
+            rc = CALL(cuMemAllocAsync, &p, size, s);
+            if (rc == 0) {
+                step = "free";
+                rc = CALL(cuMemFreeAsync, p, s);
+            }
+            CUresult end_rc = end(s, &g);
+            if (rc == 0 && end_rc != 0) {
+                step = "end";
+                rc = end_rc;
+            }
+        }
+    } else if (rc == 0) {
+        mem_alloc_node_params params;
+        memset(&params, 0, sizeof params);
+        params.alloc_type = 1;    /* CU_MEM_ALLOCATION_TYPE_PINNED */
+        params.location_type = 1; /* CU_MEM_LOCATION_TYPE_DEVICE */
+        params.location_id = 0;
+        params.bytesize = size;
+        void *alloc_node = NULL, *free_node = NULL;
+        step = "graph";
+        rc = graph_create(&g, 0);
+        if (rc == 0) {
+            step = "alloc_node";
+            rc = add_alloc(&alloc_node, g, NULL, 0, &params);
+        }
+        if (rc == 0) {
+            step = "free_node";
+            rc = add_free(&free_node, g, &alloc_node, 1, params.dptr);
+        }
+    }
+    if (rc == 0) {
+        step = "instantiate";
+        rc = instantiate(&x, g, 0);
+    }
+    if (rc == 0) {
+        graph_execs[ngraph_execs++] = x;
+        step = "launch";
+        rc = launch(x, s);
+        if (rc == 0) {
+            step = "sync";
+            rc = CALL(cuStreamSynchronize, s);
+        }
+    }
+    char gm[192];
+    graph_mem_suffix(gm, sizeof gm);
+    printf("op=%s who=%s bytes=%zu rc=%d step=%s %s\n", explicit_nodes ? "gnode" : "graph", who, size, rc, rc ? step : "done", gm);
+}
+
+static void op_graph_trim(void) {
+    CUresult (*destroy)(void *) = dlsym(lookup_handle, "cuGraphExecDestroy");
+    CUresult (*trim)(CUdevice) = dlsym(lookup_handle, "cuDeviceGraphMemTrim");
+    CUresult rc = 0;
+    while (ngraph_execs > 0 && destroy && rc == 0) rc = destroy(graph_execs[--ngraph_execs]);
+    if (rc == 0) rc = trim ? trim(0) : NOT_FOUND;
+    char gm[192];
+    graph_mem_suffix(gm, sizeof gm);
+    printf("op=graph_trim who=%s rc=%d %s\n", who, rc, gm);
+}
+
+static void op_limit(const char *arg) {
+    CUresult (*set)(int, size_t) = dlsym(lookup_handle, "cuCtxSetLimit");
+    CUresult (*get)(size_t *, int) = dlsym(lookup_handle, "cuCtxGetLimit");
+    const char *colon = strchr(arg, ':');
+    size_t size;
+    int limit = -1;
+    if (colon && strncmp(arg, "stack:", 6) == 0) limit = 0;
+    if (colon && strncmp(arg, "fifo:", 5) == 0) limit = 1;
+    if (colon && strncmp(arg, "heap:", 5) == 0) limit = 2;
+    if (limit < 0 || parse_size(colon + 1, &size) != 0) {
+        fprintf(stderr, "probe: bad limit %s (stack:SIZE, heap:SIZE or fifo:SIZE)\n", arg);
+        exit(2);
+    }
+    CUresult rc = set ? set(limit, size) : NOT_FOUND;
+    size_t value = 0;
+    if (get) get(&value, limit);
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=limit who=%s kind=%.*s bytes=%zu rc=%d value=%zu %s\n", who, (int)(colon - arg), arg, size, rc, value, mi);
+}
 
 static void op_vmm(const char *arg) {
     typedef unsigned long long H;
@@ -496,6 +645,14 @@ int main(int argc, char **argv) {
             op_vmm_retain();
         } else if (IS("vmm_release")) {
             op_vmm_release();
+        } else if (IS("graph") && arg) {
+            op_graph(arg, 0);
+        } else if (IS("gnode") && arg) {
+            op_graph(arg, 1);
+        } else if (IS("graph_trim")) {
+            op_graph_trim();
+        } else if (IS("limit") && arg) {
+            op_limit(arg);
         } else if (IS("nvml")) {
             op_nvml(arg);
         } else if (IS("gpa") && arg) {

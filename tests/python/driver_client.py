@@ -12,7 +12,9 @@ free= total=`, `op=alloc bytes= ok=1`, `op=copy`, `op=module`, `op=launch`, `op=
 `op=done ok=1`). Any unexpected driver error prints `op=<op> ok=0 err=<CUresult name>` and
 exits 1. `--alloc-too-much` prints `op=oom err=<name>` (exit 0 when that is
 CUDA_ERROR_OUT_OF_MEMORY); `--hold-ms MS` allocates, prints `op=hold pid= bytes=`, sleeps,
-frees and exits.
+frees and exits; `--graph-mib N` builds a graph with an N MiB memory allocation node
+(cuGraphAddMemAllocNode + cuGraphAddMemFreeNode), launches it twice, prints `op=graph
+reserved=` and the views, then destroys it and trims the device's graph memory.
 """
 import argparse
 import ctypes
@@ -65,6 +67,35 @@ def mem_info(stage):
     return free, total
 
 
+def graph_memory(dev, nbytes):
+    """A graph with a memory allocation node and its free node, instantiated and launched
+    twice (the second launch reuses the graph's memory); then the executable graph is
+    destroyed and the device's graph memory trimmed."""
+    graph = check("graph", cuda.cuGraphCreate(0))
+    params = cuda.CUDA_MEM_ALLOC_NODE_PARAMS()
+    params.poolProps.allocType = cuda.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+    params.poolProps.location.type = cuda.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+    params.poolProps.location.id = int(dev)
+    params.bytesize = nbytes
+    alloc_node = check("graph_alloc_node", cuda.cuGraphAddMemAllocNode(graph, None, 0, params))
+    check("graph_free_node", cuda.cuGraphAddMemFreeNode(graph, [alloc_node], 1, params.dptr))
+    exec_ = check("graph_instantiate", cuda.cuGraphInstantiate(graph, 0))
+    stream = check("graph", cuda.cuStreamCreate(cuda.CUstream_flags.CU_STREAM_NON_BLOCKING))
+    for _ in range(2):
+        check("graph_launch", cuda.cuGraphLaunch(exec_, stream))
+    check("graph_launch", cuda.cuStreamSynchronize(stream))
+    reserved = check("graph", cuda.cuDeviceGetGraphMemAttribute(
+        dev, cuda.CUgraphMem_attribute.CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT))
+    emit("graph", bytes=nbytes, reserved=int(reserved), ok=1)
+    mem_info("after_graph")
+    check("graph", cuda.cuGraphExecDestroy(exec_))
+    check("graph", cuda.cuGraphDestroy(graph))
+    check("graph", cuda.cuDeviceGraphMemTrim(dev))
+    mem_info("after_trim")
+    emit("done", ok=1)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", type=int, default=0)
@@ -76,6 +107,7 @@ def main():
     ap.add_argument("--ptx", type=Path, default=DEFAULT_PTX)
     ap.add_argument("--hold-ms", type=int)
     ap.add_argument("--alloc-too-much", action="store_true")
+    ap.add_argument("--graph-mib", type=int)
     o = ap.parse_args()
 
     check("init", cuda.cuInit(0))
@@ -104,6 +136,8 @@ def main():
     emit("context", kind=o.context, ok=1)
 
     _, total = mem_info("before")
+    if o.graph_mib is not None:
+        return graph_memory(dev, o.graph_mib * MIB)
     if o.alloc_too_much:
         nbytes = total + (1 << 30)
         err, _ = cuda.cuMemAlloc(nbytes)

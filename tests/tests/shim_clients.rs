@@ -164,3 +164,22 @@ fn pynvml_sees_the_quota_and_what_a_python_process_holds() {
     let (status, out, err) = holder.finish(Duration::from_secs(30));
     assert!(status.success(), "{out}\n{err}");
 }
+
+#[test]
+fn cuda_bindings_graph_memory_node_is_charged_and_refused_past_the_quota() {
+    let Some(py) = python_venv() else { return };
+    let sim = Sim::with_64m_contexts();
+    // 256 MiB of graph memory: charged while the device's graph allocator holds it (two
+    // launches take it once), given back by the trim.
+    let (code, recs, all) = client(script(&sim, py, "driver_client.py").args(["--graph-mib", "256"]));
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(u(op(&recs, "graph", None), "reserved"), 256 * MIB, "{all}");
+    assert_eq!(u(op(&recs, "mem_get_info", Some("after_graph")), "free"), FREE - 256 * MIB, "{all}");
+    assert_eq!(u(op(&recs, "mem_get_info", Some("after_trim")), "free"), FREE, "{all}");
+    // More than the quota leaves: refused at the launch, with OUT_OF_MEMORY.
+    let over = (FREE / MIB + 1).to_string();
+    let (code, recs, all) = client(script(&sim, py, "driver_client.py").args(["--graph-mib", &over]));
+    assert_eq!(code, Some(1), "{all}");
+    let launch = op(&recs, "graph_launch", None);
+    assert_eq!((field(launch, "ok"), field(launch, "err")), ("0", "CUDA_ERROR_OUT_OF_MEMORY"), "{all}");
+}

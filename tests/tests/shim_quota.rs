@@ -338,3 +338,79 @@ fn a_retained_virtual_memory_handle_is_charged_until_its_last_release() {
     assert_eq!(u(op("vmm_release")[0], "free"), quota - CONTEXT, "the last release ends the charge: {stdout}");
     assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
 }
+
+#[test]
+fn graph_memory_is_charged_when_its_graph_first_runs_and_refused_past_the_quota() {
+    // A captured cuMemAllocAsync (graph=) and a cuGraphAddMemAllocNode (gnode=) are graph
+    // memory: taken from the device when the executable graph first launches, kept by the
+    // device's graph allocator (across launches, after the graph frees it) until a trim.
+    let sim = Sim::with_64m_contexts();
+    let quota = 1024 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "graph=512m", "gnode=512m", "alloc=512m", "graph_trim", "alloc=512m", "info"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(ops), Duration::from_secs(30));
+    // Without the shim both graphs run and the allocator holds both until the trim.
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> &Rec { recs.iter().find(|r| field(r, "op") == name).unwrap_or_else(|| panic!("no {name}: {stdout}")) };
+    assert_eq!((field(op("graph"), "rc"), u(op("graph"), "reserved")), ("0", 512 * MIB), "{stdout}");
+    assert_eq!((field(op("gnode"), "rc"), u(op("gnode"), "reserved")), ("0", 1024 * MIB), "{stdout}");
+    assert_eq!((field(op("graph_trim"), "rc"), u(op("graph_trim"), "reserved")), ("0", 0), "{stdout}");
+    // Under a 1 GiB quota the second graph's launch is refused before it reaches the driver.
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    let graph = op("graph")[0];
+    assert_eq!((field(graph, "rc"), u(graph, "free")), ("0", quota - CONTEXT - 512 * MIB), "charged at launch: {stdout}");
+    let gnode = op("gnode")[0];
+    assert_eq!((field(gnode, "rc"), field(gnode, "step")), ("2", "launch"), "OUT_OF_MEMORY at its launch: {stdout}");
+    assert_eq!((u(gnode, "reserved"), u(gnode, "free")), (512 * MIB, quota - CONTEXT - 512 * MIB), "nothing taken: {stdout}");
+    let allocs = op("alloc");
+    assert_eq!(field(allocs[0], "rc"), "2", "the graph allocator's 512 MiB stay charged after the graph freed them: {stdout}");
+    let trim = op("graph_trim")[0];
+    assert_eq!((field(trim, "rc"), u(trim, "reserved"), u(trim, "free")), ("0", 0, quota - CONTEXT), "{stdout}");
+    assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
+}
+
+#[test]
+fn a_raised_context_limit_is_charged_and_refused_past_the_quota() {
+    // The stack limit is reserved for every resident thread (simgpu: 132 SMs × 2048), so each
+    // KiB of stack is 264 MiB; the heap is its own size. Charged above what the context had.
+    let sim = Sim::with_64m_contexts();
+    let quota = 1024 * MIB;
+    let per_kib = 132 * 2048 * 1024;
+    let probe = build_c_helper("probe", false);
+    let ops = [
+        "init",
+        "ctx",
+        "limit=stack:2k",
+        "limit=stack:4k",
+        "limit=stack:8k",
+        "limit=heap:100m",
+        "alloc=100m",
+        "limit=stack:1k",
+        "alloc=100m",
+    ];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let limits: Vec<&Rec> = recs.iter().filter(|r| field(r, "op") == "limit").collect();
+    assert!(limits.iter().all(|r| field(r, "rc") == "0"), "without the shim each fits the device: {stdout}");
+    assert_eq!(u(limits[1], "free") - u(limits[2], "free"), 4 * per_kib, "simgpu takes 8 KiB - 4 KiB of stack per thread: {stdout}");
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let limits: Vec<&Rec> = recs.iter().filter(|r| field(r, "op") == "limit").collect();
+    let allocs: Vec<&Rec> = recs.iter().filter(|r| field(r, "op") == "alloc").collect();
+    let free0 = quota - CONTEXT;
+    assert_eq!((field(limits[0], "rc"), u(limits[0], "value"), u(limits[0], "free")), ("0", 2048, free0 - per_kib), "{stdout}");
+    assert_eq!((field(limits[1], "rc"), u(limits[1], "free")), ("0", free0 - 3 * per_kib), "{stdout}");
+    assert_eq!((field(limits[2], "rc"), u(limits[2], "value")), ("2", 4096), "8 KiB of stack does not fit: refused, unchanged: {stdout}");
+    assert_eq!((field(limits[3], "rc"), u(limits[3], "free")), ("0", free0 - 3 * per_kib - 92 * MIB), "heap above its 8 MiB: {stdout}");
+    assert_eq!(field(allocs[0], "rc"), "2", "{stdout}");
+    assert_eq!((field(limits[4], "rc"), u(limits[4], "free")), ("0", free0 - 92 * MIB), "lowered: given back: {stdout}");
+    assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
+}

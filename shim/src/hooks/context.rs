@@ -15,6 +15,7 @@ use vgpu_limiter::accounting;
 
 use super::args::Out;
 use super::{Driver, Enforce, device_index};
+use crate::log;
 use crate::table::real;
 
 use CUresult as R;
@@ -98,6 +99,8 @@ pub fn primary_retain<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, _pctx
 
 /// The primary context of `d` was destroyed by the driver.
 fn primary_gone<D: Driver>(e: &Enforce<D>, d: usize) {
+    let refunds = e.shim.limits.lock().primary_gone(d);
+    refund(e, refunds);
     let cost = e.shim.contexts.primary_cost[d].swap(0, AcqRel);
     context_gone(e, d, cost);
 }
@@ -172,11 +175,86 @@ pub fn destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ctx: CUconte
     let entry = e.shim.contexts.created.lock().remove(&(ctx as usize));
     let rc = call();
     match entry {
-        Some((d, cost)) if rc == R::CUDA_SUCCESS => context_gone(e, d, cost),
+        Some((d, cost)) if rc == R::CUDA_SUCCESS => {
+            let refunds = e.shim.limits.lock().context_gone(ctx as u64);
+            refund(e, refunds);
+            context_gone(e, d, cost)
+        }
         Some(kept) => {
             e.shim.contexts.created.lock().insert(ctx as usize, kept);
         }
         None => {}
+    }
+    rc
+}
+
+/// Gives back what raised limits of a destroyed context were charged.
+fn refund<D: Driver>(e: &Enforce<D>, refunds: Vec<(usize, u64)>) {
+    for (d, bytes) in refunds {
+        e.region.uncharge(d, bytes);
+    }
+}
+
+/// The limits that reserve device memory, as vgpu counts them.
+fn limit_kind(limit: CUlimit) -> Option<accounting::LimitKind> {
+    match limit {
+        CUlimit::CU_LIMIT_STACK_SIZE => Some(accounting::LimitKind::Stack),
+        CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE => Some(accounting::LimitKind::MallocHeap),
+        CUlimit::CU_LIMIT_PRINTF_FIFO_SIZE => Some(accounting::LimitKind::PrintfFifo),
+        _ => None,
+    }
+}
+
+/// `cuCtxSetLimit`: a larger stack (reserved for every resident thread), device heap or
+/// `printf` FIFO is device memory. The growth over what the limit reserves now is reserved in
+/// the quota first (refused: `CUDA_ERROR_OUT_OF_MEMORY`, nothing forwarded); after the call
+/// the value the driver really set (`cuCtxGetLimit`: it may round) decides what stays charged,
+/// above what the limit reserved before the program first changed it (that much is part of the
+/// context's own cost). A driver that rounded past the quota gets the old value back and the
+/// call is refused. Refunded when the context goes.
+pub fn set_limit<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, limit: CUlimit, value: usize) -> R {
+    let Some(kind) = limit_kind(limit) else { return call() };
+    let (Ok(device), Some(ctx), Some(old)) = (e.current_device(), e.driver.current_context(), e.driver.ctx_limit(limit)) else {
+        return call(); // no context: the driver reports it
+    };
+    let Some(threads) = e.driver.resident_threads(device) else { return call() };
+    let bytes = |v: u64| accounting::limit_bytes(kind, v, threads);
+    let primary = !e.shim.contexts.created.lock().contains_key(&(ctx as usize));
+    let entry = e.shim.limits.lock().entry(ctx, kind, device, primary, bytes(old));
+    let want = bytes(value as u64).saturating_sub(entry.baseline).saturating_sub(entry.charged);
+    let reservation = match e.region.reserve_or(device, want, || super::pools::resync_all(e)) {
+        Ok(r) => r,
+        Err(refused) => {
+            log::warn(format_args!(
+                "device {device}: out of quota: refusing the {kind:?} limit {value} ({} more bytes; {} of {} bytes in use)",
+                refused.requested, refused.used, refused.quota
+            ));
+            return R::CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    };
+    let rc = call();
+    if rc != R::CUDA_SUCCESS {
+        return rc; // the reservation rolls back
+    }
+    let now = bytes(e.driver.ctx_limit(limit).unwrap_or(value as u64));
+    let held = reservation.bytes();
+    let delta = e.shim.limits.lock().set(ctx, kind, now);
+    match delta {
+        accounting::Delta::Charge(n) => {
+            let mut r = reservation;
+            r.shrink_to(n.min(held));
+            let extra = n.saturating_sub(held);
+            if extra > 0 && e.region.reserve(device, extra).map(|x| x.keep()).is_err() {
+                drop(r);
+                let _ = e.driver.set_ctx_limit(limit, old);
+                let _ = e.shim.limits.lock().set(ctx, kind, bytes(old));
+                log::warn(format_args!("device {device}: out of quota: the driver set the {kind:?} limit beyond {value}; restored {old}"));
+                return R::CUDA_ERROR_OUT_OF_MEMORY;
+            }
+            r.keep();
+        }
+        accounting::Delta::Uncharge(n) => e.region.uncharge(device, n),
+        accounting::Delta::None => {}
     }
     rc
 }

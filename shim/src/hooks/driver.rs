@@ -5,7 +5,10 @@
 //! driver's contract allows).
 #![allow(unsafe_code)]
 
-use cuda_sys::driver::{CUdevice, CUevent, CUmemPool_attribute, CUmemoryPool, CUresult, CUstream};
+use cuda_sys::driver::{
+    CU_STREAM_PER_THREAD, CUcontext, CUdevice, CUdevice_attribute, CUevent, CUgraph, CUgraphMem_attribute, CUlimit, CUmemPool_attribute,
+    CUmemoryPool, CUresult, CUstream, CUstreamCaptureStatus,
+};
 use cuda_sys::nvml::{nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
 use vgpu_limiter::accounting::NvmlUsage;
 
@@ -27,6 +30,19 @@ pub trait Driver {
     fn pool_attribute(&self, pool: u64, attr: CUmemPool_attribute) -> Option<u64>;
     /// `cuMemPoolTrimTo`.
     fn pool_trim(&self, pool: u64, keep: u64) -> R;
+    /// `cuStreamGetCaptureInfo_v2`: the graph `stream` is capturing into, if it is capturing
+    /// (`per_thread`: the caller's NULL stream is its per-thread default stream).
+    fn capture_graph(&self, stream: CUstream, per_thread: bool) -> Option<u64>;
+    /// `cuDeviceGetGraphMemAttribute` of a byte-count attribute.
+    fn graph_mem_attribute(&self, dev: usize, attr: CUgraphMem_attribute) -> Option<u64>;
+    /// `cuCtxGetCurrent`: the calling thread's current context.
+    fn current_context(&self) -> Option<u64>;
+    /// `cuCtxGetLimit` of the current context.
+    fn ctx_limit(&self, limit: CUlimit) -> Option<u64>;
+    /// `cuCtxSetLimit` of the current context (to undo a refused change).
+    fn set_ctx_limit(&self, limit: CUlimit, value: u64) -> R;
+    /// Resident threads of device `dev`: its SMs × maximum threads per SM.
+    fn resident_threads(&self, dev: usize) -> Option<u64>;
     /// What NVML says device `dev` holds: (all processes, this process if listed).
     fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage>;
     /// `cuDeviceGetCount`.
@@ -86,6 +102,58 @@ impl Driver for Real {
     fn pool_trim(&self, pool: u64, keep: u64) -> R {
         // SAFETY: a pool handle the driver gave the program.
         real::cuMemPoolTrimTo().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(pool as CUmemoryPool, keep as usize) })
+    }
+
+    fn capture_graph(&self, stream: CUstream, per_thread: bool) -> Option<u64> {
+        let f = real::cuStreamGetCaptureInfo_v2()?;
+        let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
+        let mut status = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        let mut graph: CUgraph = std::ptr::null_mut();
+        // SAFETY: the program's stream, valid out-pointers, and NULL for the optional outputs.
+        let rc = unsafe { f(stream, &mut status, std::ptr::null_mut(), &mut graph, std::ptr::null_mut(), std::ptr::null_mut()) };
+        (rc == R::CUDA_SUCCESS && status == CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE && !graph.is_null())
+            .then_some(graph as u64)
+    }
+
+    fn graph_mem_attribute(&self, dev: usize, attr: CUgraphMem_attribute) -> Option<u64> {
+        let f = real::cuDeviceGetGraphMemAttribute()?;
+        let mut v = 0u64;
+        // SAFETY: a device index the driver gave us and an 8-byte out-value, as the driver
+        // documents for these attributes.
+        (unsafe { f(dev as CUdevice, attr, (&mut v as *mut u64).cast()) } == R::CUDA_SUCCESS).then_some(v)
+    }
+
+    fn current_context(&self) -> Option<u64> {
+        let f = real::cuCtxGetCurrent()?;
+        let mut c: CUcontext = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        (unsafe { f(&mut c) } == R::CUDA_SUCCESS && !c.is_null()).then_some(c as u64)
+    }
+
+    fn ctx_limit(&self, limit: CUlimit) -> Option<u64> {
+        let f = real::cuCtxGetLimit()?;
+        let mut v = 0usize;
+        // SAFETY: a valid out-pointer.
+        (unsafe { f(&mut v, limit) } == R::CUDA_SUCCESS).then_some(v as u64)
+    }
+
+    fn set_ctx_limit(&self, limit: CUlimit, value: u64) -> R {
+        // SAFETY: plain values.
+        real::cuCtxSetLimit().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(limit, value as usize) })
+    }
+
+    fn resident_threads(&self, dev: usize) -> Option<u64> {
+        let f = real::cuDeviceGetAttribute()?;
+        let attr = |a: CUdevice_attribute| -> Option<u64> {
+            let mut v = 0;
+            // SAFETY: a valid out-pointer and a device index the driver gave us.
+            if unsafe { f(&mut v, a, dev as CUdevice) } != R::CUDA_SUCCESS {
+                return None;
+            }
+            u64::try_from(v).ok()
+        };
+        let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Some(sms * attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?)
     }
 
     fn device_count(&self) -> Option<i32> {

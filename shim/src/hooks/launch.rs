@@ -232,7 +232,9 @@ pub fn graph_launch<const PER_THREAD: bool>(
     exec: CUgraphExec,
     stream: CUstream,
 ) -> R {
-    throttled(e, stream, PER_THREAD, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, call)
+    // The first launch maps the graph's memory: room is found in the quota before anything
+    // is throttled or forwarded.
+    super::graphs::launching(e, exec, || throttled(e, stream, PER_THREAD, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, call))
 }
 
 /// `cuStreamBeginCapture_v2` (and `_ptsz`): launches captured into a graph are not run now,

@@ -135,7 +135,7 @@ pub fn mem_free<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: CUdev
 
 /// Shared body of the stream-ordered allocations: charged as the pool's growth (see
 /// [`pools`]); the pool is the given one, or the current pool of the current device.
-fn stream_ordered<D: Driver>(
+fn stream_ordered<D: Driver, const PER_THREAD: bool>(
     e: &Enforce<D>,
     dptr: Out<CUdeviceptr>,
     bytesize: usize,
@@ -151,6 +151,15 @@ fn stream_ordered<D: Driver>(
         Ok(d) => d,
         Err(rc) => return rc,
     };
+    // On a capturing stream it becomes an allocation node of the graph: nothing is taken now;
+    // the graph's first launch or upload maps it (see `graphs`).
+    if let Some(graph) = e.driver.capture_graph(stream, PER_THREAD) {
+        let rc = call();
+        if rc == R::CUDA_SUCCESS {
+            e.shim.graphs.allocation_node(graph, device, bytesize as u64);
+        }
+        return rc;
+    }
     let pool = pool.map(|p| p as u64).or_else(|| e.driver.device_mem_pool(device));
     let mut call = Some(call);
     if let Some(p) = pool {
@@ -168,19 +177,19 @@ fn stream_ordered<D: Driver>(
     charged(e, device, bytesize as u64, call, || dptr.written().unwrap_or(0))
 }
 
-/// `cuMemAllocAsync`.
-pub fn mem_alloc_async<D: Driver>(
+/// `cuMemAllocAsync` (and `_ptsz`).
+pub fn mem_alloc_async<D: Driver, const PER_THREAD: bool>(
     e: &Enforce<D>,
     call: impl FnOnce() -> R,
     dptr: Out<CUdeviceptr>,
     bytesize: usize,
     stream: CUstream,
 ) -> R {
-    stream_ordered(e, dptr, bytesize, None, stream, call)
+    stream_ordered::<D, PER_THREAD>(e, dptr, bytesize, None, stream, call)
 }
 
-/// `cuMemAllocFromPoolAsync`.
-pub fn mem_alloc_from_pool<D: Driver>(
+/// `cuMemAllocFromPoolAsync` (and `_ptsz`).
+pub fn mem_alloc_from_pool<D: Driver, const PER_THREAD: bool>(
     e: &Enforce<D>,
     call: impl FnOnce() -> R,
     dptr: Out<CUdeviceptr>,
@@ -188,7 +197,7 @@ pub fn mem_alloc_from_pool<D: Driver>(
     pool: CUmemoryPool,
     stream: CUstream,
 ) -> R {
-    stream_ordered(e, dptr, bytesize, Some(pool), stream, call)
+    stream_ordered::<D, PER_THREAD>(e, dptr, bytesize, Some(pool), stream, call)
 }
 
 /// `cuMemFreeAsync`: memory charged one by one comes back now; pool memory when the pool

@@ -12,6 +12,7 @@
 pub mod args;
 pub mod context;
 pub mod driver;
+pub mod graphs;
 pub mod init;
 pub mod launch;
 pub mod memory;

@@ -99,10 +99,11 @@ fn resync<D: Driver>(e: &Enforce<D>, entry: &PoolEntry) -> bool {
     matches!(delta, Delta::Uncharge(_))
 }
 
-/// Brings every known pool's charge in line (before views answer and before a refusal).
+/// Brings every known pool's charge, and the graph allocators' (see `graphs`), in line
+/// (before views answer and before a refusal).
 /// True when that gave any memory back.
 pub fn resync_all<D: Driver>(e: &Enforce<D>) -> bool {
-    let mut freed = false;
+    let mut freed = super::graphs::resync_all(e);
     for entry in e.shim.pools.live() {
         freed |= resync(e, entry);
     }

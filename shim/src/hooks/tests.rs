@@ -12,7 +12,7 @@ use vgpu_limiter::config::{Config, MAX_DEVICES};
 use vgpu_limiter::region::Region;
 
 use super::args::Out;
-use super::{Driver, Enforce, context, launch, memory, proc_address};
+use super::{Driver, Enforce, context, graphs, launch, memory, proc_address};
 use crate::state::Shim;
 
 use CUresult as R;
@@ -37,6 +37,13 @@ struct Fake {
     /// What `cuEventQuery` and `cuEventElapsedTime` answer.
     event_done: Cell<bool>,
     elapsed_ms: Cell<f32>,
+    /// The graph every stream is capturing into, if any.
+    capturing: Cell<Option<u64>>,
+    /// Graph memory attributes of device 0: (reserved, used).
+    graph_mem: Cell<(u64, u64)>,
+    /// The current context's stack size limit, and the values `set_ctx_limit` was given.
+    stack: Cell<u64>,
+    limit_sets: RefCell<Vec<u64>>,
 }
 
 impl Driver for &Fake {
@@ -67,6 +74,31 @@ impl Driver for &Fake {
     }
     fn device_count(&self) -> Option<i32> {
         Some(1)
+    }
+    fn current_context(&self) -> Option<u64> {
+        Some(0xC0)
+    }
+    fn ctx_limit(&self, limit: CUlimit) -> Option<u64> {
+        (limit == CUlimit::CU_LIMIT_STACK_SIZE).then(|| self.stack.get())
+    }
+    fn set_ctx_limit(&self, _limit: CUlimit, value: u64) -> R {
+        self.limit_sets.borrow_mut().push(value);
+        self.stack.set(value);
+        R::CUDA_SUCCESS
+    }
+    fn resident_threads(&self, _dev: usize) -> Option<u64> {
+        Some(1000)
+    }
+    fn capture_graph(&self, _stream: CUstream, _per_thread: bool) -> Option<u64> {
+        self.capturing.get()
+    }
+    fn graph_mem_attribute(&self, _dev: usize, attr: CUgraphMem_attribute) -> Option<u64> {
+        let (reserved, used) = self.graph_mem.get();
+        match attr {
+            CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT => Some(reserved),
+            CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT => Some(used),
+            _ => None,
+        }
     }
     fn event_create(&self) -> Option<CUevent> {
         self.next_event.set(self.next_event.get() + 1);
@@ -240,13 +272,13 @@ fn a_pool_is_charged_its_growth_and_a_refusal_undoes_growth_beyond_the_quota() {
             writes(ptr, at, R::CUDA_SUCCESS, calls)()
         }
     };
-    let rc = memory::mem_alloc_async(&e, grow((32 * MIB, 16 * MIB), 0x100), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    let rc = memory::mem_alloc_async::<_, false>(&e, grow((32 * MIB, 16 * MIB), 0x100), Out::cell(&ptr), (16 * MIB) as usize, stream);
     assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 32 * MIB));
     // Served from the pool's cache: nothing more.
-    let rc = memory::mem_alloc_async(&e, grow((32 * MIB, 32 * MIB), 0x200), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    let rc = memory::mem_alloc_async::<_, false>(&e, grow((32 * MIB, 32 * MIB), 0x200), Out::cell(&ptr), (16 * MIB) as usize, stream);
     assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 32 * MIB));
     // 16 MiB asked, but the pool would grow by 64 MiB: beyond the quota, undone and refused.
-    let rc = memory::mem_alloc_async(&e, grow((96 * MIB, 48 * MIB), 0x300), Out::cell(&ptr), (16 * MIB) as usize, stream);
+    let rc = memory::mem_alloc_async::<_, false>(&e, grow((96 * MIB, 48 * MIB), 0x300), Out::cell(&ptr), (16 * MIB) as usize, stream);
     assert_eq!(rc, R::CUDA_ERROR_OUT_OF_MEMORY);
     assert_eq!(*fake.freed.borrow(), vec![0x300]);
     assert_eq!(*fake.trimmed.borrow(), vec![(POOL, 32 * MIB)], "trimmed back to what it held");
@@ -368,4 +400,90 @@ fn a_retained_vmm_handle_stays_charged_until_its_last_release() {
     assert_eq!(w.used(), 8 * MIB, "the retained reference keeps the memory");
     assert_eq!(memory::mem_release(&e, || R::CUDA_SUCCESS, 88), R::CUDA_SUCCESS);
     assert_eq!(w.used(), 0, "the last release ends the charge");
+}
+
+#[test]
+fn graph_memory_is_charged_at_the_first_launch_and_refused_before_it_past_the_quota() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let (ptr, exec) = (Cell::new(0u64), Cell::new(std::ptr::null_mut::<CUgraphExec_st>()));
+    let (graph, stream): (CUgraph, CUstream) = (0x77 as CUgraph, std::ptr::null_mut());
+    // A captured stream-ordered allocation takes nothing now.
+    fake.capturing.set(Some(graph as u64));
+    let rc =
+        memory::mem_alloc_async::<_, false>(&e, writes(&ptr, 0x100, R::CUDA_SUCCESS, &calls), Out::cell(&ptr), (40 * MIB) as usize, stream);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 0));
+    fake.capturing.set(None);
+    let rc = graphs::instantiate_with_flags(&e, writes(&exec, 0x500 as CUgraphExec, R::CUDA_SUCCESS, &calls), Out::cell(&exec), graph, 0);
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 0));
+    // The first launch maps 40 MiB (`launching` is what `cuGraphLaunch`'s body runs first): reserved first, then charged as the allocator's growth.
+    let launch = |to: (u64, u64)| {
+        let (fake, calls) = (&fake, &calls);
+        move || {
+            calls.set(calls.get() + 1);
+            fake.graph_mem.set(to);
+            R::CUDA_SUCCESS
+        }
+    };
+    let rc = graphs::launching(&e, exec.get(), launch((40 * MIB, 40 * MIB)));
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 40 * MIB));
+    // A relaunch reuses the mapping.
+    let rc = graphs::launching(&e, exec.get(), launch((40 * MIB, 40 * MIB)));
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 40 * MIB));
+    // A second graph of 40 MiB does not fit beside it: refused, never forwarded.
+    let graph2 = 0x78 as CUgraph;
+    fake.capturing.set(Some(graph2 as u64));
+    let _ =
+        memory::mem_alloc_async::<_, false>(&e, writes(&ptr, 0x200, R::CUDA_SUCCESS, &calls), Out::cell(&ptr), (40 * MIB) as usize, stream);
+    fake.capturing.set(None);
+    let _ = graphs::instantiate_with_flags(&e, writes(&exec, 0x600 as CUgraphExec, R::CUDA_SUCCESS, &calls), Out::cell(&exec), graph2, 0);
+    let before = calls.get();
+    let rc = graphs::launching(&e, exec.get(), launch((80 * MIB, 80 * MIB)));
+    assert_eq!((rc, calls.get(), w.used()), (R::CUDA_ERROR_OUT_OF_MEMORY, before, 40 * MIB));
+    // The first graph's executable is destroyed: its memory stays cached (charged) until a trim.
+    fake.graph_mem.set((40 * MIB, 0));
+    assert_eq!(graphs::exec_destroy(&e, || R::CUDA_SUCCESS, 0x500 as CUgraphExec), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 40 * MIB);
+    // Now the second graph fits in the cache: nothing new is reserved or charged.
+    let rc = graphs::launching(&e, 0x600 as CUgraphExec, launch((40 * MIB, 40 * MIB)));
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 40 * MIB));
+    // A trim that hands everything back.
+    fake.graph_mem.set((0, 0));
+    assert_eq!(graphs::trim(&e, || R::CUDA_SUCCESS, 0), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+    // After the trim the executable graph must find room again at its next launch.
+    let rc = graphs::launching(&e, 0x600 as CUgraphExec, launch((40 * MIB, 40 * MIB)));
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 40 * MIB));
+}
+
+#[test]
+fn a_raised_stack_limit_is_charged_per_resident_thread_and_refused_past_the_quota() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    fake.stack.set(1024); // 1000 resident threads: 1 MB is the context's own
+    let driver_sets = |v: u64| {
+        let (fake, calls) = (&fake, &calls);
+        move || {
+            calls.set(calls.get() + 1);
+            fake.stack.set(v);
+            R::CUDA_SUCCESS
+        }
+    };
+    let stack = CUlimit::CU_LIMIT_STACK_SIZE;
+    assert_eq!(context::set_limit(&e, driver_sets(16 * 1024), stack, 16 * 1024), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 15 * 1024 * 1000, "charged above the stack the context had");
+    // 100 KB per thread is 100 MB: past the quota, never forwarded.
+    let before = calls.get();
+    assert_eq!(context::set_limit(&e, driver_sets(100 * 1024), stack, 100 * 1024), R::CUDA_ERROR_OUT_OF_MEMORY);
+    assert_eq!((calls.get(), fake.stack.get(), w.used()), (before, 16 * 1024, 15 * 1024 * 1000));
+    // A driver that rounds far past the request: the old value is restored, and refused.
+    assert_eq!(context::set_limit(&e, driver_sets(70 * 1024), stack, 20 * 1024), R::CUDA_ERROR_OUT_OF_MEMORY);
+    assert_eq!((fake.limit_sets.borrow().clone(), fake.stack.get(), w.used()), (vec![16 * 1024], 16 * 1024, 15 * 1024 * 1000));
+    // Lowered back: the charge goes.
+    assert_eq!(context::set_limit(&e, driver_sets(1024), stack, 1024), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+    // Limits that take no memory pass through untouched.
+    let l2 = CUlimit::CU_LIMIT_MAX_L2_FETCH_GRANULARITY;
+    assert_eq!(context::set_limit(&e, || R::CUDA_SUCCESS, l2, 1 << 40), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
 }

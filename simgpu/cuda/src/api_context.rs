@@ -2,10 +2,10 @@
 #![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::{c_int, c_uint};
 
-use cuda_sys::driver::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUresult};
+use cuda_sys::driver::{CUcontext, CUctxCreateParams, CUdevice, CUexecAffinityParam, CUlimit as L, CUresult};
 
 use crate::api_memory::{free_alloc, trim_pools};
-use crate::state::{self, Ctx, Driver, Inner, driver, handle};
+use crate::state::{self, Ctx, Driver, Inner, Limits, driver, handle};
 use crate::{exports, out};
 use CUresult as R;
 
@@ -17,7 +17,8 @@ pub(crate) fn create_ctx(d: &Driver, inner: &mut Inner, ordinal: c_int, primary:
     }
     d.machine.context_created(dev);
     let c = d.new_id();
-    inner.contexts.insert(c, Ctx { ordinal: ordinal as u32, dev, primary, null_stream: Default::default(), last_end: 0 });
+    let limits = Default::default();
+    inner.contexts.insert(c, Ctx { ordinal: ordinal as u32, dev, primary, null_stream: Default::default(), last_end: 0, limits });
     Ok(c)
 }
 
@@ -41,9 +42,79 @@ pub(crate) fn destroy_ctx(d: &Driver, inner: &mut Inner, c: u64) {
             d.machine.uncharge(arr.dev, arr.bytes);
         }
     }
-    d.machine.uncharge(ctx.dev, d.cfg.context_memory);
+    d.machine.uncharge(ctx.dev, d.cfg.context_memory + limits_extra(d, &ctx.limits));
     d.machine.context_destroyed(ctx.dev);
     state::forget_current(c);
+}
+
+/// Resident threads of a device: its SMs × 2048 (`MAX_THREADS_PER_MULTIPROCESSOR`), each of
+/// which the driver gives a stack.
+fn resident_threads(d: &Driver) -> u64 {
+    u64::from(d.cfg.sms) * 2048
+}
+
+/// Memory a context's limits take beyond the defaults (which its creation's
+/// `SIMGPU_CONTEXT_MEMORY` covers).
+fn limits_extra(d: &Driver, l: &Limits) -> u64 {
+    let threads = resident_threads(d);
+    l.bytes(threads).saturating_sub(Limits::default().bytes(threads))
+}
+
+/// `cuCtxSetLimit` on the current context, as NVIDIA documents each limit: the stack size is
+/// rounded up to 16 bytes (the driver "is free to modify the requested value"; `cuCtxGetLimit`
+/// tells what was set); memory a larger stack, heap or FIFO needs is taken from the device
+/// (`CUDA_ERROR_OUT_OF_MEMORY`, limit unchanged, when it cannot give it) and a smaller one
+/// gives it back; the device-runtime sync depth is not supported at compute capability 9.0
+/// (`CUDA_ERROR_UNSUPPORTED_LIMIT`); the CIG shared-memory size and enablement are read-only.
+/// Not modelled: the memory a larger pending-launch count reserves, and the rule that the heap
+/// and FIFO must be set before a kernel using them runs.
+fn set_limit(limit: L, value: usize) -> Result<(), R> {
+    let d = driver()?;
+    let mut inner = d.lock();
+    let c = state::current(&inner)?;
+    let ctx = &inner.contexts[&c];
+    let (dev, old) = (ctx.dev, ctx.limits);
+    let mut new = old;
+    let v = value as u64;
+    match limit {
+        L::CU_LIMIT_STACK_SIZE => new.stack = v.checked_next_multiple_of(16).ok_or(R::CUDA_ERROR_INVALID_VALUE)?,
+        L::CU_LIMIT_PRINTF_FIFO_SIZE => new.printf_fifo = v,
+        L::CU_LIMIT_MALLOC_HEAP_SIZE => new.malloc_heap = v,
+        L::CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT => new.pending_launches = v,
+        L::CU_LIMIT_MAX_L2_FETCH_GRANULARITY => new.l2_fetch = v.min(128),
+        L::CU_LIMIT_PERSISTING_L2_CACHE_SIZE => new.persisting_l2 = v,
+        L::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED => new.cig_fallback = u64::from(v != 0),
+        L::CU_LIMIT_SHMEM_SIZE | L::CU_LIMIT_CIG_ENABLED => return Err(R::CUDA_ERROR_INVALID_VALUE),
+        _ => return Err(R::CUDA_ERROR_UNSUPPORTED_LIMIT),
+    }
+    let (before, after) = (limits_extra(d, &old), limits_extra(d, &new));
+    if after > before && !d.machine.charge(dev, after - before) {
+        return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
+    }
+    if before > after {
+        d.machine.uncharge(dev, before - after);
+    }
+    inner.contexts.get_mut(&c).expect("current context").limits = new;
+    Ok(())
+}
+
+fn get_limit(value: *mut usize, limit: L) -> Result<(), R> {
+    let d = driver()?;
+    let inner = d.lock();
+    let l = inner.contexts[&state::current(&inner)?].limits;
+    let v = match limit {
+        L::CU_LIMIT_STACK_SIZE => l.stack,
+        L::CU_LIMIT_PRINTF_FIFO_SIZE => l.printf_fifo,
+        L::CU_LIMIT_MALLOC_HEAP_SIZE => l.malloc_heap,
+        L::CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT => l.pending_launches,
+        L::CU_LIMIT_MAX_L2_FETCH_GRANULARITY => l.l2_fetch,
+        L::CU_LIMIT_PERSISTING_L2_CACHE_SIZE => l.persisting_l2,
+        L::CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED => l.cig_fallback,
+        L::CU_LIMIT_SHMEM_SIZE | L::CU_LIMIT_CIG_ENABLED => 0, // not a CIG context
+        _ => return Err(R::CUDA_ERROR_UNSUPPORTED_LIMIT),
+    };
+    // SAFETY: the API contract makes `value` valid for a write when non-null.
+    unsafe { out(value, v as usize) }
 }
 
 /// Waits until all work queued in context `c` has finished, then lets pools release memory
@@ -205,6 +276,9 @@ exports! {
         let c = state::current(&inner)?;
         out(device, inner.contexts[&c].ordinal as CUdevice)
     }
+
+    fn cuCtxSetLimit(limit: L, value: usize) { set_limit(limit, value) }
+    fn cuCtxGetLimit(value: *mut usize, limit: L) { get_limit(value, limit) }
 
     fn cuCtxSynchronize() {
         let d = driver()?;

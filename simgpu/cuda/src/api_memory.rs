@@ -9,6 +9,7 @@ use cuda_sys::driver::{
 };
 
 use crate::api_context::synchronize_ctx;
+use crate::graph_mem;
 use crate::state::{
     self, Alloc, AllocKind, Array, Driver, Inner, Node, Pool, StreamRef, driver, handle, id, map_anonymous, rounded, unmap,
 };
@@ -97,8 +98,12 @@ fn pool_alloc(d: &Driver, inner: &mut Inner, pool_id: u64, bytes: usize, s: Stre
         return Err(R::CUDA_ERROR_NOT_SUPPORTED);
     }
     let ctx = inner.stream_ctx(s);
-    if inner.stream_state(s).capture.is_some() {
-        return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    if let Some(g) = inner.stream_state(s).capture {
+        // Captured: an allocation node of the graph, on the pool's device.
+        let dev = inner.pools.get(&pool_id).ok_or(R::CUDA_ERROR_INVALID_VALUE)?.dev;
+        let (addr, node) = graph_mem::new_alloc_node(inner, g, bytes, dev)?;
+        inner.graphs.get_mut(&g).ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?.nodes.push(node);
+        return Ok(addr);
     }
     let len = rounded(bytes).ok_or(R::CUDA_ERROR_OUT_OF_MEMORY)?;
     let pool = inner.pools.get_mut(&pool_id).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
@@ -134,8 +139,17 @@ fn pool_alloc(d: &Driver, inner: &mut Inner, pool_id: u64, bytes: usize, s: Stre
 /// synchronisation above the release threshold); other memory is freed at once.
 fn free_async(d: &Driver, inner: &mut Inner, addr: CUdeviceptr, s: CUstream) -> Result<(), R> {
     let s = inner.stream(s)?;
-    if inner.stream_state(s).capture.is_some() {
-        return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    if let Some(g) = inner.stream_state(s).capture {
+        // Captured: a free node, which only a graph allocation may have.
+        if !inner.graph_vas.contains_key(&addr) {
+            return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let node = graph_mem::check_free_node(inner, g, addr)?;
+        inner.graphs.get_mut(&g).ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?.nodes.push(node);
+        return Ok(());
+    }
+    if let Some(freed) = graph_mem::free(inner, addr) {
+        return if freed { Ok(()) } else { Err(R::CUDA_ERROR_INVALID_VALUE) };
     }
     let kind = inner.allocs.get(&addr).map(|a| a.kind).ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     match kind {
@@ -341,7 +355,11 @@ exports! {
         let d = driver()?;
         let mut inner = d.lock();
         state::current(&inner)?;
-        if free_alloc(d, &mut inner, dptr) { Ok(()) } else { Err(R::CUDA_ERROR_INVALID_VALUE) }
+        if free_alloc(d, &mut inner, dptr) || graph_mem::free(&mut inner, dptr) == Some(true) {
+            Ok(())
+        } else {
+            Err(R::CUDA_ERROR_INVALID_VALUE)
+        }
     }
 
     fn cuMemGetAddressRange_v2(pbase: *mut CUdeviceptr, psize: *mut usize, dptr: CUdeviceptr) {

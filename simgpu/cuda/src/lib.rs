@@ -25,6 +25,7 @@ mod api_memory;
 mod api_module;
 mod api_stream;
 mod api_vmm;
+mod graph_mem;
 mod proc_address;
 pub use proc_address::*;
 mod state;

@@ -165,6 +165,16 @@ table! {
     "cuGraphInstantiateWithFlags" => [11040: cuGraphInstantiateWithFlags];
     "cuGraphExecDestroy" => [10000: cuGraphExecDestroy];
     "cuGraphLaunch" => [10000: cuGraphLaunch] ptds 10000: cuGraphLaunch_ptsz;
+    "cuCtxSetLimit" => [3010: cuCtxSetLimit];
+    "cuCtxGetLimit" => [3010: cuCtxGetLimit];
+    "cuGraphInstantiateWithParams" => [12000: cuGraphInstantiateWithParams] ptds 12000: cuGraphInstantiateWithParams_ptsz;
+    "cuGraphUpload" => [11010: cuGraphUpload] ptds 11010: cuGraphUpload_ptsz;
+    "cuStreamGetCaptureInfo" => [12000: cuStreamGetCaptureInfo_v2] ptds 12000: cuStreamGetCaptureInfo_v2_ptsz;
+    "cuGraphAddMemAllocNode" => [11040: cuGraphAddMemAllocNode];
+    "cuGraphAddMemFreeNode" => [11040: cuGraphAddMemFreeNode];
+    "cuDeviceGraphMemTrim" => [11040: cuDeviceGraphMemTrim];
+    "cuDeviceGetGraphMemAttribute" => [11040: cuDeviceGetGraphMemAttribute];
+    "cuDeviceSetGraphMemAttribute" => [11040: cuDeviceSetGraphMemAttribute];
 }
 
 /// The exported symbol for (base name, CUDA version, flags), or why there is none.

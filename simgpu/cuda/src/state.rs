@@ -125,6 +125,51 @@ pub struct Ctx {
     pub null_stream: StreamState,
     /// When the context's last queued work ends.
     pub last_end: u64,
+    /// Its `cuCtxSetLimit` limits.
+    pub limits: Limits,
+}
+
+/// A context's limits (`cuCtxSetLimit`), starting at the driver's documented defaults: a
+/// 1 KiB stack per thread, an 8 MiB device `malloc` heap, a 1 MiB `printf` FIFO, 2048 pending
+/// device-runtime launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `CU_LIMIT_STACK_SIZE`: bytes of stack per GPU thread.
+    pub stack: u64,
+    /// `CU_LIMIT_PRINTF_FIFO_SIZE`.
+    pub printf_fifo: u64,
+    /// `CU_LIMIT_MALLOC_HEAP_SIZE`.
+    pub malloc_heap: u64,
+    /// `CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT`.
+    pub pending_launches: u64,
+    /// `CU_LIMIT_MAX_L2_FETCH_GRANULARITY` (a hint, 0 to 128 bytes).
+    pub l2_fetch: u64,
+    /// `CU_LIMIT_PERSISTING_L2_CACHE_SIZE` (a hint).
+    pub persisting_l2: u64,
+    /// `CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED`.
+    pub cig_fallback: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stack: 1024,
+            printf_fifo: 1 << 20,
+            malloc_heap: 8 << 20,
+            pending_launches: 2048,
+            l2_fetch: 64,
+            persisting_l2: 0,
+            cig_fallback: 1,
+        }
+    }
+}
+
+impl Limits {
+    /// Device memory these limits reserve for a device running `threads` resident threads: a
+    /// stack for every one of them, the heap and the FIFO.
+    pub fn bytes(&self, threads: u64) -> u64 {
+        self.stack.saturating_mul(threads).saturating_add(self.printf_fifo).saturating_add(self.malloc_heap)
+    }
 }
 
 /// A primary context's bookkeeping.
@@ -268,13 +313,74 @@ pub enum Node {
     Copy { dst: u64, src: u64, len: usize },
     /// A memset of `count` elements of `elem` bytes, done at replay.
     Memset { dst: u64, value: u32, elem: usize, count: usize },
+    /// A graph allocation of `len` bytes on physical device `dev` at `addr` (fixed for the
+    /// node's lifetime); live from here until a free.
+    Alloc { addr: u64, len: usize, dev: u32 },
+    /// A free of a graph allocation.
+    Free { addr: u64 },
 }
 
-/// A graph or an executable graph.
+/// A graph.
 #[derive(Clone, Default)]
 pub struct Graph {
     /// Nodes in order.
     pub nodes: Vec<Node>,
+    /// The executable graph instantiated from it while one exists (tracked only for graphs
+    /// with memory nodes, which may have one at a time).
+    pub exec: Option<u64>,
+}
+
+impl Graph {
+    /// Whether the graph has allocation or free nodes.
+    pub fn has_memory_nodes(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n, Node::Alloc { .. } | Node::Free { .. }))
+    }
+}
+
+/// An executable graph.
+#[derive(Clone)]
+pub struct Exec {
+    /// The graph it was instantiated from (which may since have been destroyed).
+    pub graph: u64,
+    /// Its nodes, copied at instantiation.
+    pub nodes: Vec<Node>,
+    /// `CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH`.
+    pub auto_free: bool,
+    /// Graph memory its allocations need, per physical device: (device, bytes).
+    pub footprint: Vec<(u32, u64)>,
+    /// Whether that memory is mapped to it now (from its upload or first launch until it is
+    /// destroyed or trimmed while idle).
+    pub mapped: bool,
+}
+
+/// The address range of a graph allocation node.
+pub struct GraphVa {
+    /// Bytes (rounded).
+    pub len: usize,
+    /// Physical device.
+    pub dev: u32,
+    /// The graph whose allocation node made it.
+    pub graph: u64,
+    /// Allocated now: a launch reached its allocation node and nothing has freed it since.
+    pub live: bool,
+    /// Its bytes are counted in the device's graph memory on their own: its executable graph
+    /// was destroyed or trimmed while it was live.
+    pub held_alone: bool,
+}
+
+/// A device's graph memory: what the graph allocator holds from the device, and how much of
+/// it graphs use.
+#[derive(Default, Clone, Copy)]
+pub struct GraphMem {
+    /// `CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT`: bytes taken from the device.
+    pub reserved: u64,
+    /// `CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT`: bytes mapped to executable graphs or live
+    /// allocations.
+    pub used: u64,
+    /// `CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH`.
+    pub reserved_high: u64,
+    /// `CU_GRAPH_MEM_ATTR_USED_MEM_HIGH`.
+    pub used_high: u64,
 }
 
 /// Every object of this process.
@@ -309,7 +415,11 @@ pub struct Inner {
     /// Graphs by handle.
     pub graphs: HashMap<u64, Graph>,
     /// Executable graphs by handle.
-    pub execs: HashMap<u64, Graph>,
+    pub execs: HashMap<u64, Exec>,
+    /// Graph allocation address ranges by start address.
+    pub graph_vas: BTreeMap<u64, GraphVa>,
+    /// Graph memory per physical device.
+    pub graph_mem: HashMap<u32, GraphMem>,
 }
 
 /// Which stream a `CUstream` argument names.
@@ -434,6 +544,13 @@ impl Inner {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
         if self.alloc_containing(addr, len).is_some() {
+            return Ok(());
+        }
+        // A graph allocation's range (its contents are only meaningful while it is live;
+        // simgpu does not fault on an access outside that lifetime).
+        if let Some((start, va)) = self.graph_vas.range(..=addr).next_back()
+            && addr.checked_add(len as u64).is_some_and(|end| end <= start + va.len as u64)
+        {
             return Ok(());
         }
         let Some((start, r)) = self.reservations.range(..=addr).next_back() else {
