@@ -183,3 +183,20 @@ fn cuda_bindings_graph_memory_node_is_charged_and_refused_past_the_quota() {
     let launch = op(&recs, "graph_launch", None);
     assert_eq!((field(launch, "ok"), field(launch, "err")), ("0", "CUDA_ERROR_OUT_OF_MEMORY"), "{all}");
 }
+
+#[test]
+fn cuda_bindings_meets_the_quota_when_the_driver_answers_with_private_addresses() {
+    // cuda-bindings resolves every function with cuGetProcAddress; here simgpu answers with
+    // addresses that are not its exports (SIMGPU_PROC_ADDRESS=private), as a driver or an
+    // injected profiler may: the hooks are found by name, and the quota holds on each path.
+    let Some(py) = python_venv() else { return };
+    let sim = Sim::with_64m_contexts();
+    let over = (FREE / MIB + 1).to_string();
+    for (args, failing) in [(["--alloc-mib", over.as_str()], "alloc"), (["--graph-mib", over.as_str()], "graph_launch")] {
+        let (code, recs, all) = client(script(&sim, py, "driver_client.py").env("SIMGPU_PROC_ADDRESS", "private").args(args));
+        assert_eq!(code, Some(1), "{all}");
+        assert_eq!(u(op(&recs, "mem_get_info", Some("before")), "free"), FREE, "the view is hooked: {all}");
+        let failed = op(&recs, failing, None);
+        assert_eq!((field(failed, "ok"), field(failed, "err")), ("0", "CUDA_ERROR_OUT_OF_MEMORY"), "{all}");
+    }
+}

@@ -1,8 +1,9 @@
 //! The caller's arguments, checked at the edge. The generated export hands each argument to
 //! its body through [`FromCaller`]; the body's parameter type says what it wants: the value
-//! unchanged, an [`Out`] for an out-pointer, or `Option<&T>` for an in-pointer. Every pointer
-//! the driver API takes is, by its contract, null or valid for the duration of the call, which
-//! is the one thing the edge's `unsafe` relies on; the bodies stay safe.
+//! unchanged, an [`Out`] for an out-pointer, `Option<&T>` for an in-pointer (`Option<&CStr>`
+//! for a string). Every pointer the driver API takes is, by its contract, null or valid for the
+//! duration of the call, which is the one thing the edge's `unsafe` relies on; the bodies stay
+//! safe.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -29,6 +30,15 @@ impl<T> FromCaller<*const T> for Option<&T> {
     unsafe fn from_caller(raw: *const T) -> Self {
         // SAFETY: null or valid for reads for the call, per this trait's contract.
         unsafe { raw.as_ref() }
+    }
+}
+
+impl FromCaller<*const std::ffi::c_char> for Option<&std::ffi::CStr> {
+    #[inline(always)]
+    unsafe fn from_caller(raw: *const std::ffi::c_char) -> Self {
+        // SAFETY: null, or a NUL-terminated string valid for the call (a symbol name), per
+        // this trait's contract.
+        (!raw.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(raw) })
     }
 }
 

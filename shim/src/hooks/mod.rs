@@ -19,6 +19,7 @@ pub mod memory;
 pub mod nvml;
 pub mod pools;
 pub mod proc_address;
+pub mod variants;
 pub mod views;
 
 #[cfg(test)]

@@ -373,13 +373,34 @@ fn a_null_answer_of_cu_get_proc_address_is_never_swapped_for_a_hook() {
     let rc = proc_address::get_proc_address_v2(
         &e,
         writes(&pfn, none, R::CUDA_SUCCESS, &calls),
-        c"cuNoSuchFunction".as_ptr(),
+        Some(c"cuNoSuchFunction"),
         Out::cell(&pfn),
         12000,
         0,
         std::ptr::null_mut(),
     );
     assert_eq!((rc, pfn.get()), (R::CUDA_SUCCESS, none), "not found stays NULL");
+}
+
+#[test]
+fn an_answer_at_an_address_that_is_no_export_is_recognised_by_name() {
+    // A driver (or an injected profiler) answering with its own addresses: the variant the
+    // base name, version and flags mean is hooked all the same; what we do not hook stays.
+    let (w, fake, calls) = (World::new(GIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let private = 0x1234_5678 as *mut std::ffi::c_void;
+    let ask = |name: &std::ffi::CStr, version: i32, flags: u64| {
+        let pfn = Cell::new(std::ptr::null_mut());
+        let rc =
+            proc_address::get_proc_address(&e, writes(&pfn, private, R::CUDA_SUCCESS, &calls), Some(name), Out::cell(&pfn), version, flags);
+        (rc, pfn.get())
+    };
+    let export = |name: &str| crate::table::export_of(name).unwrap() as *mut std::ffi::c_void;
+    assert_eq!(ask(c"cuMemAlloc", 12000, 0), (R::CUDA_SUCCESS, export("cuMemAlloc_v2")));
+    assert_eq!(ask(c"cuMemAllocAsync", 12000, 2), (R::CUDA_SUCCESS, export("cuMemAllocAsync_ptsz")));
+    assert_eq!(ask(c"cuCtxCreate", 12000, 0), (R::CUDA_SUCCESS, export("cuCtxCreate_v3")));
+    assert_eq!(ask(c"cuMemcpy", 12000, 0), (R::CUDA_SUCCESS, private), "not hooked: the driver's answer");
+    assert_eq!(ask(c"cuMemAlloc", 3000, 0), (R::CUDA_SUCCESS, private), "the 32-bit ABI: not this hook");
 }
 
 #[test]

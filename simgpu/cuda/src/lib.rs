@@ -58,6 +58,18 @@ macro_rules! exports {
             crate::guard(move || unsafe { $body })
         }
         const _: cuda_sys::driver::pfn::$name = $name;
+
+        #[doc = concat!("`", stringify!($name), "` at an address no symbol names (see `proc_address`).")]
+        pub(crate) mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            /// Calls the exported entry point.
+            #[inline(never)]
+            pub(crate) unsafe extern "C" fn private($($arg: $ty),*) -> cuda_sys::driver::CUresult {
+                // SAFETY: the caller's arguments, forwarded unchanged under the same contract.
+                unsafe { super::$name($($arg),*) }
+            }
+        }
     )*};
 }
 pub(crate) use exports;

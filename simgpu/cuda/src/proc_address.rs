@@ -5,6 +5,10 @@
 //! not found. Variants this simulation does not implement (the CUDA 2.x/3.x ABIs of a few
 //! functions) are reported as not found.
 //!
+//! `SIMGPU_PROC_ADDRESS=private` makes it answer with addresses no exported symbol has (see
+//! `private_addresses`), so an interposer that recognises the driver's answers by address is
+//! tested against a driver that does not hand out its exports.
+//!
 //! What "not found" looks like differs between the two ABIs, as NVIDIA documents them:
 //! `cuGetProcAddress_v2` (the CUDA 12 ABI, "Driver Entry Point Access",
 //! <https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__DRIVER__ENTRY__POINT.html>)
@@ -45,6 +49,14 @@ macro_rules! table {
         fn exported(name: &str) -> Option<*mut c_void> {
             match name {
                 $( $(stringify!($sym) => Some(crate::$sym as *mut c_void),)* $(stringify!($psym) => Some(crate::$psym as *mut c_void),)? )*
+                _ => None,
+            }
+        }
+
+        /// The same entry point at an address no exported symbol has.
+        fn private(name: &str) -> Option<*mut c_void> {
+            match name {
+                $( $(stringify!($sym) => Some(crate::$sym::private as *mut c_void),)* $(stringify!($psym) => Some(crate::$psym::private as *mut c_void),)? )*
                 _ => None,
             }
         }
@@ -193,6 +205,15 @@ fn resolve(name: &str, version: c_int, flags: u64) -> Result<&'static str, Q> {
     }
 }
 
+/// `SIMGPU_PROC_ADDRESS=private`: answer with addresses other than the exported symbols'
+/// (each a function that calls the export), as a driver whose entry points are internal
+/// functions, or an injected profiler's wrappers, may. Read once; any other value (or unset)
+/// answers with the exports.
+fn private_addresses() -> bool {
+    static PRIVATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRIVATE.get_or_init(|| std::env::var_os("SIMGPU_PROC_ADDRESS").is_some_and(|v| v == "private"))
+}
+
 /// Which entry point was called.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Abi {
@@ -219,7 +240,8 @@ unsafe fn get_proc_address(
     }
     // SAFETY: per this function's contract.
     let name = unsafe { CStr::from_ptr(symbol) }.to_str().unwrap_or("");
-    let found = resolve(name, version, flags).and_then(|sym| exported(sym).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
+    let lookup = if private_addresses() { private } else { exported };
+    let found = resolve(name, version, flags).and_then(|sym| lookup(sym).ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
     let (ptr, st, rc) = match found {
         Ok(p) => (p, Q::CU_GET_PROC_ADDRESS_SUCCESS, Ok(())),
         // The CUDA 12 ABI: success, a NULL pointer, and the reason in symbolStatus.
@@ -268,10 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn every_table_symbol_is_exported() {
+    fn every_table_symbol_is_exported_and_has_a_private_address() {
         for e in TABLE {
             for (_, s) in e.versions.iter().chain(e.ptds.iter()) {
                 assert!(exported(s).is_some(), "{s}");
+                assert_ne!(private(s), exported(s), "{s}");
             }
         }
     }
