@@ -64,6 +64,9 @@ type MemFreeFn = unsafe extern "C" fn(u64) -> CUresult;
 type MemGetInfoFn = unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult;
 type LaunchFn = unsafe extern "C" fn(Ptr, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, Ptr, *mut Ptr, *mut Ptr) -> CUresult;
 type GpaFn = unsafe extern "C" fn(*const c_char, *mut Ptr, c_int, u64, *mut c_int) -> CUresult;
+type MemAllocAsyncFn = unsafe extern "C" fn(*mut u64, usize, Ptr) -> CUresult;
+type MemFreeAsyncFn = unsafe extern "C" fn(u64, Ptr) -> CUresult;
+type GraphLaunchFn = unsafe extern "C" fn(Ptr, Ptr) -> CUresult;
 type NvmlMemFn = unsafe extern "C" fn(Ptr, *mut NvmlMemoryV2) -> c_int;
 
 /// NVML's `nvmlMemory_v2_t`.
@@ -88,6 +91,9 @@ struct Side {
     mem_get_info: MemGetInfoFn,
     launch: LaunchFn,
     gpa: GpaFn,
+    mem_alloc_async: MemAllocAsyncFn,
+    mem_free_async: MemFreeAsyncFn,
+    graph_launch: GraphLaunchFn,
 }
 
 /// Panics with the call's name on a driver error.
@@ -219,7 +225,16 @@ fn child(kind: &str) {
     } else {
         libc_dlsym
     };
-    let names = ["cuMemAlloc_v2", "cuMemFree_v2", "cuMemGetInfo_v2", "cuLaunchKernel", "cuGetProcAddress_v2"];
+    let names = [
+        "cuMemAlloc_v2",
+        "cuMemFree_v2",
+        "cuMemGetInfo_v2",
+        "cuLaunchKernel",
+        "cuGetProcAddress_v2",
+        "cuMemAllocAsync",
+        "cuMemFreeAsync",
+        "cuGraphLaunch",
+    ];
     // SAFETY: every pointer is the named function (or libc's dlsym), of the matching type.
     let (program, direct) = unsafe {
         let side = |p: &dyn Fn(&str) -> Ptr, dlsym: Ptr| Side {
@@ -229,6 +244,9 @@ fn child(kind: &str) {
             mem_get_info: as_fn(p(names[2])),
             launch: as_fn(p(names[3])),
             gpa: as_fn(p(names[4])),
+            mem_alloc_async: as_fn(p(names[5])),
+            mem_free_async: as_fn(p(names[6])),
+            graph_launch: as_fn(p(names[7])),
         };
         (side(&|n| sym(handle, n), libc::dlsym as Ptr), side(&|n| elf.get(n), libc_dlsym))
     };
@@ -259,6 +277,22 @@ fn child(kind: &str) {
         let mut function = std::ptr::null_mut();
         check("cuModuleGetFunction", get_function(&mut function, module, c"bench_1ns".as_ptr()));
         (function, stream)
+    };
+    // An executable graph of one kernel, captured through the real driver.
+    // SAFETY: as above.
+    let graph_exec = unsafe {
+        let begin: unsafe extern "C" fn(Ptr, c_uint) -> CUresult = as_fn(elf.get("cuStreamBeginCapture_v2"));
+        let end: unsafe extern "C" fn(Ptr, *mut Ptr) -> CUresult = as_fn(elf.get("cuStreamEndCapture"));
+        let instantiate: unsafe extern "C" fn(*mut Ptr, Ptr, u64) -> CUresult = as_fn(elf.get("cuGraphInstantiateWithFlags"));
+        let launch: LaunchFn = as_fn(elf.get("cuLaunchKernel"));
+        let null = std::ptr::null_mut();
+        check("cuStreamBeginCapture_v2", begin(stream, 2));
+        check("cuLaunchKernel", launch(function, 1, 1, 1, 32, 1, 1, 0, stream, null, null));
+        let mut graph = std::ptr::null_mut();
+        check("cuStreamEndCapture", end(stream, &mut graph));
+        let mut exec = std::ptr::null_mut();
+        check("cuGraphInstantiateWithFlags", instantiate(&mut exec, graph, 0));
+        exec
     };
 
     // One operation per benchmark and side; `true` marks the ones worth 1000 calls a batch.
@@ -353,6 +387,30 @@ fn child(kind: &str) {
                 // SAFETY: a device handle and a versioned struct.
                 black_box(unsafe { f(device, &mut m) });
                 black_box(m.free);
+            })
+        }),
+        true,
+    ));
+    ops.push((
+        "async_alloc_free",
+        sides.map(|s| -> Op {
+            Box::new(move || {
+                let mut p = 0u64;
+                // SAFETY: a valid out-pointer on a live stream; the block is freed at once.
+                unsafe {
+                    check("cuMemAllocAsync", (s.mem_alloc_async)(&mut p, black_box(2 << 20), stream));
+                    check("cuMemFreeAsync", (s.mem_free_async)(p, stream));
+                }
+            })
+        }),
+        true,
+    ));
+    ops.push((
+        "graph_launch",
+        sides.map(|s| -> Op {
+            Box::new(move || {
+                // SAFETY: a live executable graph on a live stream.
+                black_box(unsafe { (s.graph_launch)(graph_exec, stream) });
             })
         }),
         true,

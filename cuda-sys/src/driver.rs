@@ -113,6 +113,9 @@ impl CUresult {
 pub type CUdevice = c_int;
 /// `CUdeviceptr` (`CUdeviceptr_v2`): a device address.
 pub type CUdeviceptr = c_ulonglong;
+/// `CUdeviceptr_v1`: a device address of the 32-bit legacy ABI (`cuMemAlloc` and friends,
+/// CUDA versions below 3.2).
+pub type CUdeviceptr_v1 = c_uint;
 /// `CUmemGenericAllocationHandle`: a physical allocation made by `cuMemCreate`.
 pub type CUmemGenericAllocationHandle = c_ulonglong;
 
@@ -281,6 +284,38 @@ pub struct CUDA_ARRAY3D_DESCRIPTOR {
     pub Height: usize,
     /// Depth in elements, or layers (0 for 1D/2D).
     pub Depth: usize,
+    /// Element format.
+    pub Format: CUarray_format,
+    /// Channels per element: 1, 2 or 4.
+    pub NumChannels: c_uint,
+    /// `CUDA_ARRAY3D_*` flags.
+    pub Flags: c_uint,
+}
+
+/// `CUDA_ARRAY_DESCRIPTOR_v1`: `cuArrayCreate`'s legacy descriptor (32-bit extents).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CUDA_ARRAY_DESCRIPTOR_v1 {
+    /// Width in elements.
+    pub Width: c_uint,
+    /// Height in elements (0 for 1D).
+    pub Height: c_uint,
+    /// Element format.
+    pub Format: CUarray_format,
+    /// Channels per element: 1, 2 or 4.
+    pub NumChannels: c_uint,
+}
+
+/// `CUDA_ARRAY3D_DESCRIPTOR_v1`: `cuArray3DCreate`'s legacy descriptor (32-bit extents).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CUDA_ARRAY3D_DESCRIPTOR_v1 {
+    /// Width in elements.
+    pub Width: c_uint,
+    /// Height in elements (0 for 1D).
+    pub Height: c_uint,
+    /// Depth in elements, or layers (0 for 1D/2D).
+    pub Depth: c_uint,
     /// Element format.
     pub Format: CUarray_format,
     /// Channels per element: 1, 2 or 4.
@@ -657,6 +692,20 @@ entry_points! { SIGNATURES;
     fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult;
     fn cuCtxSynchronize() -> CUresult;
     fn cuCtxSetLimit(limit: CUlimit, value: usize) -> CUresult;
+
+    // The legacy ABI: what `libcuda` still exports under the unversioned names for programs
+    // built before CUDA 3.2 / 4.0 / 11.0 (32-bit sizes and addresses where the types say so).
+    fn cuDeviceTotalMem(bytes: *mut c_uint, dev: CUdevice) -> CUresult;
+    fn cuCtxCreate(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> CUresult;
+    fn cuCtxDestroy(ctx: CUcontext) -> CUresult;
+    fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> CUresult;
+    fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult;
+    fn cuMemGetInfo(free: *mut c_uint, total: *mut c_uint) -> CUresult;
+    fn cuMemAlloc(dptr: *mut CUdeviceptr_v1, bytesize: c_uint) -> CUresult;
+    fn cuMemAllocPitch(dptr: *mut CUdeviceptr_v1, pPitch: *mut c_uint, WidthInBytes: c_uint, Height: c_uint, ElementSizeBytes: c_uint) -> CUresult;
+    fn cuMemFree(dptr: CUdeviceptr_v1) -> CUresult;
+    fn cuArrayCreate(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR_v1) -> CUresult;
+    fn cuArray3DCreate(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR_v1) -> CUresult;
     fn cuCtxGetLimit(pvalue: *mut usize, limit: CUlimit) -> CUresult;
 
     fn cuStreamCreate(phStream: *mut CUstream, Flags: c_uint) -> CUresult;

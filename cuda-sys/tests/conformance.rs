@@ -129,6 +129,20 @@ fn structs() -> Vec<Struct> {
             NumChannels: c_uint,
             Flags: c_uint,
         }
+        driver::CUDA_ARRAY_DESCRIPTOR_v1 {
+            Width: c_uint,
+            Height: c_uint,
+            Format: CUarray_format,
+            NumChannels: c_uint,
+        }
+        driver::CUDA_ARRAY3D_DESCRIPTOR_v1 {
+            Width: c_uint,
+            Height: c_uint,
+            Depth: c_uint,
+            Format: CUarray_format,
+            NumChannels: c_uint,
+            Flags: c_uint,
+        }
         driver::CUmemLocation { type_: CUmemLocationType, id: c_int }
         // C declares `allocFlags` as a member of anonymous struct type: name it through the member.
         driver::CUmemAllocationProp_allocFlags = "__typeof__(((CUmemAllocationProp *)0)->allocFlags)" {
@@ -259,6 +273,7 @@ fn aliases() -> Vec<Alias> {
     aliases! {
         driver::CUdevice = c_int,
         driver::CUdeviceptr = c_ulonglong,
+        driver::CUdeviceptr_v1 = c_uint,
         driver::CUmemGenericAllocationHandle = c_ulonglong,
         driver::CUcontext = *mut CUctx_st,
         driver::CUmodule = *mut CUmod_st,

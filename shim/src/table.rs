@@ -25,7 +25,7 @@ use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
 use crate::hooks::args::FromCaller;
-use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, memory, nvml, proc_address, views};
+use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, legacy, memory, nvml, proc_address, views};
 use crate::real::Lib;
 
 /// Runs an export's edge, turning a panic into the library's error code.
@@ -209,6 +209,19 @@ hook_table! {
 
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
         Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;
+
+        // The legacy ABI (see `hooks::legacy`).
+        Cuda fn cuCtxCreate(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v2;
+        Cuda fn cuCtxDestroy(ctx: CUcontext) -> CUresult => context::destroy;
+        Cuda fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> CUresult => context::primary_release;
+        Cuda fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult => context::primary_reset;
+        Cuda fn cuMemGetInfo(free: *mut c_uint, total: *mut c_uint) -> CUresult => legacy::mem_get_info;
+        Cuda fn cuDeviceTotalMem(bytes: *mut c_uint, dev: CUdevice) -> CUresult => legacy::device_total_mem;
+        Cuda fn cuMemAlloc(dptr: *mut CUdeviceptr_v1, bytesize: c_uint) -> CUresult => legacy::mem_alloc;
+        Cuda fn cuMemAllocPitch(dptr: *mut CUdeviceptr_v1, pitch: *mut c_uint, width: c_uint, height: c_uint, elem: c_uint) -> CUresult => legacy::mem_alloc_pitch;
+        Cuda fn cuMemFree(dptr: CUdeviceptr_v1) -> CUresult => legacy::mem_free;
+        Cuda fn cuArrayCreate(handle: *mut CUarray, desc: *const CUDA_ARRAY_DESCRIPTOR_v1) -> CUresult => legacy::array_create;
+        Cuda fn cuArray3DCreate(handle: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR_v1) -> CUresult => legacy::array3d_create;
 
         Nvml fn nvmlInit_v2() -> nvmlReturn_t => nvml::init_v2;
         Nvml fn nvmlInitWithFlags(flags: c_uint) -> nvmlReturn_t => nvml::init_with_flags;

@@ -40,6 +40,9 @@
  *                       cuDeviceGraphMemTrim(0): op=graph_trim rc= reserved= used= free= total=
  *   limit=KIND:SIZE     cuCtxSetLimit (KIND: stack, heap or fifo) then cuCtxGetLimit:
  *                       op=limit kind= bytes= rc= value= free= total=
+ *   alloc32=SIZE        the legacy 32-bit cuMemAlloc (by dlsym of the plain name), kept;
+ *                       `free` frees it with the legacy cuMemFree: op=alloc32 bytes= rc= free= total=
+ *   info32              the legacy cuMemGetInfo (32-bit sizes): op=info32 rc= free= total=
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
@@ -154,7 +157,7 @@ static int nretained;
 struct block {
     CUdeviceptr ptr;
     size_t bytes;
-    int async;
+    int async; /* 0: cuMemAlloc_v2, 1: cuMemAllocAsync, 2: the legacy 32-bit cuMemAlloc */
 };
 static struct block blocks[256];
 static int nblocks;
@@ -238,12 +241,39 @@ static void op_free(void) {
     if (b.async) {
         rc = CALL(cuMemFreeAsync, b.ptr, NULL);
         if (rc == 0) rc = CALL(cuStreamSynchronize, NULL);
+    } else if (b.async == 2) {
+        CUresult (*free32)(unsigned) = dlsym(lookup_handle, "cuMemFree");
+        rc = free32 ? free32((unsigned)b.ptr) : NOT_FOUND;
     } else {
         rc = CALL(cuMemFree_v2, b.ptr);
     }
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=free who=%s bytes=%zu rc=%d %s\n", who, b.bytes, rc, mi);
+}
+
+/* alloc32=SIZE: the legacy cuMemAlloc (32-bit size and pointer), kept; info32: the legacy
+ * cuMemGetInfo (32-bit sizes). */
+static void op_alloc32(const char *arg) {
+    CUresult (*alloc32)(unsigned *, unsigned) = dlsym(lookup_handle, "cuMemAlloc");
+    size_t size;
+    if (parse_size(arg, &size) != 0 || size > 0xffffffffu || nblocks == (int)(sizeof blocks / sizeof blocks[0])) {
+        fprintf(stderr, "probe: bad size %s (or too many blocks)\n", arg);
+        exit(2);
+    }
+    unsigned p = 0;
+    CUresult rc = alloc32 ? alloc32(&p, (unsigned)size) : NOT_FOUND;
+    if (rc == 0) blocks[nblocks++] = (struct block){p, size, 2};
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=alloc32 who=%s bytes=%zu rc=%d %s\n", who, size, rc, mi);
+}
+
+static void op_info32(void) {
+    CUresult (*info32)(unsigned *, unsigned *) = dlsym(lookup_handle, "cuMemGetInfo");
+    unsigned f = 0, t = 0;
+    CUresult rc = info32 ? info32(&f, &t) : NOT_FOUND;
+    printf("op=info32 who=%s rc=%d free=%u total=%u\n", who, rc, f, t);
 }
 
 /* CUmemAllocationProp for device 0 (32 bytes; only type and location are set). */
@@ -651,6 +681,10 @@ int main(int argc, char **argv) {
             op_graph(arg, 1);
         } else if (IS("graph_trim")) {
             op_graph_trim();
+        } else if (IS("alloc32") && arg) {
+            op_alloc32(arg);
+        } else if (IS("info32")) {
+            op_info32();
         } else if (IS("limit") && arg) {
             op_limit(arg);
         } else if (IS("nvml")) {

@@ -414,3 +414,31 @@ fn a_raised_context_limit_is_charged_and_refused_past_the_quota() {
     assert_eq!((field(limits[4], "rc"), u(limits[4], "free")), ("0", free0 - 92 * MIB), "lowered: given back: {stdout}");
     assert_eq!(field(allocs[1], "rc"), "0", "{stdout}");
 }
+
+#[test]
+fn the_legacy_32_bit_symbols_are_charged_and_viewed_through_the_quota() {
+    // A program built against the pre-3.2 ABI: cuMemAlloc / cuMemFree / cuMemGetInfo by their
+    // plain names (32-bit sizes and pointers), and cuGetProcAddress asked for version 3010.
+    let sim = Sim::with_64m_contexts();
+    let quota = 512 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "info32", "alloc32=200m", "alloc32=200m", "alloc32=200m", "free", "info32", "gpa=cuMemAlloc@3010"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    assert!(op("alloc32").iter().all(|r| field(r, "rc") == "0"), "without the shim all fit: {stdout}");
+    assert_eq!(u(op("info32")[0], "total"), u64::from(u32::MAX), "a 16 GiB device in 32 bits: {stdout}");
+    assert!(field(op("gpa")[0], "pfn").ends_with("libcuda.so.1!cuMemAlloc"), "{stdout}");
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    let (info, allocs) = (op("info32"), op("alloc32"));
+    assert_eq!((u(info[0], "total"), u(info[0], "free")), (quota, quota - CONTEXT), "{stdout}");
+    let rcs: Vec<&str> = allocs.iter().map(|r| field(r, "rc")).collect();
+    assert_eq!(rcs, ["0", "0", "2"], "the third 200 MiB passes the quota: {stdout}");
+    assert_eq!(u(info[1], "free"), quota - CONTEXT - 200 * MIB, "the legacy cuMemFree gave one back: {stdout}");
+    assert!(field(op("gpa")[0], "pfn").ends_with("libvgpu.so!cuMemAlloc"), "{stdout}");
+}

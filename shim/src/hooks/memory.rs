@@ -16,7 +16,7 @@ use crate::log;
 use CUresult as R;
 
 /// Reserves `bytes` of `device`, runs the driver call, and commits under `key()` on success.
-fn charged<D: Driver>(e: &Enforce<D>, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
+pub(super) fn charged<D: Driver>(e: &Enforce<D>, device: usize, bytes: u64, call: impl FnOnce() -> R, key: impl FnOnce() -> u64) -> R {
     // Before refusing, let pools that released memory at a synchronisation say so.
     let free_more = || pools::resync_all(e);
     let reservation = match e.region.reserve_or(device, bytes, free_more) {
@@ -51,7 +51,7 @@ fn on_current_device<D: Driver>(e: &Enforce<D>, bytes: usize, out: Out<u64>, cal
 /// Shared body of the hooks that free by key: the allocation leaves the books before the
 /// driver call and its bytes go back only if the driver freed it. A key never charged on its
 /// own may be pool memory: the pools' charges are brought in line after the driver has it back.
-fn free_key<D: Driver>(e: &Enforce<D>, key: u64, call: impl FnOnce() -> R) -> R {
+pub(super) fn free_key<D: Driver>(e: &Enforce<D>, key: u64, call: impl FnOnce() -> R) -> R {
     match e.region.take(key) {
         Some(held) => {
             let rc = call();
@@ -341,7 +341,7 @@ pub fn mem_unmap<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ptr: CUdev
 
 /// Bytes of an array: width × height × depth × channels × element size, with unknown formats
 /// counted at the widest element (16 bytes) so they cannot undercharge.
-fn array_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR) -> u64 {
+pub(super) fn array_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR) -> u64 {
     let elem = d.Format.channel_bytes().unwrap_or(16) as u64;
     [d.Width as u64, d.Height.max(1) as u64, d.Depth.max(1) as u64, u64::from(d.NumChannels.max(1)), elem]
         .iter()
@@ -349,7 +349,7 @@ fn array_bytes(d: &CUDA_ARRAY3D_DESCRIPTOR) -> u64 {
 }
 
 /// Shared body of the array creations.
-fn array<D: Driver>(e: &Enforce<D>, bytes: u64, handle: Out<*mut std::ffi::c_void>, call: impl FnOnce() -> R) -> R {
+pub(super) fn array<D: Driver>(e: &Enforce<D>, bytes: u64, handle: Out<*mut std::ffi::c_void>, call: impl FnOnce() -> R) -> R {
     if handle.is_null() || bytes == 0 {
         return call();
     }

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod graphs;
 pub mod init;
 pub mod launch;
+pub mod legacy;
 pub mod memory;
 pub mod nvml;
 pub mod pools;

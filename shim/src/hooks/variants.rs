@@ -16,20 +16,20 @@ const PER_THREAD: u64 = 2;
 /// (base name, [(first version, export)] ascending, per-thread (first version, export)).
 type Variants = (&'static str, &'static [(c_int, &'static str)], Option<(c_int, &'static str)>);
 
-/// Every hooked base name.
+/// Every hooked base name (the legacy ABI's variants first: see `legacy`).
 pub static VARIANTS: &[Variants] = &[
     ("cuInit", &[(2000, "cuInit")], None),
     ("cuGetProcAddress", &[(11030, "cuGetProcAddress"), (12000, "cuGetProcAddress_v2")], None),
     ("cuDevicePrimaryCtxRetain", &[(7000, "cuDevicePrimaryCtxRetain")], None),
-    ("cuDevicePrimaryCtxRelease", &[(11000, "cuDevicePrimaryCtxRelease_v2")], None),
-    ("cuDevicePrimaryCtxReset", &[(11000, "cuDevicePrimaryCtxReset_v2")], None),
-    ("cuCtxCreate", &[(3020, "cuCtxCreate_v2"), (11040, "cuCtxCreate_v3"), (12050, "cuCtxCreate_v4")], None),
-    ("cuCtxDestroy", &[(4000, "cuCtxDestroy_v2")], None),
+    ("cuDevicePrimaryCtxRelease", &[(7000, "cuDevicePrimaryCtxRelease"), (11000, "cuDevicePrimaryCtxRelease_v2")], None),
+    ("cuDevicePrimaryCtxReset", &[(7000, "cuDevicePrimaryCtxReset"), (11000, "cuDevicePrimaryCtxReset_v2")], None),
+    ("cuCtxCreate", &[(2000, "cuCtxCreate"), (3020, "cuCtxCreate_v2"), (11040, "cuCtxCreate_v3"), (12050, "cuCtxCreate_v4")], None),
+    ("cuCtxDestroy", &[(2000, "cuCtxDestroy"), (4000, "cuCtxDestroy_v2")], None),
     ("cuCtxSetLimit", &[(3010, "cuCtxSetLimit")], None),
-    ("cuMemAlloc", &[(3020, "cuMemAlloc_v2")], None),
-    ("cuMemAllocPitch", &[(3020, "cuMemAllocPitch_v2")], None),
+    ("cuMemAlloc", &[(2000, "cuMemAlloc"), (3020, "cuMemAlloc_v2")], None),
+    ("cuMemAllocPitch", &[(2000, "cuMemAllocPitch"), (3020, "cuMemAllocPitch_v2")], None),
     ("cuMemAllocManaged", &[(6000, "cuMemAllocManaged")], None),
-    ("cuMemFree", &[(3020, "cuMemFree_v2")], None),
+    ("cuMemFree", &[(2000, "cuMemFree"), (3020, "cuMemFree_v2")], None),
     ("cuMemAllocAsync", &[(11020, "cuMemAllocAsync")], Some((11020, "cuMemAllocAsync_ptsz"))),
     ("cuMemFreeAsync", &[(11020, "cuMemFreeAsync")], Some((11020, "cuMemFreeAsync_ptsz"))),
     ("cuMemAllocFromPoolAsync", &[(11020, "cuMemAllocFromPoolAsync")], Some((11020, "cuMemAllocFromPoolAsync_ptsz"))),
@@ -43,8 +43,8 @@ pub static VARIANTS: &[Variants] = &[
     ("cuMemRetainAllocationHandle", &[(11000, "cuMemRetainAllocationHandle")], None),
     ("cuMemMap", &[(10020, "cuMemMap")], None),
     ("cuMemUnmap", &[(10020, "cuMemUnmap")], None),
-    ("cuArrayCreate", &[(3020, "cuArrayCreate_v2")], None),
-    ("cuArray3DCreate", &[(3020, "cuArray3DCreate_v2")], None),
+    ("cuArrayCreate", &[(2000, "cuArrayCreate"), (3020, "cuArrayCreate_v2")], None),
+    ("cuArray3DCreate", &[(2000, "cuArray3DCreate"), (3020, "cuArray3DCreate_v2")], None),
     ("cuArrayDestroy", &[(2000, "cuArrayDestroy")], None),
     ("cuMipmappedArrayCreate", &[(5000, "cuMipmappedArrayCreate")], None),
     ("cuMipmappedArrayDestroy", &[(5000, "cuMipmappedArrayDestroy")], None),
@@ -62,13 +62,12 @@ pub static VARIANTS: &[Variants] = &[
     ("cuGraphExecDestroy", &[(10000, "cuGraphExecDestroy")], None),
     ("cuGraphDestroy", &[(10000, "cuGraphDestroy")], None),
     ("cuDeviceGraphMemTrim", &[(11040, "cuDeviceGraphMemTrim")], None),
-    ("cuMemGetInfo", &[(3020, "cuMemGetInfo_v2")], None),
-    ("cuDeviceTotalMem", &[(3020, "cuDeviceTotalMem_v2")], None),
+    ("cuMemGetInfo", &[(2000, "cuMemGetInfo"), (3020, "cuMemGetInfo_v2")], None),
+    ("cuDeviceTotalMem", &[(2000, "cuDeviceTotalMem"), (3020, "cuDeviceTotalMem_v2")], None),
 ];
 
 /// The exported variant that (`base`, `version`, `flags`) names, if we hook its base name.
-/// Below a variant's first version nothing is named (the older ABIs are not hooked through
-/// this fallback).
+/// Below the first variant's version nothing is named.
 pub fn variant(base: &str, version: c_int, flags: u64) -> Option<&'static str> {
     let (_, versions, ptds) = VARIANTS.iter().find(|(b, _, _)| *b == base)?;
     if flags & PER_THREAD != 0
@@ -99,7 +98,8 @@ mod tests {
     #[test]
     fn versions_and_flags_pick_the_variant() {
         assert_eq!(variant("cuMemAlloc", 12000, 0), Some("cuMemAlloc_v2"));
-        assert_eq!(variant("cuMemAlloc", 3010, 0), None, "the 32-bit ABI");
+        assert_eq!(variant("cuMemAlloc", 3010, 0), Some("cuMemAlloc"), "the 32-bit ABI");
+        assert_eq!(variant("cuMemAlloc", 1000, 0), None, "before any variant");
         assert_eq!(variant("cuCtxCreate", 11040, 0), Some("cuCtxCreate_v3"));
         assert_eq!(variant("cuCtxCreate", 12080, 0), Some("cuCtxCreate_v4"));
         assert_eq!(variant("cuLaunchKernel", 12000, PER_THREAD), Some("cuLaunchKernel_ptsz"));

@@ -18,6 +18,18 @@ use CUresult as R;
 
 /// Allocates `bytes` of device memory in the current context, charging the device.
 fn alloc_device(d: &Driver, inner: &mut Inner, bytes: usize, kind: AllocKind) -> Result<u64, R> {
+    alloc_device_at(d, inner, bytes, kind, map_anonymous)
+}
+
+/// [`alloc_device`] with the mapping made by `map` (the legacy ABI's need addresses below
+/// 4 GiB).
+pub(crate) fn alloc_device_at(
+    d: &Driver,
+    inner: &mut Inner,
+    bytes: usize,
+    kind: AllocKind,
+    map: fn(usize) -> Option<u64>,
+) -> Result<u64, R> {
     let c = state::current(inner)?;
     if bytes == 0 {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
@@ -27,7 +39,7 @@ fn alloc_device(d: &Driver, inner: &mut Inner, bytes: usize, kind: AllocKind) ->
     if !d.machine.charge(dev, len as u64) {
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     }
-    let Some(addr) = map_anonymous(len) else {
+    let Some(addr) = map(len) else {
         d.machine.uncharge(dev, len as u64);
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     };
@@ -193,7 +205,7 @@ fn alloc_from_pool(dptr: *mut CUdeviceptr, bytes: usize, pool: CUmemoryPool, str
 }
 
 /// Bytes of an array of the given shape, or `CUDA_ERROR_INVALID_VALUE`.
-fn array_bytes(desc: &CUDA_ARRAY3D_DESCRIPTOR) -> Result<u64, R> {
+pub(crate) fn array_bytes(desc: &CUDA_ARRAY3D_DESCRIPTOR) -> Result<u64, R> {
     let elem = desc.Format.channel_bytes().ok_or(R::CUDA_ERROR_INVALID_VALUE)?;
     if !matches!(desc.NumChannels, 1 | 2 | 4) || desc.Width == 0 {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
@@ -205,7 +217,7 @@ fn array_bytes(desc: &CUDA_ARRAY3D_DESCRIPTOR) -> Result<u64, R> {
     Ok(bytes.next_multiple_of(512))
 }
 
-fn create_array(d: &Driver, bytes: u64) -> Result<u64, R> {
+pub(crate) fn create_array(d: &Driver, bytes: u64) -> Result<u64, R> {
     let mut inner = d.lock();
     let c = state::current(&inner)?;
     let dev = inner.contexts[&c].dev;

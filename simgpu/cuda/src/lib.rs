@@ -21,6 +21,7 @@ mod api_context;
 mod api_device;
 mod api_graph;
 mod api_launch;
+mod api_legacy;
 mod api_memory;
 mod api_module;
 mod api_stream;

@@ -2,8 +2,8 @@
 //! names a *base* symbol (`"cuMemAlloc"`), the CUDA version it was compiled for and whether it
 //! wants per-thread default-stream semantics; the driver returns the matching ABI variant
 //! (`cuMemAlloc_v2`, `cuLaunchKernel_ptsz`, ...). Versioned names are not base names and are
-//! not found. Variants this simulation does not implement (the CUDA 2.x/3.x ABIs of a few
-//! functions) are reported as not found.
+//! not found. Variants this simulation does not implement (older ABIs of functions other than
+//! the legacy ones in `api_legacy`) are reported as not found.
 //!
 //! `SIMGPU_PROC_ADDRESS=private` makes it answer with addresses no exported symbol has (see
 //! `private_addresses`), so an interposer that recognises the driver's answers by address is
@@ -70,6 +70,7 @@ pub(crate) use crate::api_context::*;
 pub(crate) use crate::api_device::*;
 pub(crate) use crate::api_graph::*;
 pub(crate) use crate::api_launch::*;
+pub(crate) use crate::api_legacy::*;
 pub(crate) use crate::api_memory::*;
 pub(crate) use crate::api_module::*;
 pub(crate) use crate::api_stream::*;
@@ -87,18 +88,18 @@ table! {
     "cuDeviceGetName" => [2000: cuDeviceGetName];
     "cuDeviceGetUuid" => [9020: cuDeviceGetUuid, 11040: cuDeviceGetUuid_v2];
     "cuDeviceGetAttribute" => [2000: cuDeviceGetAttribute];
-    "cuDeviceTotalMem" => [3020: cuDeviceTotalMem_v2];
+    "cuDeviceTotalMem" => [2000: cuDeviceTotalMem, 3020: cuDeviceTotalMem_v2];
     "cuDeviceGetPCIBusId" => [4010: cuDeviceGetPCIBusId];
     "cuDeviceGetDefaultMemPool" => [11020: cuDeviceGetDefaultMemPool];
     "cuDeviceGetMemPool" => [11020: cuDeviceGetMemPool];
     "cuDeviceSetMemPool" => [11020: cuDeviceSetMemPool];
     "cuDevicePrimaryCtxRetain" => [7000: cuDevicePrimaryCtxRetain];
-    "cuDevicePrimaryCtxRelease" => [11000: cuDevicePrimaryCtxRelease_v2];
-    "cuDevicePrimaryCtxReset" => [11000: cuDevicePrimaryCtxReset_v2];
+    "cuDevicePrimaryCtxRelease" => [7000: cuDevicePrimaryCtxRelease, 11000: cuDevicePrimaryCtxRelease_v2];
+    "cuDevicePrimaryCtxReset" => [7000: cuDevicePrimaryCtxReset, 11000: cuDevicePrimaryCtxReset_v2];
     "cuDevicePrimaryCtxGetState" => [7000: cuDevicePrimaryCtxGetState];
     "cuDevicePrimaryCtxSetFlags" => [11000: cuDevicePrimaryCtxSetFlags_v2];
-    "cuCtxCreate" => [3020: cuCtxCreate_v2, 11040: cuCtxCreate_v3, 12050: cuCtxCreate_v4];
-    "cuCtxDestroy" => [4000: cuCtxDestroy_v2];
+    "cuCtxCreate" => [2000: cuCtxCreate, 3020: cuCtxCreate_v2, 11040: cuCtxCreate_v3, 12050: cuCtxCreate_v4];
+    "cuCtxDestroy" => [2000: cuCtxDestroy, 4000: cuCtxDestroy_v2];
     "cuCtxSetCurrent" => [4000: cuCtxSetCurrent];
     "cuCtxGetCurrent" => [4000: cuCtxGetCurrent];
     "cuCtxPushCurrent" => [4000: cuCtxPushCurrent_v2];
@@ -122,11 +123,11 @@ table! {
     "cuModuleGetFunction" => [2000: cuModuleGetFunction];
     "cuModuleUnload" => [2000: cuModuleUnload];
     "cuFuncGetAttribute" => [2020: cuFuncGetAttribute];
-    "cuMemGetInfo" => [3020: cuMemGetInfo_v2];
-    "cuMemAlloc" => [3020: cuMemAlloc_v2];
-    "cuMemAllocPitch" => [3020: cuMemAllocPitch_v2];
+    "cuMemGetInfo" => [2000: cuMemGetInfo, 3020: cuMemGetInfo_v2];
+    "cuMemAlloc" => [2000: cuMemAlloc, 3020: cuMemAlloc_v2];
+    "cuMemAllocPitch" => [2000: cuMemAllocPitch, 3020: cuMemAllocPitch_v2];
     "cuMemAllocManaged" => [6000: cuMemAllocManaged];
-    "cuMemFree" => [3020: cuMemFree_v2];
+    "cuMemFree" => [2000: cuMemFree, 3020: cuMemFree_v2];
     "cuMemGetAddressRange" => [3020: cuMemGetAddressRange_v2];
     "cuMemAllocHost" => [3020: cuMemAllocHost_v2];
     "cuMemHostAlloc" => [2020: cuMemHostAlloc];
@@ -148,8 +149,8 @@ table! {
     "cuMemMap" => [10020: cuMemMap];
     "cuMemUnmap" => [10020: cuMemUnmap];
     "cuMemSetAccess" => [10020: cuMemSetAccess];
-    "cuArrayCreate" => [3020: cuArrayCreate_v2];
-    "cuArray3DCreate" => [3020: cuArray3DCreate_v2];
+    "cuArrayCreate" => [2000: cuArrayCreate, 3020: cuArrayCreate_v2];
+    "cuArray3DCreate" => [2000: cuArray3DCreate, 3020: cuArray3DCreate_v2];
     "cuArrayDestroy" => [2000: cuArrayDestroy];
     "cuMipmappedArrayCreate" => [5000: cuMipmappedArrayCreate];
     "cuMipmappedArrayDestroy" => [5000: cuMipmappedArrayDestroy];
@@ -286,6 +287,9 @@ mod tests {
         assert_eq!(resolve("cuGetProcAddress", 11030, 0), Ok("cuGetProcAddress"));
         assert_eq!(resolve("cuMemAlloc_v2", 12000, 0), Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
         assert_eq!(resolve("cuMemAllocAsync", 11000, 0), Err(Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT));
+        assert_eq!(resolve("cuMemAlloc", 3010, 0), Ok("cuMemAlloc"), "the 32-bit ABI");
+        assert_eq!(resolve("cuCtxDestroy", 3020, 0), Ok("cuCtxDestroy"));
+        assert_eq!(resolve("cuDevicePrimaryCtxRelease", 10020, 0), Ok("cuDevicePrimaryCtxRelease"));
         assert_eq!(resolve("", 0, 0), Err(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
     }
 

@@ -580,6 +580,32 @@ pub fn map_anonymous(len: usize) -> Option<u64> {
     (p != libc::MAP_FAILED).then_some(p as u64)
 }
 
+/// Maps `len` bytes of lazily committed, zeroed memory at an address that fits in 32 bits, for
+/// the legacy ABI's `CUdeviceptr_v1` (x86-64's `MAP_32BIT`: the first 2 GiB). `None` when no
+/// such address is free, or on a platform without the flag.
+pub fn map_low32(len: usize) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: a fresh private anonymous mapping, as in `map_anonymous`.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_32BIT,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED && (p as u64).saturating_add(len as u64) <= u64::from(u32::MAX)).then_some(p as u64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = len;
+        None
+    }
+}
+
 /// Unmaps memory mapped by [`map_anonymous`].
 pub fn unmap(addr: u64, len: usize) {
     // SAFETY: the range was mapped by us and is no longer referenced by any allocation.
