@@ -40,8 +40,10 @@ const CHILD_VAR: &str = "VGPU_BENCH_SHIM_CHILD";
 /// Where the child writes its paired estimates (`paired <name> direct_ns= added_ns=` lines).
 const PAIRED_VAR: &str = "VGPU_BENCH_SHIM_PAIRED";
 /// Benchmarks, with the most the shim may add to each (ns), where the issue sets one.
-const BENCHES: [(&str, Option<f64>); 10] = [
+const BENCHES: [(&str, Option<f64>); 12] = [
     ("alloc_free", Some(1000.0)),
+    ("async_alloc_free", None),
+    ("graph_launch", None),
     ("mem_get_info", None),
     ("nvml_mem_info", None),
     ("launch", Some(20.0)),
