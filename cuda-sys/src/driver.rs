@@ -140,6 +140,8 @@ opaque_handles! {
     CUgraph => CUgraph_st,
     CUgraphExec => CUgraphExec_st,
     CUgraphNode => CUgraphNode_st,
+    CUlibrary => CUlib_st,
+    CUkernel => CUkern_st,
 }
 
 /// `CUexecAffinityParam`: an execution-affinity request of `cuCtxCreate_v3` (never read here).
@@ -524,6 +526,14 @@ int_newtype! {
 }
 
 int_newtype! {
+    /// `CUlibraryOption`: an option of `cuLibraryLoadData`.
+    CUlibraryOption(u32) {
+        CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE = 0,
+        CU_LIBRARY_BINARY_IS_PRESERVED = 1,
+    }
+}
+
+int_newtype! {
     /// `CUlimit`: a context limit set by `cuCtxSetLimit`.
     CUlimit(u32) {
         CU_LIMIT_STACK_SIZE = 0x00,
@@ -726,10 +736,17 @@ entry_points! { SIGNATURES;
     fn cuEventElapsedTime(pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult;
     fn cuEventElapsedTime_v2(pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult;
 
+    fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CUresult;
     fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult;
     fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void) -> CUresult;
     fn cuModuleGetFunction(hfunc: *mut CUfunction, hmod: CUmodule, name: *const c_char) -> CUresult;
     fn cuModuleUnload(hmod: CUmodule) -> CUresult;
+    fn cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint) -> CUresult;
+    fn cuLibraryLoadFromFile(library: *mut CUlibrary, fileName: *const c_char, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint) -> CUresult;
+    fn cuLibraryUnload(library: CUlibrary) -> CUresult;
+    fn cuLibraryGetKernel(pKernel: *mut CUkernel, library: CUlibrary, name: *const c_char) -> CUresult;
+    fn cuLibraryGetModule(pMod: *mut CUmodule, library: CUlibrary) -> CUresult;
+    fn cuKernelGetFunction(pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult;
     fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, hfunc: CUfunction) -> CUresult;
 
     fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult;

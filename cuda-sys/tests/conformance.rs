@@ -246,6 +246,8 @@ fn opaques() -> Vec<Opaque> {
         driver::CUgraph_st = "struct CUgraph_st",
         driver::CUgraphExec_st = "struct CUgraphExec_st",
         driver::CUgraphNode_st = "struct CUgraphNode_st",
+        driver::CUlib_st = "struct CUlib_st",
+        driver::CUkern_st = "struct CUkern_st",
         // Complete types in C that Rust only ever passes by pointer.
         driver::CUexecAffinityParam = "CUexecAffinityParam",
         driver::CUctxCreateParams = "CUctxCreateParams",
@@ -286,6 +288,8 @@ fn aliases() -> Vec<Alias> {
         driver::CUgraph = *mut CUgraph_st,
         driver::CUgraphExec = *mut CUgraphExec_st,
         driver::CUgraphNode = *mut CUgraphNode_st,
+        driver::CUlibrary = *mut CUlib_st,
+        driver::CUkernel = *mut CUkern_st,
         nvml::nvmlDevice_t = *mut nvmlDevice_st,
     }
 }
@@ -333,6 +337,7 @@ fn newtypes() -> Vec<Newtype> {
         driver::CUdriverProcAddressQueryResult(u32),
         driver::CUgraphMem_attribute(u32),
         driver::CUlimit(u32),
+        driver::CUlibraryOption(u32),
         driver::CUgraphInstantiateResult(u32),
         driver::CUdriverProcAddress_flags(u32),
         driver::CUjit_option(u32),

@@ -307,6 +307,20 @@ impl LimitBook {
     }
 }
 
+/// What a module load took, from NVML before and after: the growth of this process's own usage
+/// only (a device-wide figure would count other processes' allocations), less what this
+/// process's other hooks charged meanwhile (`charged_meanwhile`: another thread's allocation,
+/// charged before its driver call, shows in the same growth); 0 when NVML does not list the
+/// process, or the figure shrank.
+pub fn own_growth(before: Option<NvmlUsage>, after: Option<NvmlUsage>, charged_meanwhile: u64) -> u64 {
+    match (before, after) {
+        (Some((_, mine_before)), Some((_, Some(mine_after)))) => {
+            mine_after.saturating_sub(mine_before.unwrap_or(0)).saturating_sub(charged_meanwhile)
+        }
+        _ => 0,
+    }
+}
+
 /// A context costing more than this is a measurement disturbed by another process.
 pub const MAX_PLAUSIBLE_CONTEXT_COST: u64 = 8 << 30;
 
@@ -352,6 +366,17 @@ mod tests {
         assert_eq!(b.context_gone(7), vec![(0, (1 << 30) - (8 << 20))], "the stack's charge is 0 now; the heap's comes back");
         assert_eq!(b.primary_gone(0), vec![]);
         assert_eq!(b.primary_gone(1), vec![(1, 2 << 20)]);
+    }
+
+    #[test]
+    fn a_load_costs_only_this_process_growth() {
+        use super::own_growth;
+        assert_eq!(own_growth(Some((1 << 30, Some(100))), Some(((1 << 30) + 500, Some(300))), 0), 200);
+        assert_eq!(own_growth(Some((1 << 30, Some(100))), Some(((1 << 30) + 500, Some(300))), 150), 50, "another thread's allocation");
+        assert_eq!(own_growth(Some((1 << 30, None)), Some(((1 << 30) + 500, Some(300))), 0), 300, "first listed after the load");
+        assert_eq!(own_growth(Some((1 << 30, None)), Some(((1 << 30) + 500, None)), 0), 0, "never the device-wide figure");
+        assert_eq!(own_growth(Some((0, Some(300))), Some((0, Some(100))), 0), 0);
+        assert_eq!(own_growth(None, Some((0, Some(100))), 0), 0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
 use crate::hooks::args::FromCaller;
-use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, legacy, memory, nvml, proc_address, views};
+use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, legacy, memory, modules, nvml, proc_address, views};
 use crate::real::Lib;
 
 /// Runs an export's edge, turning a panic into the library's error code.
@@ -206,6 +206,14 @@ hook_table! {
         Cuda fn cuGraphExecDestroy(exec: CUgraphExec) -> CUresult => graphs::exec_destroy;
         Cuda fn cuGraphDestroy(graph: CUgraph) -> CUresult => graphs::graph_destroy;
         Cuda fn cuDeviceGraphMemTrim(device: CUdevice) -> CUresult => graphs::trim;
+
+        Cuda fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CUresult => modules::load;
+        Cuda fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult => modules::load_data;
+        Cuda fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> CUresult => modules::load_data_ex;
+        Cuda fn cuModuleUnload(module: CUmodule) -> CUresult => modules::unload;
+        Cuda fn cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load_data;
+        Cuda fn cuLibraryLoadFromFile(library: *mut CUlibrary, file: *const c_char, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load_from_file;
+        Cuda fn cuLibraryUnload(library: CUlibrary) -> CUresult => modules::library_unload;
 
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;
         Cuda fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult => views::device_total_mem;

@@ -43,6 +43,12 @@
  *   alloc32=SIZE        the legacy 32-bit cuMemAlloc (by dlsym of the plain name), kept;
  *                       `free` frees it with the legacy cuMemFree: op=alloc32 bytes= rc= free= total=
  *   info32              the legacy cuMemGetInfo (32-bit sizes): op=info32 rc= free= total=
+ *   module=SIZE         cuModuleLoadData of a PTX module with a SIZE-byte .global array (kept):
+ *                       op=module bytes= rc= free= total=
+ *   module_unload       cuModuleUnload of the newest kept module: op=module_unload rc= free= total=
+ *   library=SIZE        the same module through cuLibraryLoadData, then cuLibraryGetKernel and
+ *                       cuKernelGetFunction of its kernel (kept): op=library bytes= rc= kernel_rc= free= total=
+ *   library_unload      cuLibraryUnload of the newest kept library: op=library_unload rc= free= total=
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
@@ -267,6 +273,77 @@ static void op_alloc32(const char *arg) {
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=alloc32 who=%s bytes=%zu rc=%d %s\n", who, size, rc, mi);
+}
+
+/* Modules loaded by module=, newest last. */
+static void *modules[16];
+static int nmodules;
+
+/* Libraries loaded by library=, newest last. */
+static void *libraries[16];
+static int nlibraries;
+
+/* A PTX module with a SIZE-byte .global array and one kernel, probe_noop. */
+static size_t module_ptx(const char *arg, char *ptx, size_t len, int n) {
+    size_t size;
+    if (parse_size(arg, &size) != 0 || n == 16) {
+        fprintf(stderr, "probe: bad size %s (or too many modules)\n", arg);
+        exit(2);
+    }
+    snprintf(ptx, len,
+             ".version 7.0\n.target sm_70\n.address_size 64\n"
+             ".visible .global .align 8 .b8 probe_buffer_%d[%zu];\n"
+             ".visible .entry probe_noop()\n{\n\tret;\n}\n",
+             n, size);
+    return size;
+}
+
+static void op_module(const char *arg) {
+    CUresult (*load)(void **, const void *) = dlsym(lookup_handle, "cuModuleLoadData");
+    char ptx[512];
+    size_t size = module_ptx(arg, ptx, sizeof ptx, nmodules);
+    void *m = NULL;
+    CUresult rc = load ? load(&m, ptx) : NOT_FOUND;
+    if (rc == 0) modules[nmodules++] = m;
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=module who=%s bytes=%zu rc=%d %s\n", who, size, rc, mi);
+}
+
+static void op_library(const char *arg) {
+    CUresult (*load)(void **, const void *, void *, void **, unsigned, void *, void **, unsigned) =
+        dlsym(lookup_handle, "cuLibraryLoadData");
+    CUresult (*get_kernel)(void **, void *, const char *) = dlsym(lookup_handle, "cuLibraryGetKernel");
+    CUresult (*get_function)(void **, void *) = dlsym(lookup_handle, "cuKernelGetFunction");
+    char ptx[512];
+    size_t size = module_ptx(arg, ptx, sizeof ptx, nlibraries);
+    void *lib = NULL, *kernel = NULL, *fn = NULL;
+    CUresult rc = load ? load(&lib, ptx, NULL, NULL, 0, NULL, NULL, 0) : NOT_FOUND;
+    CUresult kernel_rc = -1;
+    if (rc == 0) {
+        libraries[nlibraries++] = lib;
+        kernel_rc = get_kernel && get_function ? get_kernel(&kernel, lib, "probe_noop") : NOT_FOUND;
+        if (kernel_rc == 0) kernel_rc = get_function(&fn, kernel);
+    }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=library who=%s bytes=%zu rc=%d kernel_rc=%d %s\n", who, size, rc, kernel_rc, mi);
+}
+
+static void op_library_unload(void) {
+    CUresult (*unload)(void *) = dlsym(lookup_handle, "cuLibraryUnload");
+    CUresult rc = nlibraries == 0 ? -1 : unload ? unload(libraries[--nlibraries]) : NOT_FOUND;
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=library_unload who=%s rc=%d %s\n", who, rc, mi);
+}
+
+static void op_module_unload(void) {
+    CUresult (*unload)(void *) = dlsym(lookup_handle, "cuModuleUnload");
+    CUresult rc = nmodules == 0 ? -1 : unload ? unload(modules[--nmodules]) : NOT_FOUND;
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=module_unload who=%s rc=%d %s\n", who, rc, mi);
 }
 
 static void op_info32(void) {
@@ -683,6 +760,14 @@ int main(int argc, char **argv) {
             op_graph_trim();
         } else if (IS("alloc32") && arg) {
             op_alloc32(arg);
+        } else if (IS("module") && arg) {
+            op_module(arg);
+        } else if (IS("module_unload")) {
+            op_module_unload();
+        } else if (IS("library") && arg) {
+            op_library(arg);
+        } else if (IS("library_unload")) {
+            op_library_unload();
         } else if (IS("info32")) {
             op_info32();
         } else if (IS("limit") && arg) {

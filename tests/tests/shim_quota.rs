@@ -442,3 +442,36 @@ fn the_legacy_32_bit_symbols_are_charged_and_viewed_through_the_quota() {
     assert_eq!(u(info[1], "free"), quota - CONTEXT - 200 * MIB, "the legacy cuMemFree gave one back: {stdout}");
     assert!(field(op("gpa")[0], "pfn").ends_with("libvgpu.so!cuMemAlloc"), "{stdout}");
 }
+
+#[test]
+fn a_module_or_library_load_is_charged_its_globals_and_refused_past_the_quota() {
+    // A PTX module declaring a 300 MiB `.global` array, loaded with cuModuleLoadData and then
+    // with CUDA 12's cuLibraryLoadData: the driver (simgpu) takes the memory at load; the shim
+    // charges what the load took and refuses the second of each past the quota.
+    let sim = Sim::with_64m_contexts();
+    let quota = 512 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "module=300m", "module=300m", "module_unload", "library=300m", "library=300m", "library_unload", "info"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let modules: Vec<&Rec> = recs.iter().filter(|r| field(r, "op") == "module").collect();
+    assert!(modules.iter().all(|r| field(r, "rc") == "0"), "without the shim both fit: {stdout}");
+    assert_eq!(u(modules[0], "free") - u(modules[1], "free"), 300 * MIB, "simgpu charges the globals: {stdout}");
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    let modules = op("module");
+    assert_eq!((field(modules[0], "rc"), u(modules[0], "free")), ("0", quota - CONTEXT - 300 * MIB), "{stdout}");
+    assert_eq!((field(modules[1], "rc"), u(modules[1], "free")), ("2", quota - CONTEXT - 300 * MIB), "refused and unloaded: {stdout}");
+    let unload = op("module_unload")[0];
+    assert_eq!((field(unload, "rc"), u(unload, "free")), ("0", quota - CONTEXT), "{stdout}");
+    let libraries = op("library");
+    assert_eq!((field(libraries[0], "rc"), field(libraries[0], "kernel_rc")), ("0", "0"), "{stdout}");
+    assert_eq!(u(libraries[0], "free"), quota - CONTEXT - 300 * MIB, "{stdout}");
+    assert_eq!((field(libraries[1], "rc"), u(libraries[1], "free")), ("2", quota - CONTEXT - 300 * MIB), "{stdout}");
+    let unload = op("library_unload")[0];
+    assert_eq!((field(unload, "rc"), u(unload, "free")), ("0", quota - CONTEXT), "{stdout}");
+}

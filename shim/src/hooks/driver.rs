@@ -43,6 +43,10 @@ pub trait Driver {
     fn set_ctx_limit(&self, limit: CUlimit, value: u64) -> R;
     /// Resident threads of device `dev`: its SMs × maximum threads per SM.
     fn resident_threads(&self, dev: usize) -> Option<u64>;
+    /// `cuModuleUnload` (to undo a load refused after the fact).
+    fn module_unload(&self, module: u64) -> R;
+    /// `cuLibraryUnload` (likewise).
+    fn library_unload(&self, library: u64) -> R;
     /// What NVML says device `dev` holds: (all processes, this process if listed).
     fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage>;
     /// `cuDeviceGetCount`.
@@ -154,6 +158,16 @@ impl Driver for Real {
         };
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         Some(sms * attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?)
+    }
+
+    fn module_unload(&self, module: u64) -> R {
+        // SAFETY: a module the driver just loaded for the program.
+        real::cuModuleUnload().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(module as cuda_sys::driver::CUmodule) })
+    }
+
+    fn library_unload(&self, library: u64) -> R {
+        // SAFETY: a library the driver just loaded for the program.
+        real::cuLibraryUnload().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(library as cuda_sys::driver::CUlibrary) })
     }
 
     fn device_count(&self) -> Option<i32> {

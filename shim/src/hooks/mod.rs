@@ -17,6 +17,7 @@ pub mod init;
 pub mod launch;
 pub mod legacy;
 pub mod memory;
+pub mod modules;
 pub mod nvml;
 pub mod pools;
 pub mod proc_address;

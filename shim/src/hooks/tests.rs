@@ -75,6 +75,14 @@ impl Driver for &Fake {
     fn device_count(&self) -> Option<i32> {
         Some(1)
     }
+    fn module_unload(&self, module: u64) -> R {
+        self.freed.borrow_mut().push(module);
+        R::CUDA_SUCCESS
+    }
+    fn library_unload(&self, library: u64) -> R {
+        self.freed.borrow_mut().push(library);
+        R::CUDA_SUCCESS
+    }
     fn current_context(&self) -> Option<u64> {
         Some(0xC0)
     }
@@ -506,5 +514,24 @@ fn a_raised_stack_limit_is_charged_per_resident_thread_and_refused_past_the_quot
     // Limits that take no memory pass through untouched.
     let l2 = CUlimit::CU_LIMIT_MAX_L2_FETCH_GRANULARITY;
     assert_eq!(context::set_limit(&e, || R::CUDA_SUCCESS, l2, 1 << 40), R::CUDA_SUCCESS);
+    assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn a_module_load_is_charged_what_it_took_and_undone_past_the_quota() {
+    let (w, fake, calls) = (World::new(64 * MIB), Fake::default(), Cell::new(0));
+    let e = w.enforce(&fake);
+    let module = Cell::new(std::ptr::null_mut::<CUmod_st>());
+    // NVML before and after each load: this process's usage grows by what the load took.
+    *fake.nvml.borrow_mut() =
+        vec![Some((GIB, Some(100 * MIB))), Some((GIB, Some(140 * MIB))), Some((GIB, Some(140 * MIB))), Some((GIB, Some(170 * MIB)))];
+    let rc =
+        super::modules::load_data(&e, writes(&module, 0x4000 as CUmodule, R::CUDA_SUCCESS, &calls), Out::cell(&module), std::ptr::null());
+    assert_eq!((rc, w.used()), (R::CUDA_SUCCESS, 40 * MIB));
+    // 30 MiB more would pass the quota: unloaded and refused.
+    let rc =
+        super::modules::load_data(&e, writes(&module, 0x5000 as CUmodule, R::CUDA_SUCCESS, &calls), Out::cell(&module), std::ptr::null());
+    assert_eq!((rc, w.used(), fake.freed.borrow().clone()), (R::CUDA_ERROR_OUT_OF_MEMORY, 40 * MIB, vec![0x5000]));
+    assert_eq!(super::modules::unload(&e, || R::CUDA_SUCCESS, 0x4000 as CUmodule), R::CUDA_SUCCESS);
     assert_eq!(w.used(), 0);
 }

@@ -62,6 +62,13 @@ pub static VARIANTS: &[Variants] = &[
     ("cuGraphExecDestroy", &[(10000, "cuGraphExecDestroy")], None),
     ("cuGraphDestroy", &[(10000, "cuGraphDestroy")], None),
     ("cuDeviceGraphMemTrim", &[(11040, "cuDeviceGraphMemTrim")], None),
+    ("cuModuleLoad", &[(2000, "cuModuleLoad")], None),
+    ("cuModuleLoadData", &[(2000, "cuModuleLoadData")], None),
+    ("cuModuleLoadDataEx", &[(2010, "cuModuleLoadDataEx")], None),
+    ("cuModuleUnload", &[(2000, "cuModuleUnload")], None),
+    ("cuLibraryLoadData", &[(12000, "cuLibraryLoadData")], None),
+    ("cuLibraryLoadFromFile", &[(12000, "cuLibraryLoadFromFile")], None),
+    ("cuLibraryUnload", &[(12000, "cuLibraryUnload")], None),
     ("cuMemGetInfo", &[(2000, "cuMemGetInfo"), (3020, "cuMemGetInfo_v2")], None),
     ("cuDeviceTotalMem", &[(2000, "cuDeviceTotalMem"), (3020, "cuDeviceTotalMem_v2")], None),
 ];

@@ -34,7 +34,12 @@ pub(crate) fn destroy_ctx(d: &Driver, inner: &mut Inner, c: u64) {
     }
     inner.streams.retain(|_, s| s.ctx != c);
     inner.events.retain(|_, e| e.ctx != c);
+    let globals: u64 = inner.modules.values().filter(|m| m.ctx == c).map(|m| m.globals).sum();
+    d.machine.uncharge(ctx.dev, globals);
     inner.modules.retain(|_, m| m.ctx != c);
+    for lib in inner.libraries.values_mut() {
+        lib.modules.remove(&c);
+    }
     inner.functions.retain(|_, f| f.ctx != c);
     let arrays: Vec<u64> = inner.arrays.iter().filter(|(_, a)| a.ctx == c).map(|(k, _)| *k).collect();
     for a in arrays {

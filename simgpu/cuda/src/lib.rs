@@ -22,6 +22,7 @@ mod api_device;
 mod api_graph;
 mod api_launch;
 mod api_legacy;
+mod api_library;
 mod api_memory;
 mod api_module;
 mod api_stream;

@@ -207,6 +207,18 @@ pub struct Module {
     pub ctx: u64,
     /// Kernel names it contains.
     pub kernels: Vec<String>,
+    /// Bytes of its global variables, charged to the context's device while it is loaded.
+    pub globals: u64,
+}
+
+/// A library (`cuLibraryLoadData`): its image, and its module in each context it is loaded in.
+pub struct Library {
+    /// The image (PTX with its NUL, or a cubin).
+    pub image: Vec<u8>,
+    /// Kernel names it contains.
+    pub kernels: Vec<String>,
+    /// Context → the library's module there.
+    pub modules: HashMap<u64, u64>,
 }
 
 /// A kernel function.
@@ -398,6 +410,10 @@ pub struct Inner {
     pub modules: HashMap<u64, Module>,
     /// Functions by handle.
     pub functions: HashMap<u64, Func>,
+    /// Libraries by handle.
+    pub libraries: HashMap<u64, Library>,
+    /// Library kernels by handle: (library, name).
+    pub kernels: HashMap<u64, (u64, String)>,
     /// Device allocations by base address.
     pub allocs: BTreeMap<u64, Alloc>,
     /// Pinned host allocations by address → length.
