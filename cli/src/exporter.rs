@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `vgpu_memory_quota_bytes` | gauge | container, device (limited devices only) |
 //! | `vgpu_memory_used_bytes` | gauge | container, device |
+//! | `vgpu_memory_unhooked_bytes` | gauge | container, device |
 //! | `vgpu_memory_free_bytes` | gauge | container, device (limited devices only) |
 //! | `vgpu_memory_peak_bytes` | gauge | container, device |
 //! | `vgpu_memory_oom_refusals_total` | counter | container, device |
@@ -135,6 +136,11 @@ fn float(v: f64) -> String {
 fn region_metrics(e: &mut Exposition, snap: &ps::Snapshot) {
     e.family("vgpu_memory_quota_bytes", "gauge", "VRAM quota of the container on the device (absent when unlimited).");
     e.family("vgpu_memory_used_bytes", "gauge", "VRAM held by the container's processes on the device, live or not yet reaped.");
+    e.family(
+        "vgpu_memory_unhooked_bytes",
+        "gauge",
+        "Of used: VRAM the driver holds for the container's processes beyond what their hooks charged (reconciliation).",
+    );
     e.family("vgpu_memory_free_bytes", "gauge", "Quota minus used (absent when unlimited).");
     e.family("vgpu_memory_peak_bytes", "gauge", "Highest VRAM use of the container on the device.");
     e.family("vgpu_memory_oom_refusals_total", "counter", "Allocations refused because they did not fit the quota.");
@@ -155,6 +161,7 @@ fn region_metrics(e: &mut Exposition, snap: &ps::Snapshot) {
                 e.sample("vgpu_memory_free_bytes", &l, v.free);
             }
             e.sample("vgpu_memory_used_bytes", &l, v.used);
+            e.sample("vgpu_memory_unhooked_bytes", &l, v.unhooked);
             e.sample("vgpu_memory_peak_bytes", &l, v.peak);
             e.sample("vgpu_memory_oom_refusals_total", &l, v.refusals);
             if let Some((limit, achieved)) = d.sm {

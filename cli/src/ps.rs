@@ -39,6 +39,8 @@
 //!       "peak_bytes": 335544320,
 //!       "oom_refusals": 0,             // allocations refused for the quota
 //!       "unattributed_bytes": 0,       // counted, but held by no process slot
+//!       "unhooked_bytes": 0,           // of used: what the driver holds for the container's
+//!                                      // processes beyond what their hooks charged
 //!       "sm_limit_percent": null,      // null: unknown or no SM limit
 //!       "sm_achieved_percent": null
 //!     } ],
@@ -342,6 +344,7 @@ pub fn render(s: &Snapshot) -> String {
                 v.device.to_string(),
                 v.quota.map(bytes).unwrap_or_else(|| "unlimited".into()),
                 bytes(v.used),
+                bytes(v.unhooked),
                 if v.quota.is_some() { bytes(v.free) } else { "-".into() },
                 bytes(v.peak),
                 v.refusals.to_string(),
@@ -365,7 +368,7 @@ pub fn render(s: &Snapshot) -> String {
         out += "no regions\n";
         return out;
     }
-    out += &table(&["CONTAINER", "DEVICE", "QUOTA", "USED", "FREE", "PEAK", "REFUSALS", "SM LIMIT", "SM ACHIEVED"], &dev_rows);
+    out += &table(&["CONTAINER", "DEVICE", "QUOTA", "USED", "UNHOOKED", "FREE", "PEAK", "REFUSALS", "SM LIMIT", "SM ACHIEVED"], &dev_rows);
     out.push('\n');
     if proc_rows.is_empty() {
         out += "no processes\n";
@@ -399,6 +402,7 @@ pub fn to_json(s: &Snapshot) -> Value {
                         "peak_bytes": v.peak,
                         "oom_refusals": v.refusals,
                         "unattributed_bytes": v.unattributed,
+                        "unhooked_bytes": v.unhooked,
                         "sm_limit_percent": d.sm.map(|s| s.0),
                         "sm_achieved_percent": d.sm.map(|s| s.1),
                     })

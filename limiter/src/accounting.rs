@@ -11,7 +11,8 @@
 //! * graph memory: what each graph's allocation nodes will need, carried to its executable
 //!   graphs, and the room a first launch or upload must find in the quota;
 //! * context limits: what a stack size, device heap or `printf` FIFO reserves, charged above
-//!   what the context had when the program first changed it.
+//!   what the context had when the program first changed it;
+//! * reconciliation: what the driver attributes to a process beyond what its hooks charged.
 
 use std::collections::HashMap;
 
@@ -321,6 +322,21 @@ pub fn own_growth(before: Option<NvmlUsage>, after: Option<NvmlUsage>, charged_m
     }
 }
 
+/// A difference this small between the driver's figure for a process and what its hooks
+/// charged is rounding (the driver's allocation granularity: 2 MiB pages on current GPUs, a few
+/// allocations' worth), not memory no hook saw.
+pub const UNHOOKED_SLACK: u64 = 8 << 20;
+
+/// What reconciliation charges a process on one device: the driver's own figure for it
+/// (`driver_says`, NVML's per-process used memory) beyond what its hooks charged
+/// (`hooks_charged`), when that is more than rounding ([`UNHOOKED_SLACK`]); else 0. A hook
+/// charges before its driver call and refunds after, so in-flight calls only make the
+/// difference smaller: what a hook charged is never counted twice.
+pub fn unhooked(driver_says: u64, hooks_charged: u64) -> u64 {
+    let beyond = driver_says.saturating_sub(hooks_charged);
+    if beyond > UNHOOKED_SLACK { beyond } else { 0 }
+}
+
 /// A context costing more than this is a measurement disturbed by another process.
 pub const MAX_PLAUSIBLE_CONTEXT_COST: u64 = 8 << 30;
 
@@ -377,6 +393,16 @@ mod tests {
         assert_eq!(own_growth(Some((1 << 30, None)), Some(((1 << 30) + 500, None)), 0), 0, "never the device-wide figure");
         assert_eq!(own_growth(Some((0, Some(300))), Some((0, Some(100))), 0), 0);
         assert_eq!(own_growth(None, Some((0, Some(100))), 0), 0);
+    }
+
+    #[test]
+    fn unhooked_is_the_drivers_figure_beyond_the_hooks_past_rounding() {
+        use super::{UNHOOKED_SLACK, unhooked};
+        let gib = 1u64 << 30;
+        assert_eq!(unhooked(gib, gib), 0);
+        assert_eq!(unhooked(gib + UNHOOKED_SLACK, gib), 0, "rounding");
+        assert_eq!(unhooked(gib + 792 * MIB, gib), 792 * MIB);
+        assert_eq!(unhooked(gib, 2 * gib), 0, "hooks charged first (in flight): never negative");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Shim {
     pub pools: crate::hooks::pools::PoolTable,
     /// Context limits raised by the program, and what they are charged (not a hot path).
     pub limits: parking_lot::Mutex<LimitBook>,
+    /// When each device's unhooked bytes were last reconciled with the driver's figure.
+    pub reconciled: crate::hooks::reconcile::Reconciled,
     /// Graph memory: what graphs will map, and what is charged.
     pub graphs: crate::hooks::graphs::GraphMemory,
     /// Physical VMM handles mapped into address ranges (not a hot path: a lock is fine).
@@ -156,6 +158,7 @@ impl Shim {
             config,
             pools: Default::default(),
             graphs: Default::default(),
+            reconciled: Default::default(),
             limits: parking_lot::Mutex::new(LimitBook::default()),
             vmm: parking_lot::Mutex::new(VmmBook::default()),
             sm,
@@ -195,6 +198,7 @@ impl Shim {
         self.contexts.reset();
         self.pools.clear();
         self.graphs.clear();
+        self.reconciled.clear();
         if self.vmm.is_locked() {
             // SAFETY: as for `created` in ContextBook::reset: the holder is a parent thread
             // that does not exist in this child; the book is replaced right after.

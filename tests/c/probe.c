@@ -46,6 +46,9 @@
  *   module=SIZE         cuModuleLoadData of a PTX module with a SIZE-byte .global array (kept):
  *                       op=module bytes= rc= free= total=
  *   module_unload       cuModuleUnload of the newest kept module: op=module_unload rc= free= total=
+ *   deep=SIZE           loads a kernel whose frame is SIZE bytes of .local memory per thread and
+ *                       launches it once (the driver grows the context's stack for it), then
+ *                       synchronises: op=deep bytes= rc= stack= free= total= (stack: cuCtxGetLimit)
  *   library=SIZE        the same module through cuLibraryLoadData, then cuLibraryGetKernel and
  *                       cuKernelGetFunction of its kernel (kept): op=library bytes= rc= kernel_rc= free= total=
  *   library_unload      cuLibraryUnload of the newest kept library: op=library_unload rc= free= total=
@@ -336,6 +339,34 @@ static void op_library_unload(void) {
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=library_unload who=%s rc=%d %s\n", who, rc, mi);
+}
+
+static void op_deep(const char *arg) {
+    CUresult (*load)(void **, const void *) = dlsym(lookup_handle, "cuModuleLoadData");
+    CUresult (*get_function)(void **, void *, const char *) = dlsym(lookup_handle, "cuModuleGetFunction");
+    CUresult (*launch)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **) =
+        dlsym(lookup_handle, "cuLaunchKernel");
+    CUresult (*get_limit)(size_t *, int) = dlsym(lookup_handle, "cuCtxGetLimit");
+    size_t size;
+    if (parse_size(arg, &size) != 0) {
+        fprintf(stderr, "probe: bad size %s\n", arg);
+        exit(2);
+    }
+    char ptx[512];
+    snprintf(ptx, sizeof ptx,
+             ".version 7.0\n.target sm_70\n.address_size 64\n"
+             ".visible .entry probe_deep()\n{\n\t.local .align 8 .b8 __local_depot0[%zu];\n\tret;\n}\n",
+             size);
+    void *m = NULL, *f = NULL;
+    CUresult rc = load && get_function && launch ? load(&m, ptx) : NOT_FOUND;
+    if (rc == 0) rc = get_function(&f, m, "probe_deep");
+    if (rc == 0) rc = launch(f, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL);
+    if (rc == 0) rc = CALL(cuStreamSynchronize, NULL);
+    size_t stack = 0;
+    if (get_limit) get_limit(&stack, 0);
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=deep who=%s bytes=%zu rc=%d stack=%zu %s\n", who, size, rc, stack, mi);
 }
 
 static void op_module_unload(void) {
@@ -764,6 +795,8 @@ int main(int argc, char **argv) {
             op_module(arg);
         } else if (IS("module_unload")) {
             op_module_unload();
+        } else if (IS("deep") && arg) {
+            op_deep(arg);
         } else if (IS("library") && arg) {
             op_library(arg);
         } else if (IS("library_unload")) {

@@ -475,3 +475,43 @@ fn a_module_or_library_load_is_charged_its_globals_and_refused_past_the_quota() 
     let unload = op("library_unload")[0];
     assert_eq!((field(unload, "rc"), u(unload, "free")), ("0", quota - CONTEXT), "{stdout}");
 }
+
+#[test]
+fn memory_no_hook_saw_is_charged_by_reconciliation_and_the_next_allocation_refused() {
+    // A kernel whose frame needs 4 KiB per thread: at its launch the driver grows the
+    // context's stack for every resident thread (132 SMs × 2048 × 3 KiB more = 792 MiB), and no
+    // call names that size. Reconciliation sees it in the driver's own per-process figure
+    // (NVML), charges it as unhooked bytes at the next view, and the next allocation that does
+    // not fit beside it is refused.
+    let sim = Sim::with_64m_contexts();
+    let quota = 1024 * MIB;
+    let grown = 132 * 2048 * 3 * 1024;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "deep=4k", "info", "alloc=200m", "alloc=100m", "info"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    assert_eq!((field(op("deep")[0], "rc"), u(op("deep")[0], "stack")), ("0", 4096), "{stdout}");
+    assert_eq!(u(op("deep")[0], "total") - u(op("deep")[0], "free"), CONTEXT + grown, "simgpu took the stack: {stdout}");
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    assert_eq!(u(op("info")[0], "free"), quota - CONTEXT - grown, "the view charges what the driver holds: {stdout}");
+    let rcs: Vec<&str> = op("alloc").iter().map(|r| field(r, "rc")).collect();
+    assert_eq!(rcs, ["2", "0"], "200 MiB does not fit beside the unhooked stack, 100 MiB does: {stdout}");
+    assert_eq!(u(op("info")[1], "free"), quota - CONTEXT - grown - 100 * MIB, "{stdout}");
+    // The tools show it apart: `vgpu ps --json` reads the region (the probe's slot is dead and
+    // not yet reaped, so its figures are still there).
+    let ps = run(sim.command(vgpu_tests::cargo_program("vgpu")).args(["ps", "--json"]).arg(sim.region()), Duration::from_secs(30));
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("ps --json is JSON");
+    let device = &doc["regions"][0]["devices"][0];
+    assert_eq!(
+        (device["unhooked_bytes"].as_u64(), device["used_bytes"].as_u64()),
+        (Some(grown), Some(CONTEXT + grown + 100 * MIB)),
+        "{doc:#}"
+    );
+}

@@ -5,14 +5,14 @@
 //! [0, 4096)                 Header
 //! [4096, +16 × 64)          DeviceLedger × MAX_DEVICES
 //! [.., +16 × 64)            SmBucket × MAX_DEVICES (one cache line each, for the SM limiter)
-//! [SLOTS_OFF, +1024 × 320)  Slot × MAX_SLOTS
+//! [SLOTS_OFF, +1024 × 448)  Slot × MAX_SLOTS
 //! ```
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// "VGPUREG" and a NUL: the first 8 bytes of every region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VGPUREG\0");
 /// Layout version; a region of another version is refused, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Devices a region accounts for (device indices as the application sees them).
 pub use crate::config::MAX_DEVICES;
 /// Process slots: processes of one container using the GPU at once.
@@ -93,6 +93,9 @@ pub struct Slot {
     pub used: [AtomicU64; MAX_DEVICES],
     /// Allocations of this process refused for the quota, per device.
     pub refusals: [AtomicU64; MAX_DEVICES],
+    /// Of `used`, the bytes no hook charged: what the driver attributes to this process beyond
+    /// what its hooks charged (reconciliation), per device.
+    pub unhooked: [AtomicU64; MAX_DEVICES],
 }
 
 /// Offset of the device ledgers.

@@ -321,6 +321,7 @@ impl Region {
                 sub_saturating(&self.ledger(d).used, bytes);
             }
             s.refusals[d].store(0, Relaxed);
+            s.unhooked[d].store(0, Relaxed);
         }
     }
 
@@ -431,6 +432,24 @@ impl Region {
         bytes
     }
 
+    /// Sets the bytes of `device` that no hook charged for this process (reconciliation with
+    /// the driver's own figure): the difference is charged or given back, and the slot shows
+    /// the figure. Returns the previous figure.
+    pub fn set_unhooked(&self, device: usize, bytes: u64) -> u64 {
+        let before = self.my_slot().unhooked[device].swap(bytes, AcqRel);
+        match bytes.cmp(&before) {
+            std::cmp::Ordering::Greater => self.force_charge(device, bytes - before),
+            std::cmp::Ordering::Less => self.give_back(device, before - bytes),
+            std::cmp::Ordering::Equal => {}
+        }
+        before
+    }
+
+    /// Bytes of `device` charged to this process by reconciliation, not by a hook.
+    pub fn my_unhooked(&self, device: usize) -> u64 {
+        self.my_slot().unhooked[device].load(Acquire)
+    }
+
     /// Returns bytes charged with [`Region::force_charge`] (or kept from a reservation).
     pub fn uncharge(&self, device: usize, bytes: u64) {
         self.give_back(device, bytes);
@@ -447,7 +466,8 @@ impl Region {
         let quota = l.quota.load(Acquire);
         let raw = l.used.load(Acquire);
         let used = raw.min(quota);
-        let attributed: u64 = self.processes().iter().map(|p| p.used[device]).sum();
+        let processes = self.processes();
+        let attributed: u64 = processes.iter().map(|p| p.used[device]).sum();
         DeviceView {
             device,
             quota: (quota != UNLIMITED).then_some(quota),
@@ -456,6 +476,7 @@ impl Region {
             peak: l.peak.load(Relaxed),
             refusals: l.refusals.load(Relaxed),
             unattributed: raw.saturating_sub(attributed),
+            unhooked: processes.iter().map(|p| p.unhooked[device]).sum(),
         }
     }
 
@@ -481,6 +502,7 @@ impl Region {
                     generation: s.generation.load(Relaxed),
                     alive: i == self.slot || lock_held(self.fd, Self::slot_lock_offset(i)),
                     used: std::array::from_fn(|d| s.used[d].load(Relaxed)),
+                    unhooked: std::array::from_fn(|d| s.unhooked[d].load(Relaxed)),
                 })
             })
             .collect()

@@ -211,3 +211,21 @@ fn quota_views_clamp() {
     assert_eq!(quota_view(4 << 30, 0, 80 << 30, 1 << 30), (4 << 30, 1 << 30), "the device is fuller");
     assert_eq!(quota_view(100 << 30, 0, 80 << 30, 80 << 30), (80 << 30, 80 << 30), "quota above the card");
 }
+
+#[test]
+fn unhooked_bytes_are_charged_shown_and_reaped_with_their_process() {
+    let path = tempdir().join("r");
+    let observer = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    let r = Region::open(&path, &quotas(Some(1000)), 0o600).unwrap();
+    r.reserve(0, 300).unwrap().commit(0x1000);
+    assert_eq!(r.set_unhooked(0, 200), 0);
+    assert_eq!((r.usage(0).0, r.my_usage(0), r.my_unhooked(0)), (500, 500, 200));
+    assert_eq!(observer.device_view(0).unhooked, 200);
+    assert_eq!(r.set_unhooked(0, 50), 200, "the driver's figure went down: given back");
+    assert_eq!((r.usage(0).0, r.my_unhooked(0)), (350, 50));
+    assert_eq!(observer.reserve(0, 651).err().map(|e| e.used), Some(350), "the unhooked bytes count against the quota");
+    r.die();
+    observer.reap();
+    let v = observer.device_view(0);
+    assert_eq!((v.used, v.unhooked), (0, 0), "reaped with the process");
+}

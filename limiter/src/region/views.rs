@@ -27,6 +27,9 @@ pub struct DeviceView {
     pub refusals: u64,
     /// Bytes counted on the device but held by no slot (see the module's crash windows).
     pub unattributed: u64,
+    /// Of `used`, the bytes no hook charged: the driver attributes them to the container's
+    /// processes beyond what their hooks charged (reconciliation).
+    pub unhooked: u64,
 }
 
 /// One process's figures.
@@ -42,6 +45,8 @@ pub struct ProcessView {
     pub alive: bool,
     /// Bytes held per device.
     pub used: [u64; MAX_DEVICES],
+    /// Of `used`, the bytes no hook charged, per device.
+    pub unhooked: [u64; MAX_DEVICES],
 }
 
 /// A read-only view of a region, for tools (`vgpu ps`, the exporter): it never registers,

@@ -26,12 +26,14 @@ pub(super) fn charged<D: Driver>(e: &Enforce<D>, device: usize, bytes: u64, call
                 "device {device}: out of quota: refusing {} bytes ({} of {} bytes in use)",
                 refused.requested, refused.used, refused.quota
             ));
+            super::reconcile::at_most_every(e, device, super::reconcile::VIEW_PERIOD_NS);
             return R::CUDA_ERROR_OUT_OF_MEMORY;
         }
     };
     let rc = call();
     if rc == R::CUDA_SUCCESS {
         reservation.commit(key());
+        super::reconcile::at_most_every(e, device, super::reconcile::PERIOD_NS);
     }
     rc
 }

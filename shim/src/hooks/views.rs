@@ -11,11 +11,13 @@ use super::{Driver, Enforce, device_index};
 
 /// (total, free) of device `d` as the container sees it, given the device's physical figures;
 /// `None` when the device has no quota. Every view (driver and NVML) answers through this. Not
-/// a hot path: dead processes' memory is reaped and pool charges are brought in line first,
-/// so a view never shows memory that is already back.
+/// a hot path: dead processes' memory is reaped, pool charges are brought in line and this
+/// process's unhooked bytes reconciled first, so a view never shows memory that is already
+/// back, nor misses memory the driver holds for us.
 pub fn container_view<D: Driver>(e: &Enforce<D>, d: usize, phys_total: u64, phys_free: u64) -> Option<(u64, u64)> {
     e.region.reap();
     let _ = super::pools::resync_all(e);
+    super::reconcile::at_most_every(e, d, super::reconcile::VIEW_PERIOD_NS);
     let (used, _, quota) = e.region.usage(d);
     Some(quota_view(quota?, used, phys_total, phys_free))
 }

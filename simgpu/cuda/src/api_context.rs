@@ -77,9 +77,7 @@ fn set_limit(limit: L, value: usize) -> Result<(), R> {
     let d = driver()?;
     let mut inner = d.lock();
     let c = state::current(&inner)?;
-    let ctx = &inner.contexts[&c];
-    let (dev, old) = (ctx.dev, ctx.limits);
-    let mut new = old;
+    let mut new = inner.contexts[&c].limits;
     let v = value as u64;
     match limit {
         L::CU_LIMIT_STACK_SIZE => new.stack = v.checked_next_multiple_of(16).ok_or(R::CUDA_ERROR_INVALID_VALUE)?,
@@ -92,15 +90,37 @@ fn set_limit(limit: L, value: usize) -> Result<(), R> {
         L::CU_LIMIT_SHMEM_SIZE | L::CU_LIMIT_CIG_ENABLED => return Err(R::CUDA_ERROR_INVALID_VALUE),
         _ => return Err(R::CUDA_ERROR_UNSUPPORTED_LIMIT),
     }
-    let (before, after) = (limits_extra(d, &old), limits_extra(d, &new));
-    if after > before && !d.machine.charge(dev, after - before) {
+    change_limits(d, &mut inner, c, new)
+}
+
+/// Gives context `c` the limits `new`, taking from its device what they need beyond the old
+/// ones (`CUDA_ERROR_OUT_OF_MEMORY`, nothing changed, when it cannot) or giving back what they
+/// no longer need.
+pub(crate) fn change_limits(d: &Driver, inner: &mut Inner, c: u64, new: Limits) -> Result<(), R> {
+    let ctx = inner.contexts.get_mut(&c).ok_or(R::CUDA_ERROR_INVALID_CONTEXT)?;
+    let (before, after) = (limits_extra(d, &ctx.limits), limits_extra(d, &new));
+    if after > before && !d.machine.charge(ctx.dev, after - before) {
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     }
     if before > after {
-        d.machine.uncharge(dev, before - after);
+        d.machine.uncharge(ctx.dev, before - after);
     }
-    inner.contexts.get_mut(&c).expect("current context").limits = new;
+    ctx.limits = new;
     Ok(())
+}
+
+/// Before a launch of a kernel whose frame needs `local` bytes per thread: the driver "automatically
+/// increases the per-thread stack size for each kernel launch as needed" and "this size isn't
+/// reset back" (`cuCtxSetLimit`, `CU_LIMIT_STACK_SIZE`). The memory comes from the device; when
+/// it cannot give it the launch fails with `CUDA_ERROR_OUT_OF_MEMORY` (the code a real driver
+/// answers is not documented).
+pub(crate) fn grow_stack(d: &Driver, inner: &mut Inner, c: u64, local: u64) -> Result<(), R> {
+    let Some(ctx) = inner.contexts.get(&c) else { return Err(R::CUDA_ERROR_INVALID_CONTEXT) };
+    if local <= ctx.limits.stack {
+        return Ok(());
+    }
+    let stack = local.checked_next_multiple_of(16).ok_or(R::CUDA_ERROR_OUT_OF_MEMORY)?;
+    change_limits(d, inner, c, Limits { stack, ..ctx.limits })
 }
 
 fn get_limit(value: *mut usize, limit: L) -> Result<(), R> {

@@ -7,6 +7,7 @@ use std::ffi::{c_uint, c_void};
 use cuda_sys::driver::{CUfunction, CUlaunchAttributeID, CUlaunchConfig, CUresult, CUstream};
 use simgpu::{now_ns, sleep_until};
 
+use crate::api_context::grow_stack;
 use crate::state::{self, Node, driver, id};
 use crate::{exports, read};
 use CUresult as R;
@@ -54,10 +55,11 @@ struct Shape {
     cooperative: bool,
 }
 
-/// Validates a launch as the driver does and returns its simulated duration.
+/// Validates a launch as the driver does, grows the context's stack for the kernel's frame if
+/// it needs more, and returns its simulated duration.
 fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
     let d = driver()?;
-    let inner = d.lock();
+    let mut inner = d.lock();
     state::current(&inner)?;
     let func = inner.functions.get(&id(f)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
     let s = inner.stream(stream)?;
@@ -80,7 +82,9 @@ fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
             return Err(R::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
         }
     }
-    Ok(simgpu::cost::kernel_ns(func.wave_ns, blocks, d.cfg.sms))
+    let (wave_ns, ctx, local) = (func.wave_ns, func.ctx, func.local_bytes);
+    grow_stack(d, &mut inner, ctx, local)?;
+    Ok(simgpu::cost::kernel_ns(wave_ns, blocks, d.cfg.sms))
 }
 
 fn launch(f: CUfunction, shape: Shape, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> Result<(), R> {

@@ -22,7 +22,7 @@ fn load(d: &Driver, library: *mut CUlibrary, img: Vec<u8>, options: *mut CUlibra
     if library.is_null() || (n > 0 && options.is_null()) {
         return Err(R::CUDA_ERROR_INVALID_VALUE);
     }
-    let (kernels, _) = parse(&img)?;
+    let (kernels, _, _) = parse(&img)?;
     let mut inner = d.lock();
     let contexts: Vec<u64> = inner.contexts.keys().copied().collect();
     let mut lib = Library { image: img, kernels, modules: Default::default() };

@@ -11,6 +11,7 @@
 //! as managed memory (charged as device memory), and lazy loading (`CUDA_MODULE_LOADING=LAZY`
 //! defers the driver's work to first use; simgpu loads eagerly).
 #![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
+use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
 use cuda_sys::driver::{CUfunction, CUfunction_attribute as FA, CUjit_option, CUmodule, CUresult};
@@ -96,9 +97,14 @@ fn ptx_globals(text: &str) -> u64 {
 
 /// Bytes of one module-scope PTX statement if it declares a `.global` or `.const` variable.
 fn ptx_declaration_bytes(stmt: &str) -> u64 {
+    declared_bytes(stmt, &[".global", ".const"])
+}
+
+/// Bytes of one PTX statement if it declares a variable in one of `spaces` (not `.extern`).
+fn declared_bytes(stmt: &str, spaces: &[&str]) -> u64 {
     let decl = stmt.split('=').next().unwrap_or("");
     let words: Vec<&str> = decl.split_whitespace().collect();
-    if !words.iter().any(|w| *w == ".global" || *w == ".const") || words.contains(&".extern") {
+    if !words.iter().any(|w| spaces.contains(w)) || words.contains(&".extern") {
         return 0;
     }
     let mut elem = 0u64;
@@ -121,6 +127,40 @@ fn ptx_declaration_bytes(stmt: &str) -> u64 {
         count = count.saturating_mul(n.parse::<u64>().unwrap_or(0));
     }
     elem.saturating_mul(vector).saturating_mul(count)
+}
+
+/// Per-thread local memory (the stack frame) of each PTX kernel: the `.local` declarations in
+/// its body, which is how nvcc's PTX declares a kernel's frame (`__local_depot`).
+fn ptx_entry_locals(text: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(".entry") {
+        rest = &rest[i + ".entry".len()..];
+        if !rest.starts_with(|c: char| c.is_whitespace()) {
+            continue;
+        }
+        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
+        let Some(open) = rest.find('{') else { break };
+        let (mut depth, mut end) = (0usize, rest.len());
+        for (j, c) in rest[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let body = &rest[open + 1..end];
+        let local = body.split([';', '{', '}']).map(|stmt| declared_bytes(stmt, &[".local"])).fold(0u64, u64::saturating_add);
+        out.push((name, local));
+        rest = &rest[end..];
+    }
+    out
 }
 
 /// Bytes of a cubin's global variables: its `.nv.global` sections (`.nv.global`,
@@ -207,25 +247,29 @@ pub(crate) unsafe fn image_bytes(image: *const c_void) -> Result<Vec<u8>, R> {
     }
 }
 
-/// An image's kernel names and the bytes of its global variables.
-pub(crate) fn parse(img: &[u8]) -> Result<(Vec<String>, u64), R> {
+/// What an image holds: kernel names, bytes of global variables, and each kernel's per-thread
+/// local memory where the image says it (PTX; a cubin's kernels count 0).
+pub(crate) type Parsed = (Vec<String>, u64, HashMap<String, u64>);
+
+/// Parses an image (see [`Parsed`]).
+pub(crate) fn parse(img: &[u8]) -> Result<Parsed, R> {
     if img.starts_with(b"\x7fELF") {
-        Ok((elf_functions(img)?, elf_globals(img)?))
+        Ok((elf_functions(img)?, elf_globals(img)?, HashMap::new()))
     } else {
         let text = String::from_utf8_lossy(img.strip_suffix(b"\0").unwrap_or(img));
-        Ok((ptx_entries(&text)?, ptx_globals(&text)))
+        Ok((ptx_entries(&text)?, ptx_globals(&text), ptx_entry_locals(&text).into_iter().collect()))
     }
 }
 
 /// Loads an image into context `ctx`, charging its device the image's globals.
 pub(crate) fn load_into(d: &Driver, inner: &mut Inner, ctx: u64, img: &[u8]) -> Result<u64, R> {
-    let (kernels, globals) = parse(img)?;
+    let (kernels, globals, locals) = parse(img)?;
     let dev = inner.contexts.get(&ctx).ok_or(R::CUDA_ERROR_INVALID_CONTEXT)?.dev;
     if !d.machine.charge(dev, globals) {
         return Err(R::CUDA_ERROR_OUT_OF_MEMORY);
     }
     let h = d.new_id();
-    inner.modules.insert(h, Module { ctx, kernels, globals });
+    inner.modules.insert(h, Module { ctx, kernels, globals, locals });
     Ok(h)
 }
 
@@ -249,9 +293,10 @@ pub(crate) fn function(d: &Driver, inner: &mut Inner, module: u64, name: &str) -
     if let Some(h) = inner.functions.iter().find(|(_, f)| f.module == module && f.name == name).map(|(h, _)| *h) {
         return Ok(h);
     }
+    let local_bytes = m.locals.get(name).copied().unwrap_or(0);
     let h = d.new_id();
     let wave_ns = simgpu::cost::wave_cost_ns(name);
-    inner.functions.insert(h, Func { module, ctx, name: name.to_owned(), wave_ns });
+    inner.functions.insert(h, Func { module, ctx, name: name.to_owned(), wave_ns, local_bytes });
     Ok(h)
 }
 
@@ -342,6 +387,14 @@ mod tests {
             .visible .entry k(.param .u64 p)\n{\n .reg .b32 r<4>;\n .local .b8 stack[64];\n ret;\n}\n";
         assert_eq!(ptx_globals(ptx), 1048576 + 4 + 16 * 4 * 8 + 2 * 4 * 4 + 8);
         assert_eq!(ptx_globals(".version 7.0\n.target sm_70\n.entry k() { ret; }"), 0);
+    }
+
+    #[test]
+    fn a_kernels_local_depot_is_its_stack_frame() {
+        use super::ptx_entry_locals;
+        let ptx = ".version 7.0\n.target sm_70\n.entry deep(.param .u64 p)\n{\n\t.local .align 8 .b8 __local_depot0[4096];\n\t.reg .b64 %SP;\n\t{ .reg .b32 t; }\n\tret;\n}\n\
+            .visible .entry flat()\n{\n\tret;\n}\n";
+        assert_eq!(ptx_entry_locals(ptx), vec![("deep".to_string(), 4096), ("flat".to_string(), 0)]);
     }
 
     #[test]

@@ -209,6 +209,8 @@ pub struct Module {
     pub kernels: Vec<String>,
     /// Bytes of its global variables, charged to the context's device while it is loaded.
     pub globals: u64,
+    /// Per-thread local memory (stack frame) of each kernel, where the image says it.
+    pub locals: HashMap<String, u64>,
 }
 
 /// A library (`cuLibraryLoadData`): its image, and its module in each context it is loaded in.
@@ -231,6 +233,8 @@ pub struct Func {
     pub name: String,
     /// Simulated cost of one wave of blocks.
     pub wave_ns: u64,
+    /// Per-thread local memory (stack frame) it needs.
+    pub local_bytes: u64,
 }
 
 /// What kind of allocation a device address belongs to.
