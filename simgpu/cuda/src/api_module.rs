@@ -25,20 +25,47 @@ fn ptx_entries(text: &str) -> Result<Vec<String>, R> {
     if !text.contains(".version") || !text.contains(".target") {
         return Err(R::CUDA_ERROR_INVALID_PTX);
     }
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(".entry") {
-        rest = &rest[i + ".entry".len()..];
-        if !rest.starts_with(|c: char| c.is_whitespace()) {
-            continue;
-        }
-        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
-        if name.is_empty() {
-            return Err(R::CUDA_ERROR_INVALID_PTX);
-        }
-        names.push(name);
+    let names: Vec<String> = entries(text).map(|(name, _)| name).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(R::CUDA_ERROR_INVALID_PTX);
     }
     Ok(names)
+}
+
+/// Each `.entry` of a PTX text: its name, and its body (empty if it has none).
+fn entries(text: &str) -> impl Iterator<Item = (String, &str)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        loop {
+            let i = rest.find(".entry")?;
+            rest = &rest[i + ".entry".len()..];
+            if !rest.starts_with(|c: char| c.is_whitespace()) {
+                continue;
+            }
+            let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
+            // The body: from the first `{` to its matching `}` (none before the next entry).
+            let next = rest.find(".entry").unwrap_or(rest.len());
+            let Some(open) = rest[..next].find('{') else { return Some((name, "")) };
+            let mut depth = 0usize;
+            let mut end = rest.len();
+            for (j, c) in rest[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + j;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let body = &rest[open + 1..end];
+            rest = &rest[end..];
+            return Some((name, body));
+        }
+    })
 }
 
 /// Bytes of one PTX data type (`.b8` … `.f64`, `.pred`), if it is one.
@@ -132,35 +159,11 @@ fn declared_bytes(stmt: &str, spaces: &[&str]) -> u64 {
 /// Per-thread local memory (the stack frame) of each PTX kernel: the `.local` declarations in
 /// its body, which is how nvcc's PTX declares a kernel's frame (`__local_depot`).
 fn ptx_entry_locals(text: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(".entry") {
-        rest = &rest[i + ".entry".len()..];
-        if !rest.starts_with(|c: char| c.is_whitespace()) {
-            continue;
-        }
-        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
-        let Some(open) = rest.find('{') else { break };
-        let (mut depth, mut end) = (0usize, rest.len());
-        for (j, c) in rest[open..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + j;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let body = &rest[open + 1..end];
-        let local = body.split([';', '{', '}']).map(|stmt| declared_bytes(stmt, &[".local"])).fold(0u64, u64::saturating_add);
-        out.push((name, local));
-        rest = &rest[end..];
-    }
-    out
+    entries(text)
+        .map(|(name, body)| {
+            (name, body.split([';', '{', '}']).map(|stmt| declared_bytes(stmt, &[".local"])).fold(0u64, u64::saturating_add))
+        })
+        .collect()
 }
 
 /// Bytes of a cubin's global variables: its `.nv.global` sections (`.nv.global`,
