@@ -9,15 +9,16 @@
 //! When it runs: before a view answers (at most every [`VIEW_PERIOD_NS`] per device), after a
 //! refusal, and on a period of [`PERIOD_NS`] driven by the allocation hooks. It needs NVML to
 //! list this process by its PID: under another PID namespace (before the host-PID mapping) it
-//! charges nothing.
+//! charges nothing, and says so once at the debug log level.
 
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
 use vgpu_limiter::accounting;
 use vgpu_limiter::config::MAX_DEVICES;
 use vgpu_limiter::sm::{Clock, MonotonicClock};
 
 use super::{Driver, Enforce};
+use crate::log;
 
 /// Views reconcile at most this often per device (NVML's process query is not free).
 pub const VIEW_PERIOD_NS: u64 = 100_000_000;
@@ -41,7 +42,19 @@ impl Reconciled {
 
 /// Brings this process's unhooked bytes on `device` in line with the driver's figure now.
 pub fn reconcile<D: Driver>(e: &Enforce<D>, device: usize) {
-    let Some((_, Some(driver_says))) = e.driver.nvml_usage(device as i32) else { return };
+    let driver_says = match e.driver.nvml_usage(device as i32) {
+        Some((_, Some(mine))) => mine,
+        Some((_, None)) => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Relaxed) {
+                log::debug(format_args!(
+                    "device {device}: NVML does not list this process by its PID (another PID namespace?): memory no hook saw is not reconciled"
+                ));
+            }
+            return;
+        }
+        None => return,
+    };
     let hooks_charged = e.region.my_usage(device).saturating_sub(e.region.my_unhooked(device));
     e.region.set_unhooked(device, accounting::unhooked(driver_says, hooks_charged));
 }
