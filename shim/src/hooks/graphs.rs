@@ -10,8 +10,9 @@
 //! at instantiation, and the first launch or upload reserves what the allocator's cache cannot
 //! cover, refused with `CUDA_ERROR_OUT_OF_MEMORY` at the quota with nothing forwarded. Graph
 //! memory the shim did not see being declared (a graph built in a way it does not hook) is
-//! still charged after the launch, from the allocator's own figure; the next allocation past
-//! the quota is then refused.
+//! not refused before its launch: the allocator's figure brings it in at the next resync when
+//! this process has declared graph memory before, and reconciliation (`reconcile`) otherwise;
+//! the next allocation past the quota is then refused.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
