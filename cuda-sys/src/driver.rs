@@ -142,6 +142,8 @@ opaque_handles! {
     CUgraphNode => CUgraphNode_st,
     CUlibrary => CUlib_st,
     CUkernel => CUkern_st,
+    CUgreenCtx => CUgreenCtx_st,
+    CUdevResourceDesc => CUdevResourceDesc_st,
 }
 
 /// `CUexecAffinityParam`: an execution-affinity request of `cuCtxCreate_v3` (never read here).
@@ -526,6 +528,44 @@ int_newtype! {
 }
 
 int_newtype! {
+    /// `CUdevResourceType`: the kind of a device resource.
+    CUdevResourceType(u32) {
+        CU_DEV_RESOURCE_TYPE_INVALID = 0,
+        CU_DEV_RESOURCE_TYPE_SM = 1,
+    }
+}
+
+/// `CUdevResource` (`_v1`): a tagged union of device resources; for
+/// `CU_DEV_RESOURCE_TYPE_SM` the union holds `CUdevSmResource { unsigned int smCount; }`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CUdevResource {
+    /// Which union member is set.
+    pub type_: CUdevResourceType,
+    /// The driver's own bytes.
+    pub _internal_padding: [u8; 92],
+    /// The union's bytes (`sm`, or `_oversize`).
+    pub _oversize: [u8; 48],
+}
+
+impl CUdevResource {
+    /// An SM resource of `sm_count` SMs (the driver's own bytes zero).
+    pub fn sm(sm_count: c_uint) -> Self {
+        let mut r = CUdevResource { type_: CUdevResourceType::CU_DEV_RESOURCE_TYPE_SM, _internal_padding: [0; 92], _oversize: [0; 48] };
+        r._oversize[..4].copy_from_slice(&sm_count.to_ne_bytes());
+        r
+    }
+
+    /// `sm.smCount`.
+    pub fn sm_count(&self) -> c_uint {
+        c_uint::from_ne_bytes([self._oversize[0], self._oversize[1], self._oversize[2], self._oversize[3]])
+    }
+}
+
+/// `CU_GREEN_CTX_DEFAULT_STREAM`: required when creating a green context.
+pub const CU_GREEN_CTX_DEFAULT_STREAM: c_uint = 0x1;
+
+int_newtype! {
     /// `CUlibraryOption`: an option of `cuLibraryLoadData`.
     CUlibraryOption(u32) {
         CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE = 0,
@@ -741,6 +781,12 @@ entry_points! { SIGNATURES;
     fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void) -> CUresult;
     fn cuModuleGetFunction(hfunc: *mut CUfunction, hmod: CUmodule, name: *const c_char) -> CUresult;
     fn cuModuleUnload(hmod: CUmodule) -> CUresult;
+    fn cuDeviceGetDevResource(device: CUdevice, resource: *mut CUdevResource, type_: CUdevResourceType) -> CUresult;
+    fn cuDevSmResourceSplitByCount(result: *mut CUdevResource, nbGroups: *mut c_uint, input: *const CUdevResource, remaining: *mut CUdevResource, useFlags: c_uint, minCount: c_uint) -> CUresult;
+    fn cuDevResourceGenerateDesc(phDesc: *mut CUdevResourceDesc, resources: *mut CUdevResource, nbResources: c_uint) -> CUresult;
+    fn cuGreenCtxCreate(phCtx: *mut CUgreenCtx, desc: CUdevResourceDesc, dev: CUdevice, flags: c_uint) -> CUresult;
+    fn cuGreenCtxDestroy(hCtx: CUgreenCtx) -> CUresult;
+    fn cuCtxFromGreenCtx(pContext: *mut CUcontext, hCtx: CUgreenCtx) -> CUresult;
     fn cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint) -> CUresult;
     fn cuLibraryLoadFromFile(library: *mut CUlibrary, fileName: *const c_char, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint) -> CUresult;
     fn cuLibraryUnload(library: CUlibrary) -> CUresult;

@@ -143,6 +143,7 @@ fn structs() -> Vec<Struct> {
             NumChannels: c_uint,
             Flags: c_uint,
         }
+        driver::CUdevResource { type_: CUdevResourceType, _internal_padding: [u8; 92] as "unsigned char[92]", _oversize: [u8; 48] as "unsigned char[48]" }
         driver::CUmemLocation { type_: CUmemLocationType, id: c_int }
         // C declares `allocFlags` as a member of anonymous struct type: name it through the member.
         driver::CUmemAllocationProp_allocFlags = "__typeof__(((CUmemAllocationProp *)0)->allocFlags)" {
@@ -248,6 +249,8 @@ fn opaques() -> Vec<Opaque> {
         driver::CUgraphNode_st = "struct CUgraphNode_st",
         driver::CUlib_st = "struct CUlib_st",
         driver::CUkern_st = "struct CUkern_st",
+        driver::CUgreenCtx_st = "struct CUgreenCtx_st",
+        driver::CUdevResourceDesc_st = "struct CUdevResourceDesc_st",
         // Complete types in C that Rust only ever passes by pointer.
         driver::CUexecAffinityParam = "CUexecAffinityParam",
         driver::CUctxCreateParams = "CUctxCreateParams",
@@ -290,6 +293,8 @@ fn aliases() -> Vec<Alias> {
         driver::CUgraphNode = *mut CUgraphNode_st,
         driver::CUlibrary = *mut CUlib_st,
         driver::CUkernel = *mut CUkern_st,
+        driver::CUgreenCtx = *mut CUgreenCtx_st,
+        driver::CUdevResourceDesc = *mut CUdevResourceDesc_st,
         nvml::nvmlDevice_t = *mut nvmlDevice_st,
     }
 }
@@ -338,6 +343,7 @@ fn newtypes() -> Vec<Newtype> {
         driver::CUgraphMem_attribute(u32),
         driver::CUlimit(u32),
         driver::CUlibraryOption(u32),
+        driver::CUdevResourceType(u32),
         driver::CUgraphInstantiateResult(u32),
         driver::CUdriverProcAddress_flags(u32),
         driver::CUjit_option(u32),
@@ -380,6 +386,7 @@ fn consts() -> Vec<Const> {
         driver::CU_EVENT_DISABLE_TIMING: c_uint,
         driver::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: c_ulonglong,
         driver::CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: c_ulonglong,
+        driver::CU_GREEN_CTX_DEFAULT_STREAM: c_uint,
         // C defines these as `((void*)N)`; Rust keeps the integer.
         driver::CU_LAUNCH_PARAM_END_AS_INT: usize = "CU_LAUNCH_PARAM_END",
         driver::CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT: usize = "CU_LAUNCH_PARAM_BUFFER_POINTER",

@@ -157,6 +157,8 @@ hook_table! {
         Cuda fn cuCtxCreate_v3(pctx: *mut CUcontext, params: *mut CUexecAffinityParam, num: c_int, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v3;
         Cuda fn cuCtxCreate_v4(pctx: *mut CUcontext, params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> CUresult => context::create_v4;
         Cuda fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult => context::destroy;
+        Cuda fn cuGreenCtxCreate(green: *mut CUgreenCtx, desc: CUdevResourceDesc, dev: CUdevice, flags: c_uint) -> CUresult => context::green_create;
+        Cuda fn cuGreenCtxDestroy(green: CUgreenCtx) -> CUresult => context::green_destroy;
         Cuda fn cuCtxSetLimit(limit: CUlimit, value: usize) -> CUresult => context::set_limit;
 
         Cuda fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult => memory::mem_alloc;

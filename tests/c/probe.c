@@ -49,6 +49,10 @@
  *   deep=SIZE           loads a kernel whose frame is SIZE bytes of .local memory per thread and
  *                       launches it once (the driver grows the context's stack for it), then
  *                       synchronises: op=deep bytes= rc= stack= free= total= (stack: cuCtxGetLimit)
+ *   green=N             a green context of N SMs: cuDeviceGetDevResource, cuDevSmResourceSplitByCount
+ *                       (one group), cuDevResourceGenerateDesc, cuGreenCtxCreate, cuCtxFromGreenCtx,
+ *                       made current: op=green rc= step= sms= free= total=
+ *   green_destroy       cuGreenCtxDestroy of the newest green context: op=green_destroy rc=
  *   library=SIZE        the same module through cuLibraryLoadData, then cuLibraryGetKernel and
  *                       cuKernelGetFunction of its kernel (kept): op=library bytes= rc= kernel_rc= free= total=
  *   library_unload      cuLibraryUnload of the newest kept library: op=library_unload rc= free= total=
@@ -367,6 +371,49 @@ static void op_deep(const char *arg) {
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=deep who=%s bytes=%zu rc=%d stack=%zu %s\n", who, size, rc, stack, mi);
+}
+
+/* CUdevResource: a tagged union, 144 bytes; the SM count leads the union. */
+typedef struct {
+    int type;
+    unsigned char internal[92];
+    unsigned sm_count;
+    unsigned char rest[44];
+} dev_resource;
+
+static void *greens[8];
+static int ngreens;
+
+static void op_green(const char *arg) {
+    CUresult (*get_resource)(CUdevice, dev_resource *, int) = dlsym(lookup_handle, "cuDeviceGetDevResource");
+    CUresult (*split)(dev_resource *, unsigned *, const dev_resource *, dev_resource *, unsigned, unsigned) =
+        dlsym(lookup_handle, "cuDevSmResourceSplitByCount");
+    CUresult (*make_desc)(void **, dev_resource *, unsigned) = dlsym(lookup_handle, "cuDevResourceGenerateDesc");
+    CUresult (*create)(void **, void *, CUdevice, unsigned) = dlsym(lookup_handle, "cuGreenCtxCreate");
+    CUresult (*to_ctx)(CUcontext *, void *) = dlsym(lookup_handle, "cuCtxFromGreenCtx");
+    unsigned want = (unsigned)atoi(arg);
+    dev_resource all, group, rest;
+    memset(&all, 0, sizeof all);
+    void *desc = NULL, *green = NULL;
+    CUcontext c = NULL;
+    unsigned groups = 1;
+    const char *step = "lookup";
+    CUresult rc = get_resource && split && make_desc && create && to_ctx && ngreens < 8 ? 0 : NOT_FOUND;
+    if (rc == 0) { step = "resource"; rc = get_resource(0, &all, 1); }
+    if (rc == 0) { step = "split"; rc = split(&group, &groups, &all, &rest, 0, want); }
+    if (rc == 0) { step = "desc"; rc = make_desc(&desc, &group, 1); }
+    if (rc == 0) { step = "create"; rc = create(&green, desc, 0, 1); }
+    if (rc == 0) { greens[ngreens++] = green; step = "context"; rc = to_ctx(&c, green); }
+    if (rc == 0) { step = "current"; rc = CALL(cuCtxSetCurrent, c); }
+    char mi[128];
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=green who=%s rc=%d step=%s sms=%u %s\n", who, rc, rc ? step : "done", rc ? 0 : group.sm_count, mi);
+}
+
+static void op_green_destroy(void) {
+    CUresult (*destroy)(void *) = dlsym(lookup_handle, "cuGreenCtxDestroy");
+    CUresult rc = ngreens == 0 ? -1 : destroy ? destroy(greens[--ngreens]) : NOT_FOUND;
+    printf("op=green_destroy who=%s rc=%d\n", who, rc);
 }
 
 static void op_module_unload(void) {
@@ -797,6 +844,10 @@ int main(int argc, char **argv) {
             op_module_unload();
         } else if (IS("deep") && arg) {
             op_deep(arg);
+        } else if (IS("green") && arg) {
+            op_green(arg);
+        } else if (IS("green_destroy")) {
+            op_green_destroy();
         } else if (IS("library") && arg) {
             op_library(arg);
         } else if (IS("library_unload")) {

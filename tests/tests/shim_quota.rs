@@ -515,3 +515,30 @@ fn memory_no_hook_saw_is_charged_by_reconciliation_and_the_next_allocation_refus
         "{doc:#}"
     );
 }
+
+#[test]
+fn a_green_context_is_charged_as_a_context_and_its_allocations_through_the_quota() {
+    // CUDA 12.4's green contexts: split the device's SMs, make a descriptor, create the green
+    // context, work in its CUcontext. Its creation is charged like a context's (64 MiB here),
+    // allocations in it go through the quota, and destroying it gives its cost back.
+    let sim = Sim::with_64m_contexts();
+    let quota = 512 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "green=16", "alloc=300m", "alloc=100m", "free", "green_destroy", "ctx", "info"];
+    let bare = run(sim.command(&probe).args(ops), Duration::from_secs(30));
+    let stdout = text(&bare.stdout);
+    let recs = records(&stdout, "op");
+    let green = recs.iter().find(|r| field(r, "op") == "green").unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!((field(green, "rc"), u(green, "sms")), ("0", 16), "{stdout}");
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "512m").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> Vec<&Rec> { recs.iter().filter(|r| field(r, "op") == name).collect() };
+    let green = op("green")[0];
+    assert_eq!((field(green, "rc"), u(green, "free")), ("0", quota - 2 * CONTEXT), "two contexts charged: {stdout}");
+    let rcs: Vec<&str> = op("alloc").iter().map(|r| field(r, "rc")).collect();
+    assert_eq!(rcs, ["0", "2"], "300 MiB fits beside two contexts, 100 MiB more does not: {stdout}");
+    assert_eq!(field(op("green_destroy")[0], "rc"), "0", "{stdout}");
+    assert_eq!(u(op("info")[0], "free"), quota - CONTEXT, "the green context's cost came back: {stdout}");
+}

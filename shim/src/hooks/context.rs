@@ -129,7 +129,7 @@ pub fn primary_reset<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dev: C
 }
 
 /// Shared body of the `cuCtxCreate` variants.
-fn create<D: Driver>(e: &Enforce<D>, pctx: Out<CUcontext>, dev: CUdevice, call: impl FnOnce() -> R) -> R {
+fn create<D: Driver, T>(e: &Enforce<D>, pctx: Out<*mut T>, dev: CUdevice, call: impl FnOnce() -> R) -> R {
     let (rc, cost) = create_charged(e, dev, call);
     if rc == R::CUDA_SUCCESS
         && let (Some(ctx), Ok(d)) = (pctx.written(), device_index(dev))
@@ -172,16 +172,40 @@ pub fn create_v4<D: Driver>(
 
 /// `cuCtxDestroy_v2`.
 pub fn destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, ctx: CUcontext) -> R {
-    let entry = e.shim.contexts.created.lock().remove(&(ctx as usize));
+    destroy_keyed(e, ctx as usize, call)
+}
+
+/// `cuGreenCtxCreate` (CUDA 12.4): charged as a created context, what its creation cost the
+/// process, refunded at `cuGreenCtxDestroy`. Allocations in it go through the hooks as in any
+/// context (its `CUcontext`, from `cuCtxFromGreenCtx`, is current then).
+pub fn green_create<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    green: Out<CUgreenCtx>,
+    _desc: CUdevResourceDesc,
+    dev: CUdevice,
+    _flags: c_uint,
+) -> R {
+    create(e, green, dev, call)
+}
+
+/// `cuGreenCtxDestroy`.
+pub fn green_destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, green: CUgreenCtx) -> R {
+    destroy_keyed(e, green as usize, call)
+}
+
+/// Shared body of the destroys: the context (created or green) by its handle.
+fn destroy_keyed<D: Driver>(e: &Enforce<D>, key: usize, call: impl FnOnce() -> R) -> R {
+    let entry = e.shim.contexts.created.lock().remove(&key);
     let rc = call();
     match entry {
         Some((d, cost)) if rc == R::CUDA_SUCCESS => {
-            let refunds = e.shim.limits.lock().context_gone(ctx as u64);
+            let refunds = e.shim.limits.lock().context_gone(key as u64);
             refund(e, refunds);
             context_gone(e, d, cost)
         }
         Some(kept) => {
-            e.shim.contexts.created.lock().insert(ctx as usize, kept);
+            e.shim.contexts.created.lock().insert(key, kept);
         }
         None => {}
     }

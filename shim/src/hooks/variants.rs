@@ -26,6 +26,8 @@ pub static VARIANTS: &[Variants] = &[
     ("cuCtxCreate", &[(2000, "cuCtxCreate"), (3020, "cuCtxCreate_v2"), (11040, "cuCtxCreate_v3"), (12050, "cuCtxCreate_v4")], None),
     ("cuCtxDestroy", &[(2000, "cuCtxDestroy"), (4000, "cuCtxDestroy_v2")], None),
     ("cuCtxSetLimit", &[(3010, "cuCtxSetLimit")], None),
+    ("cuGreenCtxCreate", &[(12040, "cuGreenCtxCreate")], None),
+    ("cuGreenCtxDestroy", &[(12040, "cuGreenCtxDestroy")], None),
     ("cuMemAlloc", &[(2000, "cuMemAlloc"), (3020, "cuMemAlloc_v2")], None),
     ("cuMemAllocPitch", &[(2000, "cuMemAllocPitch"), (3020, "cuMemAllocPitch_v2")], None),
     ("cuMemAllocManaged", &[(6000, "cuMemAllocManaged")], None),

@@ -20,6 +20,7 @@ use cuda_sys::driver::CUresult;
 mod api_context;
 mod api_device;
 mod api_graph;
+mod api_green;
 mod api_launch;
 mod api_legacy;
 mod api_library;

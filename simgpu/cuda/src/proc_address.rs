@@ -69,6 +69,7 @@ macro_rules! table {
 pub(crate) use crate::api_context::*;
 pub(crate) use crate::api_device::*;
 pub(crate) use crate::api_graph::*;
+pub(crate) use crate::api_green::*;
 pub(crate) use crate::api_launch::*;
 pub(crate) use crate::api_legacy::*;
 pub(crate) use crate::api_library::*;
@@ -181,6 +182,12 @@ table! {
     "cuGraphLaunch" => [10000: cuGraphLaunch] ptds 10000: cuGraphLaunch_ptsz;
     "cuCtxSetLimit" => [3010: cuCtxSetLimit];
     "cuModuleLoad" => [2000: cuModuleLoad];
+    "cuDeviceGetDevResource" => [12040: cuDeviceGetDevResource];
+    "cuDevSmResourceSplitByCount" => [12040: cuDevSmResourceSplitByCount];
+    "cuDevResourceGenerateDesc" => [12040: cuDevResourceGenerateDesc];
+    "cuGreenCtxCreate" => [12040: cuGreenCtxCreate];
+    "cuGreenCtxDestroy" => [12040: cuGreenCtxDestroy];
+    "cuCtxFromGreenCtx" => [12040: cuCtxFromGreenCtx];
     "cuLibraryLoadData" => [12000: cuLibraryLoadData];
     "cuLibraryLoadFromFile" => [12000: cuLibraryLoadFromFile];
     "cuLibraryUnload" => [12000: cuLibraryUnload];

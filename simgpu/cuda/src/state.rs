@@ -418,6 +418,10 @@ pub struct Inner {
     pub libraries: HashMap<u64, Library>,
     /// Library kernels by handle: (library, name).
     pub kernels: HashMap<u64, (u64, String)>,
+    /// Green contexts by handle → their context.
+    pub green: HashMap<u64, u64>,
+    /// Resource descriptors by handle → their SM count.
+    pub resource_descs: HashMap<u64, u32>,
     /// Device allocations by base address.
     pub allocs: BTreeMap<u64, Alloc>,
     /// Pinned host allocations by address → length.
