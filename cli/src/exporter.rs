@@ -345,9 +345,6 @@ fn stop_on_signals() -> Result<(), String> {
 
 /// Runs `vgpu exporter` until SIGTERM or SIGINT.
 pub fn exporter(args: ExporterArgs) -> i32 {
-    if let Err(code) = ps::require_sources("exporter", &args.sources) {
-        return code;
-    }
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -14,6 +14,7 @@ mod paths;
 mod ps;
 mod run;
 mod smi;
+mod supervise;
 mod tenant;
 mod top;
 

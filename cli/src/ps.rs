@@ -73,7 +73,8 @@ pub struct Sources {
     /// Region files to read.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Read every region in DIR and in its subdirectories one level deep.
+    /// Read every region in DIR and in its subdirectories one level deep. With neither PATH
+    /// nor DIR: `vgpu run`'s runtime directory and /usr/local/vgpu/containers (HAMi's).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -120,12 +121,20 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, std::fs::FileType)>, Strin
     Ok(v)
 }
 
-/// The files named by `sources`, each with its container name. An unreadable `--dir` is an
-/// error; an unreadable subdirectory is left out.
+/// The files named by `sources` (with neither paths nor `--dir`: those in [`default_dirs`]),
+/// each with its container name. An unreadable `--dir` is an error; an unreadable
+/// subdirectory or default directory is left out.
 pub fn discover(sources: &Sources) -> Result<Vec<Candidate>, String> {
     let mut out: Vec<Candidate> = sources.paths.iter().map(|p| Candidate { path: p.clone(), container: stem(p) }).collect();
-    if let Some(dir) = &sources.dir {
-        for (path, t) in sorted_entries(dir)? {
+    let dirs: Vec<PathBuf> = match &sources.dir {
+        Some(d) => vec![d.clone()],
+        None if sources.paths.is_empty() => default_dirs().into_iter().filter(|d| d.is_dir()).collect(),
+        None => Vec::new(),
+    };
+    for dir in &dirs {
+        // An unreadable --dir is an error; an unreadable default directory is just empty.
+        let entries = if sources.dir.is_some() { sorted_entries(dir)? } else { sorted_entries(dir).unwrap_or_default() };
+        for (path, t) in entries {
             if t.is_file() || t.is_symlink() {
                 out.push(Candidate { container: stem(&path), path });
             } else if t.is_dir() {
@@ -443,17 +452,18 @@ pub fn to_json(s: &Snapshot) -> Value {
     json!({ "schema": JSON_SCHEMA, "regions": regions, "skipped": skipped })
 }
 
-fn check_sources(s: &Sources) -> Result<(), String> {
-    if s.paths.is_empty() && s.dir.is_none() { Err("name region files (PATH...) or a directory (--dir DIR)".into()) } else { Ok(()) }
+/// Where regions are when no PATH or `--dir` names them: `vgpu run`'s runtime directory, and
+/// the directory HAMi's device plugin mounts its containers' regions under.
+pub fn default_dirs() -> Vec<PathBuf> {
+    vec![crate::paths::runtime_dir(), PathBuf::from(HAMI_CONTAINERS_DIR)]
 }
 
+/// HAMi's per-container region directory on a node.
+pub const HAMI_CONTAINERS_DIR: &str = "/usr/local/vgpu/containers";
+
 /// Runs `vgpu ps`: 0 when it could look (even if files were skipped), 1 when it could not
-/// (no sources, unreadable `--dir`), 2 for a usage error.
+/// (an unreadable `--dir`).
 pub fn ps(args: PsArgs) -> i32 {
-    if let Err(e) = check_sources(&args.sources) {
-        eprintln!("vgpu ps: {e}");
-        return 2;
-    }
     let snap = match snapshot(&args.sources) {
         Ok(s) => s,
         Err(e) => {
@@ -472,14 +482,6 @@ pub fn ps(args: PsArgs) -> i32 {
         eprint!("{}", render_skipped(&snap));
     }
     0
-}
-
-/// Checks that `sources` names something (for `top` and `exporter`).
-pub fn require_sources(cmd: &str, s: &Sources) -> Result<(), i32> {
-    check_sources(s).map_err(|e| {
-        eprintln!("vgpu {cmd}: {e}");
-        2
-    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! `vgpu run`: sets HAMi's contract variables and `LD_PRELOAD`, then runs the command.
+//! `vgpu run`: sets HAMi's contract variables and `LD_PRELOAD`, then runs the command as a
+//! wrapper should (see `supervise`): signals forwarded, the command dies with it, its exit
+//! status passed on, the region it made removed once no process uses it.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,6 +48,10 @@ pub fn limits_env(memory: Option<&str>, sm: Option<&str>, region: &std::path::Pa
         Some(m) => env.push((config::VAR_MEMORY_LIMIT.to_string(), m.trim().to_string())),
     }
     if let Some(s) = sm {
+        match s.trim().parse::<u32>() {
+            Ok(1..=100) => {}
+            _ => return Err(format!("--sm {s:?}: expected a percentage from 1 to 100")),
+        }
         env.push((config::VAR_SM_LIMIT.to_string(), s.trim().to_string()));
     }
     env.push((config::VAR_REGION_PATH.to_string(), region.display().to_string()));
@@ -89,6 +95,21 @@ pub fn command(args: &RunArgs) -> Result<(Command, Option<PathBuf>), String> {
     Ok((cmd, ours))
 }
 
+/// Removes the region this run made, and the creation lock the limiter keeps beside it,
+/// unless a live process still uses it (the command left one running).
+fn remove_if_unused(r: &std::path::Path) {
+    if let Ok(o) = vgpu_limiter::region::Observer::open(r)
+        && o.processes().iter().any(|p| p.alive)
+    {
+        eprintln!("vgpu run: {} is still in use by a process of the command; left in place", r.display());
+        return;
+    }
+    if let Some(name) = r.file_name().map(|n| n.to_string_lossy().into_owned()) {
+        let _ = std::fs::remove_file(r.with_file_name(format!(".{name}.lock")));
+    }
+    let _ = std::fs::remove_file(r);
+}
+
 /// Runs `vgpu run`; returns the command's exit code.
 pub fn run(args: RunArgs) -> i32 {
     let (mut cmd, ours) = match command(&args) {
@@ -98,13 +119,12 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    let status = cmd.status();
+    let status = crate::supervise::spawn(&mut cmd).and_then(|mut child| {
+        crate::supervise::forward(child.id());
+        child.wait()
+    });
     if let Some(r) = ours {
-        // The region this run made, and the creation lock the limiter keeps beside it.
-        if let Some(name) = r.file_name().map(|n| n.to_string_lossy().into_owned()) {
-            let _ = std::fs::remove_file(r.with_file_name(format!(".{name}.lock")));
-        }
-        let _ = std::fs::remove_file(r);
+        remove_if_unused(&r);
     }
     match status {
         Ok(s) => s.code().unwrap_or_else(|| {
@@ -135,7 +155,15 @@ mod tests {
 
     #[test]
     fn bad_limits_are_refused_before_anything_runs() {
-        for (m, s) in [(Some("4x"), None), (Some("0=4g,x=1g"), None), (Some("99=1g"), None), (None, Some("120")), (Some("-1g"), None)] {
+        for (m, s) in [
+            (Some("4x"), None),
+            (Some("0=4g,x=1g"), None),
+            (Some("99=1g"), None),
+            (None, Some("120")),
+            (None, Some("0")),
+            (None, Some("30%")),
+            (Some("-1g"), None),
+        ] {
             assert!(limits_env(m, s, Path::new("/r")).is_err(), "{m:?} {s:?}");
         }
         assert!(limits_env(None, None, Path::new("relative")).is_err(), "the region path must be absolute");

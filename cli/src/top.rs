@@ -46,9 +46,6 @@ fn frame(args: &TopArgs) -> String {
 
 /// Runs `vgpu top`.
 pub fn top(args: TopArgs) -> i32 {
-    if let Err(code) = ps::require_sources("top", &args.sources) {
-        return code;
-    }
     if !args.interval.is_finite() || args.interval < 0.1 {
         eprintln!("vgpu top: --interval {} is not a number of seconds >= 0.1", args.interval);
         return 2;

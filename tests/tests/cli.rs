@@ -55,3 +55,72 @@ fn vgpu_smi_reads_the_simulated_machine() {
     let out = run_ok(sim.command(cargo_program("vgpu")).args(["smi", "--sim"]));
     assert!(out.contains("GPU 1: NVIDIA H100 80GB HBM3 (simgpu)") && out.contains("0 MiB used of 4.00 GiB"), "{out}");
 }
+
+/// `vgpu run` with its runtime directory in `xdg`, running `sh -c script` in the background.
+fn run_in_background(sim: &Sim, xdg: &std::path::Path, script: &str) -> vgpu_tests::Background {
+    let vgpu = cargo_program("vgpu");
+    vgpu_tests::Background::spawn(
+        sim.command(&vgpu).env("XDG_RUNTIME_DIR", xdg).args(["run", "--sim", "--memory", "1g", "--", "sh", "-c", script]),
+    )
+}
+
+/// Regions left in `xdg`'s runtime directory.
+fn regions_left(xdg: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(xdg.join("vgpu"))
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".region")).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn vgpu_run_forwards_term_and_int_to_its_command_and_removes_its_region() {
+    let sim = Sim::new();
+    for (signal, code) in [(libc::SIGTERM, 7), (libc::SIGINT, 8), (libc::SIGHUP, 9)] {
+        let xdg = sim.dir().join(format!("xdg-{signal}"));
+        std::fs::create_dir_all(&xdg).unwrap();
+        let script = format!("trap 'echo got-signal; exit {code}' {signal}; echo ready; while :; do sleep 0.05; done");
+        let mut bg = run_in_background(&sim, &xdg, &script);
+        bg.wait_for("ready", Duration::from_secs(30));
+        // SAFETY: signalling the vgpu process this test started.
+        unsafe { libc::kill(bg.pid() as libc::pid_t, signal) };
+        let (status, stdout, stderr) = bg.finish(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(code), "signal {signal}: the command's own exit status\n{stdout}\n{stderr}");
+        assert!(stdout.contains("got-signal"), "signal {signal} reached the command:\n{stdout}");
+        assert_eq!(regions_left(&xdg), Vec::<String>::new(), "the run's region is removed");
+    }
+}
+
+#[test]
+fn the_command_dies_with_a_killed_vgpu_run() {
+    let sim = Sim::new();
+    let xdg = sim.dir().join("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let mut bg = run_in_background(&sim, &xdg, "echo pid=$$; exec sleep 77");
+    let line = bg.wait_for("pid=", Duration::from_secs(30));
+    let pid: i32 = line.lines().find_map(|l| l.strip_prefix("pid=")).and_then(|p| p.trim().parse().ok()).expect("the command's pid");
+    bg.kill9();
+    // The death signal arrives at once; poll for the process to be gone (not a timing bound:
+    // the limit only ends a test that failed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.split_whitespace().nth(2) == Some("Z") {
+            break; // dead, waiting for its new parent to reap it
+        }
+        assert!(std::time::Instant::now() < deadline, "the command (pid {pid}) outlived vgpu run's SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn vgpu_run_refuses_an_sm_share_outside_1_to_100() {
+    let sim = Sim::new();
+    for bad in ["0", "101", "30%", "x"] {
+        let out = run(sim.command(cargo_program("vgpu")).args(["run", "--sim", "--sm", bad, "--", "true"]), Duration::from_secs(30));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--sm {bad}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("--sm"), "{stderr}");
+    }
+}

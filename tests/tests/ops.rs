@@ -233,8 +233,15 @@ fn ps_counts_refusals_and_fails_only_without_sources() {
     let p = only_process(r);
     assert_eq!((p["state"].as_str(), process_bytes(p, 0)), (Some("dead"), 0));
 
-    let none = run(sim.command(vgpu()).arg("ps"), Duration::from_secs(30));
-    assert_eq!(none.status.code(), Some(2), "{}", text(&none.stderr));
+    // With no PATH and no --dir, `vgpu ps` reads vgpu run's runtime directory (and HAMi's
+    // /usr/local/vgpu/containers, absent here).
+    let xdg = sim.dir().join("xdg");
+    std::fs::create_dir_all(xdg.join("vgpu")).unwrap();
+    std::fs::copy(&path, xdg.join("vgpu/run-7.region")).unwrap();
+    let out = run(sim.command(vgpu()).args(["ps", "--json"]).env("XDG_RUNTIME_DIR", &xdg), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(device(region(&doc, "run-7"), 0)["oom_refusals"], 1, "{doc:#}");
     let missing = run(sim.command(vgpu()).args(["ps", "--dir"]).arg(sim.dir().join("absent")), Duration::from_secs(30));
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("cannot read"));
