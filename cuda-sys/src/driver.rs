@@ -628,6 +628,20 @@ pub struct CUDA_MEM_ALLOC_NODE_PARAMS {
     pub dptr: CUdeviceptr,
 }
 
+/// `CUgraphEdgeData`: the data of a graph edge (only its pointer is passed here).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CUgraphEdgeData {
+    /// When the dependency is triggered from the upstream node.
+    pub from_port: u8,
+    /// What portion of the downstream node depends on it.
+    pub to_port: u8,
+    /// `CUgraphDependencyType`.
+    pub type_: u8,
+    /// Zero.
+    pub reserved: [u8; 5],
+}
+
 /// `CUDA_GRAPH_INSTANTIATE_PARAMS`: `cuGraphInstantiateWithParams`' flags and results.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -880,6 +894,8 @@ entry_points! { SIGNATURES;
     fn cuGraphUpload_ptsz(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult;
     fn cuStreamGetCaptureInfo_v2(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut usize) -> CUresult;
     fn cuStreamGetCaptureInfo_v2_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut usize) -> CUresult;
+    fn cuStreamGetCaptureInfo_v3(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, edgeData_out: *mut *const CUgraphEdgeData, numDependencies_out: *mut usize) -> CUresult;
+    fn cuStreamGetCaptureInfo_v3_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut u64, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, edgeData_out: *mut *const CUgraphEdgeData, numDependencies_out: *mut usize) -> CUresult;
     fn cuGraphAddMemAllocNode(phGraphNode: *mut CUgraphNode, hGraph: CUgraph, dependencies: *const CUgraphNode, numDependencies: usize, nodeParams: *mut CUDA_MEM_ALLOC_NODE_PARAMS) -> CUresult;
     fn cuGraphAddMemFreeNode(phGraphNode: *mut CUgraphNode, hGraph: CUgraph, dependencies: *const CUgraphNode, numDependencies: usize, dptr: CUdeviceptr) -> CUresult;
     fn cuDeviceGraphMemTrim(device: CUdevice) -> CUresult;

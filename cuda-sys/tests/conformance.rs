@@ -176,6 +176,7 @@ fn structs() -> Vec<Struct> {
             bytesize: usize,
             dptr: CUdeviceptr,
         }
+        driver::CUgraphEdgeData { from_port: u8 as "unsigned char", to_port: u8 as "unsigned char", type_: u8 as "unsigned char", reserved: [u8; 5] as "unsigned char[5]" }
         driver::CUDA_GRAPH_INSTANTIATE_PARAMS {
             flags: u64,
             hUploadStream: CUstream,

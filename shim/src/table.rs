@@ -254,6 +254,7 @@ hook_table! {
         Nvml fn nvmlDeviceGetComputeRunningProcesses_v3;
         Cuda fn cuMemPoolGetAttribute;
         Cuda fn cuStreamGetCaptureInfo_v2;
+        Cuda fn cuStreamGetCaptureInfo_v3;
         Cuda fn cuDeviceGetGraphMemAttribute;
         Cuda fn cuEventCreate;
         Cuda fn cuEventRecord;

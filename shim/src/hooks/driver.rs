@@ -5,6 +5,8 @@
 //! driver's contract allows).
 #![allow(unsafe_code)]
 
+use std::ptr;
+
 use cuda_sys::driver::{
     CU_STREAM_PER_THREAD, CUcontext, CUdevice, CUdevice_attribute, CUevent, CUgraph, CUgraphMem_attribute, CUlimit, CUmemPool_attribute,
     CUmemoryPool, CUresult, CUstream, CUstreamCaptureStatus,
@@ -109,12 +111,19 @@ impl Driver for Real {
     }
 
     fn capture_graph(&self, stream: CUstream, per_thread: bool) -> Option<u64> {
-        let f = real::cuStreamGetCaptureInfo_v2()?;
         let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
         let mut status = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         let mut graph: CUgraph = std::ptr::null_mut();
-        // SAFETY: the program's stream, valid out-pointers, and NULL for the optional outputs.
-        let rc = unsafe { f(stream, &mut status, std::ptr::null_mut(), &mut graph, std::ptr::null_mut(), std::ptr::null_mut()) };
+        // `_v2` (CUDA 11.3+), or `_v3` (12.3+) from a driver that no longer exports `_v2`.
+        let rc = match (real::cuStreamGetCaptureInfo_v2(), real::cuStreamGetCaptureInfo_v3()) {
+            // SAFETY: the program's stream, valid out-pointers, and NULL for the optional outputs.
+            (Some(f), _) => unsafe { f(stream, &mut status, ptr::null_mut(), &mut graph, ptr::null_mut(), ptr::null_mut()) },
+            // SAFETY: as above.
+            (None, Some(f)) => unsafe {
+                f(stream, &mut status, ptr::null_mut(), &mut graph, ptr::null_mut(), ptr::null_mut(), ptr::null_mut())
+            },
+            (None, None) => return None,
+        };
         (rc == R::CUDA_SUCCESS && status == CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE && !graph.is_null())
             .then_some(graph as u64)
     }

@@ -7,8 +7,8 @@ use std::ffi::{c_uint, c_ulonglong, c_void};
 
 use cuda_sys::driver::{
     CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH, CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD, CUDA_GRAPH_INSTANTIATE_PARAMS,
-    CUDA_MEM_ALLOC_NODE_PARAMS, CUdevice, CUdeviceptr, CUgraph, CUgraphExec, CUgraphInstantiateResult, CUgraphMem_attribute as GA,
-    CUgraphNode, CUmemLocationType, CUresult, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
+    CUDA_MEM_ALLOC_NODE_PARAMS, CUdevice, CUdeviceptr, CUgraph, CUgraphEdgeData, CUgraphExec, CUgraphInstantiateResult,
+    CUgraphMem_attribute as GA, CUgraphNode, CUmemLocationType, CUresult, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
 };
 
 use crate::api_launch::enqueue_work;
@@ -204,6 +204,24 @@ fn capture_info(
     Ok(())
 }
 
+/// `cuStreamGetCaptureInfo_v3`: `_v2`'s answer, with no edge data (no dependencies).
+fn capture_info_v3(
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+    id_out: *mut u64,
+    graph_out: *mut CUgraph,
+    deps_out: *mut *const CUgraphNode,
+    edges_out: *mut *const CUgraphEdgeData,
+    num_deps_out: *mut usize,
+) -> Result<(), R> {
+    capture_info(stream, status, id_out, graph_out, deps_out, num_deps_out)?;
+    if !edges_out.is_null() {
+        // SAFETY: non-null, valid for a write per the API contract.
+        unsafe { out(edges_out, std::ptr::null())? };
+    }
+    Ok(())
+}
+
 /// The physical device of a graph memory call's device ordinal.
 fn graph_mem_device(dev: CUdevice) -> Result<(&'static Driver, u32), R> {
     let d = driver()?;
@@ -288,6 +306,30 @@ exports! {
         num_deps_out: *mut usize,
     ) {
         capture_info(stream, status, id_out, graph_out, deps_out, num_deps_out)
+    }
+
+    fn cuStreamGetCaptureInfo_v3(
+        stream: CUstream,
+        status: *mut CUstreamCaptureStatus,
+        id_out: *mut u64,
+        graph_out: *mut CUgraph,
+        deps_out: *mut *const CUgraphNode,
+        edges_out: *mut *const CUgraphEdgeData,
+        num_deps_out: *mut usize,
+    ) {
+        capture_info_v3(stream, status, id_out, graph_out, deps_out, edges_out, num_deps_out)
+    }
+
+    fn cuStreamGetCaptureInfo_v3_ptsz(
+        stream: CUstream,
+        status: *mut CUstreamCaptureStatus,
+        id_out: *mut u64,
+        graph_out: *mut CUgraph,
+        deps_out: *mut *const CUgraphNode,
+        edges_out: *mut *const CUgraphEdgeData,
+        num_deps_out: *mut usize,
+    ) {
+        capture_info_v3(stream, status, id_out, graph_out, deps_out, edges_out, num_deps_out)
     }
 
     fn cuGraphAddMemAllocNode(

@@ -66,8 +66,10 @@ macro_rules! exports {
         pub(crate) mod $name {
             #[allow(unused_imports)]
             use super::*;
-            /// Calls the exported entry point.
+            /// Calls the exported entry point (unused for an export no `cuGetProcAddress`
+            /// answer names, such as a superseded per-thread variant).
             #[inline(never)]
+            #[allow(dead_code)]
             pub(crate) unsafe extern "C" fn private($($arg: $ty),*) -> cuda_sys::driver::CUresult {
                 // SAFETY: the caller's arguments, forwarded unchanged under the same contract.
                 unsafe { super::$name($($arg),*) }

@@ -197,7 +197,7 @@ table! {
     "cuCtxGetLimit" => [3010: cuCtxGetLimit];
     "cuGraphInstantiateWithParams" => [12000: cuGraphInstantiateWithParams] ptds 12000: cuGraphInstantiateWithParams_ptsz;
     "cuGraphUpload" => [11010: cuGraphUpload] ptds 11010: cuGraphUpload_ptsz;
-    "cuStreamGetCaptureInfo" => [12000: cuStreamGetCaptureInfo_v2] ptds 12000: cuStreamGetCaptureInfo_v2_ptsz;
+    "cuStreamGetCaptureInfo" => [12000: cuStreamGetCaptureInfo_v2, 12030: cuStreamGetCaptureInfo_v3] ptds 12030: cuStreamGetCaptureInfo_v3_ptsz;
     "cuGraphAddMemAllocNode" => [11040: cuGraphAddMemAllocNode];
     "cuGraphAddMemFreeNode" => [11040: cuGraphAddMemFreeNode];
     "cuDeviceGraphMemTrim" => [11040: cuDeviceGraphMemTrim];
