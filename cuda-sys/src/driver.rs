@@ -328,6 +328,41 @@ pub struct CUDA_ARRAY3D_DESCRIPTOR_v1 {
     pub Flags: c_uint,
 }
 
+impl From<CUDA_ARRAY_DESCRIPTOR> for CUDA_ARRAY3D_DESCRIPTOR {
+    /// A 1D/2D descriptor as the 3D one (depth 0, no flags), as the driver reads it.
+    fn from(d: CUDA_ARRAY_DESCRIPTOR) -> Self {
+        CUDA_ARRAY3D_DESCRIPTOR { Width: d.Width, Height: d.Height, Depth: 0, Format: d.Format, NumChannels: d.NumChannels, Flags: 0 }
+    }
+}
+
+impl From<CUDA_ARRAY_DESCRIPTOR_v1> for CUDA_ARRAY3D_DESCRIPTOR {
+    /// The legacy 1D/2D descriptor, widened.
+    fn from(d: CUDA_ARRAY_DESCRIPTOR_v1) -> Self {
+        CUDA_ARRAY3D_DESCRIPTOR {
+            Width: d.Width as usize,
+            Height: d.Height as usize,
+            Depth: 0,
+            Format: d.Format,
+            NumChannels: d.NumChannels,
+            Flags: 0,
+        }
+    }
+}
+
+impl From<CUDA_ARRAY3D_DESCRIPTOR_v1> for CUDA_ARRAY3D_DESCRIPTOR {
+    /// The legacy 3D descriptor, widened.
+    fn from(d: CUDA_ARRAY3D_DESCRIPTOR_v1) -> Self {
+        CUDA_ARRAY3D_DESCRIPTOR {
+            Width: d.Width as usize,
+            Height: d.Height as usize,
+            Depth: d.Depth as usize,
+            Format: d.Format,
+            NumChannels: d.NumChannels,
+            Flags: d.Flags,
+        }
+    }
+}
+
 int_newtype! {
     /// `CUlaunchAttributeID` (subset).
     CUlaunchAttributeID(u32) {

@@ -286,6 +286,12 @@ impl LimitBook {
         *self.entries.entry((ctx, kind)).or_insert(LimitEntry { device, primary, baseline, charged: 0 })
     }
 
+    /// Bytes the quota must find before the limit may reserve `want` bytes: its growth above
+    /// what is charged and the baseline (0 for a limit never seen).
+    pub fn room(&self, ctx: u64, kind: LimitKind, want: u64) -> u64 {
+        self.entries.get(&(ctx, kind)).map_or(0, |e| want.saturating_sub(e.baseline).saturating_sub(e.charged))
+    }
+
     /// The limit now reserves `now` bytes: what to charge or give back.
     pub fn set(&mut self, ctx: u64, kind: LimitKind, now: u64) -> Delta {
         let Some(e) = self.entries.get_mut(&(ctx, kind)) else { return Delta::None };
@@ -367,6 +373,8 @@ mod tests {
         let mut b = LimitBook::default();
         let base = limit_bytes(LimitKind::Stack, 1024, threads);
         b.entry(7, LimitKind::Stack, 0, false, base);
+        assert_eq!(b.room(7, LimitKind::Stack, 4 * base), 3 * base, "the growth above the baseline");
+        assert_eq!(b.room(8, LimitKind::Stack, 4 * base), 0, "a limit never seen");
         assert_eq!(b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 4096, threads)), Delta::Charge(3 * base));
         assert_eq!(b.set(7, LimitKind::Stack, limit_bytes(LimitKind::Stack, 2048, threads)), Delta::Uncharge(2 * base));
         assert_eq!(

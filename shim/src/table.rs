@@ -213,8 +213,8 @@ hook_table! {
         Cuda fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult => modules::load_data;
         Cuda fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> CUresult => modules::load_data_ex;
         Cuda fn cuModuleUnload(module: CUmodule) -> CUresult => modules::unload;
-        Cuda fn cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load_data;
-        Cuda fn cuLibraryLoadFromFile(library: *mut CUlibrary, file: *const c_char, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load_from_file;
+        Cuda fn cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load;
+        Cuda fn cuLibraryLoadFromFile(library: *mut CUlibrary, file: *const c_char, jit_options: *mut CUjit_option, jit_values: *mut *mut c_void, num_jit: c_uint, options: *mut CUlibraryOption, values: *mut *mut c_void, num_options: c_uint) -> CUresult => modules::library_load;
         Cuda fn cuLibraryUnload(library: CUlibrary) -> CUresult => modules::library_unload;
 
         Cuda fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult => views::mem_get_info;

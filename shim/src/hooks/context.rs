@@ -244,8 +244,11 @@ pub fn set_limit<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, limit: CUl
     let Some(threads) = e.driver.resident_threads(device) else { return call() };
     let bytes = |v: u64| accounting::limit_bytes(kind, v, threads);
     let primary = !e.shim.contexts.created.lock().contains_key(&(ctx as usize));
-    let entry = e.shim.limits.lock().entry(ctx, kind, device, primary, bytes(old));
-    let want = bytes(value as u64).saturating_sub(entry.baseline).saturating_sub(entry.charged);
+    let want = {
+        let mut book = e.shim.limits.lock();
+        book.entry(ctx, kind, device, primary, bytes(old));
+        book.room(ctx, kind, bytes(value as u64))
+    };
     let reservation = match e.region.reserve_or(device, want, || super::pools::resync_all(e)) {
         Ok(r) => r,
         Err(refused) => {

@@ -7,16 +7,12 @@
 
 use std::ffi::c_uint;
 
-use cuda_sys::driver::{
-    CUDA_ARRAY_DESCRIPTOR_v1, CUDA_ARRAY3D_DESCRIPTOR, CUDA_ARRAY3D_DESCRIPTOR_v1, CUarray, CUdevice, CUdeviceptr_v1, CUresult,
-};
-use vgpu_limiter::accounting;
+use cuda_sys::driver::{CUDA_ARRAY_DESCRIPTOR_v1, CUDA_ARRAY3D_DESCRIPTOR_v1, CUarray, CUdevice, CUdeviceptr_v1, CUresult};
 
 use super::args::Out;
-use super::memory::{array, array_bytes, charged, free_key};
+use super::memory::{array, array_bytes, free_key, on_current_device, pitched};
 use super::views::container_view;
 use super::{Driver, Enforce, device_index};
-use crate::log;
 
 use CUresult as R;
 
@@ -53,14 +49,7 @@ pub fn device_total_mem<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, byt
 
 /// `cuMemAlloc` (32-bit): charged before the call, as `cuMemAlloc_v2`.
 pub fn mem_alloc<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: Out<CUdeviceptr_v1>, bytesize: c_uint) -> R {
-    if dptr.is_null() || bytesize == 0 {
-        return call();
-    }
-    let device = match e.current_device() {
-        Ok(d) => d,
-        Err(rc) => return rc,
-    };
-    charged(e, device, u64::from(bytesize), call, || dptr.written().map_or(0, u64::from))
+    on_current_device(e, u64::from(bytesize), dptr, call)
 }
 
 /// `cuMemAllocPitch` (32-bit): the worst case reserved, pitch × height kept, as
@@ -74,50 +63,13 @@ pub fn mem_alloc_pitch<D: Driver>(
     height: c_uint,
     _elem: c_uint,
 ) -> R {
-    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
-        return call();
-    }
-    let device = match e.current_device() {
-        Ok(d) => d,
-        Err(rc) => return rc,
-    };
-    let Some(worst) = accounting::pitch_worst_case(u64::from(width), u64::from(height)) else {
-        return R::CUDA_ERROR_OUT_OF_MEMORY;
-    };
-    let mut reservation = match e.region.reserve(device, worst) {
-        Ok(r) => r,
-        Err(_) => return R::CUDA_ERROR_OUT_OF_MEMORY,
-    };
-    let rc = call();
-    if rc != R::CUDA_SUCCESS {
-        return rc;
-    }
-    let (ptr, chosen) = (dptr.written().map_or(0, u64::from), pitch.written().map_or(u64::MAX, u64::from));
-    let Some(actual) = accounting::pitch_charge(chosen, u64::from(height), reservation.bytes()) else {
-        log::error(format_args!("cuMemAllocPitch padded rows beyond the worst case; refusing the allocation"));
-        e.driver.mem_free(ptr);
-        return R::CUDA_ERROR_OUT_OF_MEMORY;
-    };
-    reservation.shrink_to(actual);
-    reservation.commit(ptr);
-    rc
+    let written = || (dptr.written().map_or(0, u64::from), pitch.written().map_or(u64::MAX, u64::from));
+    pitched(e, call, dptr.is_null() || pitch.is_null(), u64::from(width), u64::from(height), written)
 }
 
 /// `cuMemFree` (32-bit).
 pub fn mem_free<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: CUdeviceptr_v1) -> R {
     free_key(e, u64::from(dptr), call)
-}
-
-/// The 32-bit descriptor as the current one.
-fn widen(d: &CUDA_ARRAY3D_DESCRIPTOR_v1) -> CUDA_ARRAY3D_DESCRIPTOR {
-    CUDA_ARRAY3D_DESCRIPTOR {
-        Width: d.Width as usize,
-        Height: d.Height as usize,
-        Depth: d.Depth as usize,
-        Format: d.Format,
-        NumChannels: d.NumChannels,
-        Flags: d.Flags,
-    }
 }
 
 /// `cuArrayCreate` (32-bit extents).
@@ -127,17 +79,7 @@ pub fn array_create<D: Driver>(
     handle: Out<CUarray>,
     desc: Option<&CUDA_ARRAY_DESCRIPTOR_v1>,
 ) -> R {
-    let bytes = desc.map_or(0, |d| {
-        array_bytes(&widen(&CUDA_ARRAY3D_DESCRIPTOR_v1 {
-            Width: d.Width,
-            Height: d.Height,
-            Depth: 0,
-            Format: d.Format,
-            NumChannels: d.NumChannels,
-            Flags: 0,
-        }))
-    });
-    array(e, bytes, handle.erased(), call)
+    array(e, desc.map_or(0, |d| array_bytes(&(*d).into())), handle.erased(), call)
 }
 
 /// `cuArray3DCreate` (32-bit extents).
@@ -147,5 +89,5 @@ pub fn array3d_create<D: Driver>(
     handle: Out<CUarray>,
     desc: Option<&CUDA_ARRAY3D_DESCRIPTOR_v1>,
 ) -> R {
-    array(e, desc.map_or(0, |d| array_bytes(&widen(d))), handle.erased(), call)
+    array(e, desc.map_or(0, |d| array_bytes(&(*d).into())), handle.erased(), call)
 }

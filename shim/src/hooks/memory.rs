@@ -39,7 +39,7 @@ pub(super) fn charged<D: Driver>(e: &Enforce<D>, device: usize, bytes: u64, call
 }
 
 /// Shared body of the hooks that allocate on the current device.
-fn on_current_device<D: Driver>(e: &Enforce<D>, bytes: usize, out: Out<u64>, call: impl FnOnce() -> R) -> R {
+pub(super) fn on_current_device<D: Driver, P: Copy + Into<u64>>(e: &Enforce<D>, bytes: u64, out: Out<P>, call: impl FnOnce() -> R) -> R {
     if out.is_null() || bytes == 0 {
         return call(); // the driver reports the bad argument
     }
@@ -47,7 +47,7 @@ fn on_current_device<D: Driver>(e: &Enforce<D>, bytes: usize, out: Out<u64>, cal
         Ok(d) => d,
         Err(rc) => return rc,
     };
-    charged(e, device, bytes as u64, call, || out.written().unwrap_or(0))
+    charged(e, device, bytes, call, || out.written().map_or(0, Into::into))
 }
 
 /// Shared body of the hooks that free by key: the allocation leaves the books before the
@@ -74,7 +74,7 @@ pub(super) fn free_key<D: Driver>(e: &Enforce<D>, key: u64, call: impl FnOnce() 
 
 /// `cuMemAlloc_v2`.
 pub fn mem_alloc<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dptr: Out<CUdeviceptr>, bytesize: usize) -> R {
-    on_current_device(e, bytesize, dptr, call)
+    on_current_device(e, bytesize as u64, dptr, call)
 }
 
 /// `cuMemAllocPitch_v2`: reserves the worst case (rows padded to [`PITCH_ALIGN`]), then keeps
@@ -88,14 +88,28 @@ pub fn mem_alloc_pitch<D: Driver>(
     height: usize,
     _elem: c_uint,
 ) -> R {
-    if dptr.is_null() || pitch.is_null() || width == 0 || height == 0 {
+    let written = || (dptr.written().unwrap_or(0), pitch.written().map_or(u64::MAX, |p| p as u64));
+    pitched(e, call, dptr.is_null() || pitch.is_null(), width as u64, height as u64, written)
+}
+
+/// Shared body of the pitched allocations (the current and the 32-bit ABI): `null` when an
+/// out-pointer is NULL; `written` reads (address, pitch) after the call.
+pub(super) fn pitched<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> R,
+    null: bool,
+    width: u64,
+    height: u64,
+    written: impl FnOnce() -> (u64, u64),
+) -> R {
+    if null || width == 0 || height == 0 {
         return call();
     }
     let device = match e.current_device() {
         Ok(d) => d,
         Err(rc) => return rc,
     };
-    let Some(worst) = accounting::pitch_worst_case(width as u64, height as u64) else {
+    let Some(worst) = accounting::pitch_worst_case(width, height) else {
         return R::CUDA_ERROR_OUT_OF_MEMORY;
     };
     let mut reservation = match e.region.reserve(device, worst) {
@@ -106,9 +120,9 @@ pub fn mem_alloc_pitch<D: Driver>(
     if rc != R::CUDA_SUCCESS {
         return rc;
     }
-    let (ptr, chosen) = (dptr.written().unwrap_or(0), pitch.written().unwrap_or(usize::MAX));
-    let Some(actual) = accounting::pitch_charge(chosen as u64, height as u64, reservation.bytes()) else {
-        log::error(format_args!("cuMemAllocPitch_v2 padded rows beyond {PITCH_ALIGN} bytes; refusing the allocation"));
+    let (ptr, chosen) = written();
+    let Some(actual) = accounting::pitch_charge(chosen, height, reservation.bytes()) else {
+        log::error(format_args!("cuMemAllocPitch padded rows beyond {PITCH_ALIGN} bytes; refusing the allocation"));
         e.driver.mem_free(ptr);
         return R::CUDA_ERROR_OUT_OF_MEMORY;
     };
@@ -127,7 +141,7 @@ pub fn mem_alloc_managed<D: Driver>(
     bytesize: usize,
     _flags: c_uint,
 ) -> R {
-    on_current_device(e, bytesize, dptr, call)
+    on_current_device(e, bytesize as u64, dptr, call)
 }
 
 /// `cuMemFree_v2`.
@@ -364,17 +378,7 @@ pub(super) fn array<D: Driver>(e: &Enforce<D>, bytes: u64, handle: Out<*mut std:
 
 /// `cuArrayCreate_v2`.
 pub fn array_create<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, handle: Out<CUarray>, desc: Option<&CUDA_ARRAY_DESCRIPTOR>) -> R {
-    let bytes = desc.map_or(0, |d| {
-        array_bytes(&CUDA_ARRAY3D_DESCRIPTOR {
-            Width: d.Width,
-            Height: d.Height,
-            Depth: 0,
-            Format: d.Format,
-            NumChannels: d.NumChannels,
-            Flags: 0,
-        })
-    });
-    array(e, bytes, handle.erased(), call)
+    array(e, desc.map_or(0, |d| array_bytes(&(*d).into())), handle.erased(), call)
 }
 
 /// `cuArray3DCreate_v2`.

@@ -92,30 +92,13 @@ pub fn unload<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, module: CUmod
     free_key(e, module as u64, call)
 }
 
-/// `cuLibraryLoadData`.
+/// `cuLibraryLoadData` and `cuLibraryLoadFromFile` (the image, or a file name, as `code`).
 #[allow(clippy::too_many_arguments)]
-pub fn library_load_data<D: Driver>(
+pub fn library_load<D: Driver, C>(
     e: &Enforce<D>,
     call: impl FnOnce() -> R,
     library: Out<CUlibrary>,
-    _code: *const c_void,
-    _jit_options: *mut CUjit_option,
-    _jit_values: *mut *mut c_void,
-    _num_jit: c_uint,
-    _options: *mut CUlibraryOption,
-    _values: *mut *mut c_void,
-    _num_options: c_uint,
-) -> R {
-    loaded(e, Loaded::Library, library, call)
-}
-
-/// `cuLibraryLoadFromFile`.
-#[allow(clippy::too_many_arguments)]
-pub fn library_load_from_file<D: Driver>(
-    e: &Enforce<D>,
-    call: impl FnOnce() -> R,
-    library: Out<CUlibrary>,
-    _file: *const c_char,
+    _code: *const C,
     _jit_options: *mut CUjit_option,
     _jit_values: *mut *mut c_void,
     _num_jit: c_uint,

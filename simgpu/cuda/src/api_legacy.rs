@@ -16,9 +16,7 @@
 #![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
 use std::ffi::c_uint;
 
-use cuda_sys::driver::{
-    CUDA_ARRAY_DESCRIPTOR_v1, CUDA_ARRAY3D_DESCRIPTOR, CUDA_ARRAY3D_DESCRIPTOR_v1, CUarray, CUcontext, CUdevice, CUdeviceptr_v1, CUresult,
-};
+use cuda_sys::driver::{CUDA_ARRAY_DESCRIPTOR_v1, CUDA_ARRAY3D_DESCRIPTOR_v1, CUarray, CUcontext, CUdevice, CUdeviceptr_v1, CUresult};
 
 use crate::api_memory::{alloc_device_at, array_bytes, create_array, free_alloc};
 use crate::state::{self, AllocKind, driver, handle, map_low32};
@@ -35,18 +33,6 @@ fn alloc_low(bytes: usize, kind: AllocKind) -> Result<CUdeviceptr_v1, R> {
     let d = driver()?;
     let addr = alloc_device_at(d, &mut d.lock(), bytes, kind, map_low32)?;
     Ok(CUdeviceptr_v1::try_from(addr).expect("mapped below 4 GiB"))
-}
-
-/// The 32-bit descriptor as the current one.
-fn widen(desc: &CUDA_ARRAY3D_DESCRIPTOR_v1) -> CUDA_ARRAY3D_DESCRIPTOR {
-    CUDA_ARRAY3D_DESCRIPTOR {
-        Width: desc.Width as usize,
-        Height: desc.Height as usize,
-        Depth: desc.Depth as usize,
-        Format: desc.Format,
-        NumChannels: desc.NumChannels,
-        Flags: desc.Flags,
-    }
 }
 
 exports! {
@@ -128,8 +114,7 @@ exports! {
         if p_handle.is_null() {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
-        let wide = widen(&CUDA_ARRAY3D_DESCRIPTOR_v1 { Width: desc.Width, Height: desc.Height, Depth: 0, Format: desc.Format, NumChannels: desc.NumChannels, Flags: 0 });
-        out(p_handle, handle(create_array(d, array_bytes(&wide)?)?))
+        out(p_handle, handle(create_array(d, array_bytes(&desc.into())?)?))
     }
 
     fn cuArray3DCreate(p_handle: *mut CUarray, desc: *const CUDA_ARRAY3D_DESCRIPTOR_v1) {
@@ -138,6 +123,6 @@ exports! {
         if p_handle.is_null() {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
-        out(p_handle, handle(create_array(d, array_bytes(&widen(&desc))?)?))
+        out(p_handle, handle(create_array(d, array_bytes(&desc.into())?)?))
     }
 }

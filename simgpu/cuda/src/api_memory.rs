@@ -554,7 +554,7 @@ exports! {
         if p_handle.is_null() {
             return Err(R::CUDA_ERROR_INVALID_VALUE);
         }
-        let bytes = array_bytes(&CUDA_ARRAY3D_DESCRIPTOR { Width: desc.Width, Height: desc.Height, Depth: 0, Format: desc.Format, NumChannels: desc.NumChannels, Flags: 0 })?;
+        let bytes = array_bytes(&desc.into())?;
         out(p_handle, handle(create_array(d, bytes)?))
     }
 
