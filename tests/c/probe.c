@@ -57,6 +57,10 @@
  *                       cuKernelGetFunction of its kernel (kept): op=library bytes= rc= kernel_rc= free= total=
  *   library_unload      cuLibraryUnload of the newest kept library: op=library_unload rc= free= total=
  *   nvml[=INDEX]        NVML (dlopen + dlsym(handle)) memory info v1 and v2 of device INDEX
+ *   procs               NVML's process views of device 0 (dlopen + dlsym(handle)), one line each:
+ *                       op=procs api=<v1|v2|v3|graphics> rc= n= list=PID:BYTES,... ;
+ *                       op=procs api=util rc= n= list=PID:SMUTIL,... ; op=procs api=rates rc= gpu= mem=;
+ *                       op=procs api=self pid=<getpid()>
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
  *                       op=gpa sym= version= rc= status= pfn=<file>!<symbol>|NULL
@@ -671,6 +675,62 @@ static void op_unguarded(void) {
     printf("op=unguarded who=%s fn=nvmlDeviceGetMemoryInfo_v2 rc=%d\n", who, info2 ? info2(NULL, &m2) : NOT_FOUND);
 }
 
+typedef struct {
+    unsigned pid;
+    unsigned long long usedGpuMemory;
+    unsigned gpuInstanceId, computeInstanceId;
+} nvmlProcessInfo_t;
+typedef struct {
+    unsigned pid;
+    unsigned long long usedGpuMemory;
+} nvmlProcessInfo_v1_t;
+typedef struct {
+    unsigned pid;
+    unsigned long long timeStamp;
+    unsigned smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+
+/* One process list of NVML (`api`), with entries of `size` bytes whose first fields are
+ * (unsigned pid, unsigned long long used). */
+static void procs_line(const char *api, int (*f)(void *, unsigned *, void *), void *dev, size_t size) {
+    static unsigned char buf[64 * sizeof(nvmlProcessInfo_t)];
+    unsigned n = 64;
+    int rc = f ? f(dev, &n, buf) : NOT_FOUND;
+    printf("op=procs who=%s api=%s rc=%d n=%u list=", who, api, rc, n);
+    for (unsigned i = 0; rc == 0 && i < n && i < 64; i++) {
+        nvmlProcessInfo_v1_t *p = (nvmlProcessInfo_v1_t *)(buf + i * size);
+        printf("%s%u:%llu", i ? "," : "", p->pid, p->usedGpuMemory);
+    }
+    printf("\n");
+}
+
+static void op_procs(void) {
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    int (*init)(void) = h ? (int (*)(void))dlsym(h, "nvmlInit_v2") : NULL;
+    int (*by_index)(unsigned, void **) = h ? (int (*)(unsigned, void **))dlsym(h, "nvmlDeviceGetHandleByIndex_v2") : NULL;
+    void *dev = NULL;
+    int rc = init && by_index ? init() : NOT_FOUND;
+    if (rc == 0) rc = by_index(0, &dev);
+    printf("op=procs who=%s api=self pid=%d rc=%d\n", who, (int)getpid(), rc);
+    if (rc != 0) return;
+    procs_line("v1", (int (*)(void *, unsigned *, void *))dlsym(h, "nvmlDeviceGetComputeRunningProcesses"), dev, sizeof(nvmlProcessInfo_v1_t));
+    procs_line("v2", (int (*)(void *, unsigned *, void *))dlsym(h, "nvmlDeviceGetComputeRunningProcesses_v2"), dev, sizeof(nvmlProcessInfo_t));
+    procs_line("v3", (int (*)(void *, unsigned *, void *))dlsym(h, "nvmlDeviceGetComputeRunningProcesses_v3"), dev, sizeof(nvmlProcessInfo_t));
+    procs_line("graphics", (int (*)(void *, unsigned *, void *))dlsym(h, "nvmlDeviceGetGraphicsRunningProcesses_v3"), dev, sizeof(nvmlProcessInfo_t));
+    int (*util)(void *, nvmlProcessUtilizationSample_t *, unsigned *, unsigned long long) =
+        (int (*)(void *, nvmlProcessUtilizationSample_t *, unsigned *, unsigned long long))dlsym(h, "nvmlDeviceGetProcessUtilization");
+    static nvmlProcessUtilizationSample_t samples[256];
+    unsigned n = 256;
+    rc = util ? util(dev, samples, &n, 0) : NOT_FOUND;
+    printf("op=procs who=%s api=util rc=%d n=%u list=", who, rc, n);
+    for (unsigned i = 0; rc == 0 && i < n && i < 256; i++) printf("%s%u:%u", i ? "," : "", samples[i].pid, samples[i].smUtil);
+    printf("\n");
+    int (*rates)(void *, unsigned *) = (int (*)(void *, unsigned *))dlsym(h, "nvmlDeviceGetUtilizationRates");
+    unsigned r[2] = {0, 0};
+    rc = rates ? rates(dev, r) : NOT_FOUND;
+    printf("op=procs who=%s api=rates rc=%d gpu=%u mem=%u\n", who, rc, r[0], r[1]);
+}
+
 static void op_nvml(const char *arg) {
     unsigned index = arg ? (unsigned)atoi(arg) : 0;
     void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -860,6 +920,8 @@ int main(int argc, char **argv) {
             op_nvml(arg);
         } else if (IS("gpa") && arg) {
             op_gpa(arg);
+        } else if (IS("procs")) {
+            op_procs();
         } else if (IS("resolve")) {
             op_resolve();
         } else if (IS("hooked")) {

@@ -29,7 +29,7 @@ use crate::config::{MAX_DEVICES, SimConfig};
 use crate::now_ns;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SIMGPU\0\x01");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Process slots per machine.
 pub const MAX_PROCS: u32 = 1024;
 /// Busy intervals remembered per device.
@@ -48,6 +48,9 @@ struct Header {
     ready: AtomicU32,
     /// Highest slot index ever claimed + 1: scans stop there.
     slots_high: AtomicU32,
+    _pad: AtomicU32,
+    /// Inode of the machine's host PID namespace (see [`crate::pids`]); 0 if unknown.
+    pidns: AtomicU64,
 }
 
 #[repr(C, align(64))]
@@ -216,9 +219,44 @@ impl Machine {
             m.await_ready(config, len)?;
         }
         if register {
+            m.pid = m.host_pid(path);
             m.slot = m.claim_slot().ok_or_else(|| format!("simgpu state {}: all {MAX_PROCS} process slots are taken", path.display()))?;
         }
         Ok(m)
+    }
+
+    /// This process's PID in the machine's host namespace: `getpid()` inside it, else the PID
+    /// service's answer (see [`crate::pids`]); its own PID, said once, when neither can be had.
+    fn host_pid(&self, path: &Path) -> u32 {
+        let own = self.pid;
+        let host_ns = self.header().pidns.load(Relaxed);
+        if host_ns != 0 && crate::pids::my_namespace() == Some(host_ns) {
+            return own;
+        }
+        let socket = crate::pids::socket_path(path);
+        match crate::pids::ask(&socket) {
+            Ok(pid) => pid,
+            Err(e) if host_ns == 0 && e.kind() == io::ErrorKind::NotFound => own,
+            Err(e) => {
+                eprintln!(
+                    "simgpu: process {own} is outside the machine's PID namespace and its PID service ({}) did not answer ({e}): NVML will list it by its own PID, which a real driver would not; start `simgpud --state {}` in the machine's namespace",
+                    socket.display(),
+                    path.display()
+                );
+                own
+            }
+        }
+    }
+
+    /// Makes this process's PID namespace the machine's host namespace (what `simgpud` does
+    /// when it starts: the machine is booted where its service runs).
+    pub fn claim_namespace(&self) {
+        self.header().pidns.store(crate::pids::my_namespace().unwrap_or(0), Release);
+    }
+
+    /// This process's PID as the machine knows it (its host PID once registered).
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     fn header(&self) -> &Header {
@@ -595,6 +633,7 @@ unsafe fn write_header(base: *mut u8, config: &SimConfig, len: usize) {
     h.max_procs.store(MAX_PROCS, Relaxed);
     h.memory.store(config.memory, Relaxed);
     h.file_size.store(len as u64, Relaxed);
+    h.pidns.store(crate::pids::my_namespace().unwrap_or(0), Relaxed);
     h.magic.store(MAGIC, Relaxed);
     h.ready.store(1, Release);
 }
