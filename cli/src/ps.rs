@@ -46,6 +46,7 @@
 //!     } ],
 //!     "processes": [ {
 //!       "pid": 4242,                   // as the container sees it
+//!       "host_pid": 91234,             // as the driver (and the host) knows it; null: not found
 //!       "slot": 0,
 //!       "generation": 1,
 //!       "state": "alive",              // or "dead" (exited, bytes not yet reaped)
@@ -200,6 +201,8 @@ pub struct ProcessSnap {
     pub slot: usize,
     /// PID as the container sees it.
     pub pid: u32,
+    /// PID as the driver knows it (0: not found).
+    pub host_pid: u32,
     /// Claim generation of the slot.
     pub generation: u64,
     /// Holds its slot's lock (false: dead, not yet reaped).
@@ -265,6 +268,7 @@ pub fn read_region(c: &Candidate) -> Result<RegionSnap, String> {
         .map(|p| ProcessSnap {
             slot: p.slot,
             pid: p.pid,
+            host_pid: p.host_pid,
             generation: p.generation,
             alive: p.alive,
             used: (0..MAX_DEVICES)
@@ -366,6 +370,7 @@ pub fn render(s: &Snapshot) -> String {
             proc_rows.push(vec![
                 r.container.clone(),
                 p.pid.to_string(),
+                if p.host_pid == 0 { "-".into() } else { p.host_pid.to_string() },
                 p.slot.to_string(),
                 if p.alive { "alive" } else { "dead" }.to_string(),
                 if used.is_empty() { "-".into() } else { used.join(" ") },
@@ -382,7 +387,7 @@ pub fn render(s: &Snapshot) -> String {
     if proc_rows.is_empty() {
         out += "no processes\n";
     } else {
-        out += &table(&["CONTAINER", "PID", "SLOT", "STATE", "USED"], &proc_rows);
+        out += &table(&["CONTAINER", "PID", "HOST PID", "SLOT", "STATE", "USED"], &proc_rows);
     }
     out
 }
@@ -423,6 +428,7 @@ pub fn to_json(s: &Snapshot) -> Value {
                 .map(|p| {
                     json!({
                         "pid": p.pid,
+                        "host_pid": (p.host_pid != 0).then_some(p.host_pid),
                         "slot": p.slot,
                         "generation": p.generation,
                         "state": if p.alive { "alive" } else { "dead" },

@@ -8,12 +8,14 @@
 //! * [`region`]: the container's shared accounting region: quotas, usage, process slots.
 //! * [`allocations`]: the lock-free map of this process's allocations.
 //! * [`accounting`]: what each allocation path charges (pitch, VMM, pools, contexts).
+//! * [`hostpid`]: how a process in a container finds the PID the driver knows it by.
 //! * [`sm`]: the SM share: the token bucket of GPU time, the cost model, the controller.
 #![deny(unsafe_code)]
 
 pub mod accounting;
 pub mod allocations;
 pub mod config;
+pub mod hostpid;
 pub mod region;
 pub mod size;
 pub mod sm;

@@ -161,7 +161,14 @@ fn controller(shim: &'static crate::state::Shim) {
                 *ctl = Controller::default();
                 continue;
             }
-            let pids: Vec<u32> = region.processes().iter().filter(|p| p.alive).map(|p| p.pid).collect();
+            // NVML knows the container's processes by their host PIDs; one that has not found
+            // its own (see hooks::hostpid) cannot be measured, and with none found the share is
+            // not measured at all: the bucket then holds its factor (open loop) rather than
+            // reading a share of 0 and drifting.
+            let pids = vgpu_limiter::hostpid::host_pids(&region.processes());
+            if pids.is_empty() {
+                continue;
+            }
             let Some((reading, others)) = measure(d as i32, &pids, ctl.last_seen_us()) else { continue };
             let decision = ctl.tick(bucket, clock.now_ns(), reading, shim.sm.policy, others);
             if let Reading::Samples(s) = reading {

@@ -237,9 +237,19 @@ hook_table! {
         Nvml fn nvmlInitWithFlags(flags: c_uint) -> nvmlReturn_t => nvml::init_with_flags;
         Nvml fn nvmlDeviceGetMemoryInfo(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t => nvml::memory_info;
         Nvml fn nvmlDeviceGetMemoryInfo_v2(device: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> nvmlReturn_t => nvml::memory_info_v2;
+        Nvml fn nvmlDeviceGetComputeRunningProcesses(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_v1_t) -> nvmlReturn_t => nvml::compute_processes;
+        Nvml fn nvmlDeviceGetComputeRunningProcesses_v2(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t => nvml::compute_processes_v2;
+        Nvml fn nvmlDeviceGetComputeRunningProcesses_v3(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t => nvml::compute_processes_v3;
+        Nvml fn nvmlDeviceGetGraphicsRunningProcesses(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_v1_t) -> nvmlReturn_t => nvml::graphics_processes;
+        Nvml fn nvmlDeviceGetGraphicsRunningProcesses_v2(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t => nvml::graphics_processes_v2;
+        Nvml fn nvmlDeviceGetGraphicsRunningProcesses_v3(device: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t => nvml::graphics_processes_v3;
+        Nvml fn nvmlDeviceGetProcessUtilization(device: nvmlDevice_t, utilization: *mut nvmlProcessUtilizationSample_t, count: *mut c_uint, last_seen: c_ulonglong) -> nvmlReturn_t => nvml::process_utilization;
+        Nvml fn nvmlDeviceGetUtilizationRates(device: nvmlDevice_t, utilization: *mut nvmlUtilization_t) -> nvmlReturn_t => nvml::utilization_rates;
     }
     uses {
         Cuda fn cuCtxGetDevice;
+        Cuda fn cuCtxPushCurrent_v2;
+        Cuda fn cuCtxPopCurrent_v2;
         Cuda fn cuCtxGetCurrent;
         Cuda fn cuCtxGetLimit;
         Cuda fn cuDeviceGetAttribute;
@@ -250,8 +260,6 @@ hook_table! {
         Nvml fn nvmlDeviceGetHandleByIndex_v2;
         Nvml fn nvmlDeviceGetIndex;
         Nvml fn nvmlDeviceGetHandleByUUID;
-        Nvml fn nvmlDeviceGetProcessUtilization;
-        Nvml fn nvmlDeviceGetComputeRunningProcesses_v3;
         Cuda fn cuMemPoolGetAttribute;
         Cuda fn cuStreamGetCaptureInfo_v2;
         Cuda fn cuStreamGetCaptureInfo_v3;

@@ -551,3 +551,89 @@ impl Sim {
         simgpu::machine::Machine::observe(&cfg).expect("observe the simulated machine")
     }
 }
+
+// ---- Containers: PID namespaces, as Kubernetes runs tenants --------------------------------
+
+/// Whether this machine lets the tests make PID namespaces (`unshare --pid --fork
+/// --mount-proc`, which needs root or a user namespace). In CI (`CI=true`, root) it must:
+/// there a missing `unshare` fails the test instead of skipping it.
+pub fn namespaces_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let ok = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root and must be able to run `unshare --pid --fork --mount-proc`"
+            );
+            eprintln!("skipping: this machine cannot make PID namespaces (unshare --pid needs root)");
+        }
+        ok
+    })
+}
+
+/// `cmd` run as a container's process: in a new PID namespace with its own `/proc`
+/// (`unshare --pid --fork --kill-child --mount-proc`: killing the `unshare` kills the
+/// namespace's first process, and with it every process of the namespace), with `cmd`'s program, arguments, environment and
+/// directory. With `user`, also in a new user namespace mapping the caller to root (where the
+/// real root is absent, as in a rootless runtime).
+pub fn in_container(cmd: &Command, user: bool) -> Command {
+    let mut c = Command::new("unshare");
+    if user {
+        c.args(["--user", "--map-root-user"]);
+    }
+    c.args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c
+}
+
+/// The host PIDs of the processes whose parent is `parent` (from this namespace's `/proc`).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // The fields after the command's closing parenthesis: state, then the parent's PID.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                let rest = &s[s.rfind(')')? + 2..];
+                rest.split(' ').nth(1)?.parse::<u32>().ok()
+            }) == Some(parent)
+        })
+        .collect()
+}
+
+/// Every descendant of `root` (children, their children, …), by host PID.
+pub fn descendants_of(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+impl Sim {
+    /// Starts `simgpud`, the machine's PID service, in this (the host's) namespace, and waits
+    /// until it answers: processes in other PID namespaces then get their host PIDs, as the
+    /// kernel driver knows them. Dropping it stops the service.
+    pub fn pid_service(&self) -> Background {
+        let mut svc = Background::spawn(&mut self.command(cargo_program("simgpud")));
+        svc.wait_for("ready", Duration::from_secs(30));
+        svc
+    }
+}

@@ -84,8 +84,11 @@ pub struct Slot {
     pub generation: AtomicU64,
     /// When the owner claimed it (ns, CLOCK_MONOTONIC).
     pub started_ns: AtomicU64,
+    /// The owner's PID in the host's namespace, as the GPU driver knows it (0 until found;
+    /// see `hostpid`).
+    pub host_pid: AtomicU32,
     /// Reserved.
-    pub _pad: AtomicU64,
+    pub _pad: AtomicU32,
     /// Keeps `used` off the line every reaper scan reads (`state`): the owner's update right
     /// after a reservation then hits its own cache line, which keeps the crash window short.
     pub _line: [AtomicU64; 4],

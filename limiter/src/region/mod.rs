@@ -272,6 +272,7 @@ impl Region {
             // SAFETY: getpid cannot fail.
             s.pid.store(unsafe { libc::getpid() } as u32, Relaxed);
             s.started_ns.store(now_ns(), Relaxed);
+            s.host_pid.store(0, Relaxed);
             self.header().slots_high.fetch_max(i as u32 + 1, AcqRel);
             self.slot = i;
             self.generation = generation;
@@ -499,6 +500,7 @@ impl Region {
                 (s.state.load(Acquire) == state::LIVE).then(|| ProcessView {
                     slot: i,
                     pid: s.pid.load(Relaxed),
+                    host_pid: s.host_pid.load(Relaxed),
                     generation: s.generation.load(Relaxed),
                     alive: i == self.slot || lock_held(self.fd, Self::slot_lock_offset(i)),
                     used: std::array::from_fn(|d| s.used[d].load(Relaxed)),
@@ -506,6 +508,21 @@ impl Region {
                 })
             })
             .collect()
+    }
+
+    /// Records the PID the driver knows this process by (see `hostpid`).
+    pub fn set_host_pid(&self, pid: u32) {
+        self.my_slot().host_pid.store(pid, Release);
+    }
+
+    /// The PID the driver knows this process by, 0 until found.
+    pub fn my_host_pid(&self) -> u32 {
+        self.my_slot().host_pid.load(Acquire)
+    }
+
+    /// The host PIDs the container's other live processes have found: not this process's.
+    pub fn claimed_host_pids(&self) -> Vec<u32> {
+        self.processes().iter().filter(|p| p.alive && p.slot != self.slot && p.host_pid != 0).map(|p| p.host_pid).collect()
     }
 
     /// This process's slot index and generation.

@@ -39,6 +39,8 @@ pub struct ProcessView {
     pub slot: usize,
     /// PID as its container sees it.
     pub pid: u32,
+    /// PID in the host's namespace, as the GPU driver knows it (0: not found).
+    pub host_pid: u32,
     /// Claim generation of the slot.
     pub generation: u64,
     /// Whether the process is alive (it holds its slot's lock).

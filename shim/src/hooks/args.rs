@@ -104,3 +104,46 @@ impl<'a, T> Out<'a, *mut T> {
         Out { ptr: self.ptr.cast(), _call: PhantomData }
     }
 }
+
+/// A caller's array out-pointer of NVML's list protocol, live for one hooked call: null, or
+/// valid for as many writes of `T` as the call's count argument said on entry.
+pub struct OutList<'a, T> {
+    ptr: *mut T,
+    _call: PhantomData<&'a mut T>,
+}
+
+impl<'a, T> FromCaller<*mut T> for OutList<'a, T> {
+    #[inline(always)]
+    unsafe fn from_caller(raw: *mut T) -> Self {
+        OutList { ptr: raw, _call: PhantomData }
+    }
+}
+
+/// How an [`OutList`] write went, in NVML's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Every item written, and the count set to their number.
+    Written,
+    /// The capacity was too small (or the list null): the count says how many are needed.
+    TooSmall,
+    /// The count pointer was null.
+    NoCount,
+}
+
+impl<T: Copy> OutList<'_, T> {
+    /// Writes `items` with NVML's size protocol: `count` holds the capacity on entry and the
+    /// number written (or needed) on return.
+    pub fn write(&self, count: Out<'_, std::ffi::c_uint>, items: &[T]) -> Listed {
+        let Some(capacity) = count.written() else { return Listed::NoCount };
+        let needed = std::ffi::c_uint::try_from(items.len()).unwrap_or(std::ffi::c_uint::MAX);
+        count.overwrite(needed);
+        if needed > capacity || (needed > 0 && self.ptr.is_null()) {
+            return Listed::TooSmall;
+        }
+        for (i, item) in items.iter().enumerate() {
+            // SAFETY: i < needed <= capacity, which the caller's contract makes valid for writes.
+            unsafe { self.ptr.add(i).write_unaligned(*item) };
+        }
+        Listed::Written
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::*;
 
 use cuda_sys::driver::*;
 use cuda_sys::nvml::{nvmlDevice_t, nvmlReturn_t};
-use vgpu_limiter::accounting;
+use vgpu_limiter::{accounting, hostpid};
 
 use super::args::Out;
 use super::{Driver, Enforce, device_index};
@@ -50,15 +50,22 @@ pub fn nvml_device(dev: c_int) -> Option<nvmlDevice_t> {
 }
 
 /// Runs a context-creating driver call and charges what it cost (see
-/// [`accounting::context_cost`]). Returns (rc, bytes charged).
-fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, call: impl FnOnce() -> R) -> (R, u64) {
+/// [`accounting::context_cost`]); the first creation also finds this process's host PID
+/// ([`super::hostpid`]), `ctx` giving the new context for its probes. Returns (rc, bytes charged).
+fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, ctx: impl FnOnce() -> Option<CUcontext>, call: impl FnOnce() -> R) -> (R, u64) {
     let Ok(d) = device_index(dev) else { return (call(), 0) };
-    let before = e.driver.nvml_usage(dev);
+    let known = super::hostpid::without_nvml(e);
+    let listing = std::time::Instant::now();
+    let before = e.driver.nvml_list(dev);
+    let listed_before = listing.elapsed();
     let rc = call();
     if rc != R::CUDA_SUCCESS {
         return (rc, 0);
     }
-    let cost = accounting::context_cost(before, e.driver.nvml_usage(dev));
+    let listing = std::time::Instant::now();
+    let after = e.driver.nvml_list(dev);
+    let me = known.or_else(|| super::hostpid::discover(e, dev, ctx(), before.as_ref(), after.as_ref(), listed_before + listing.elapsed()));
+    let cost = accounting::context_cost(hostpid::usage(before.as_ref(), me), hostpid::usage(after.as_ref(), me));
     e.region.force_charge(d, cost);
     (rc, cost)
 }
@@ -73,7 +80,7 @@ fn context_gone<D: Driver>(e: &Enforce<D>, d: usize, cost: u64) {
 }
 
 /// `cuDevicePrimaryCtxRetain`: the first retain creates the context.
-pub fn primary_retain<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, _pctx: Out<CUcontext>, dev: CUdevice) -> R {
+pub fn primary_retain<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pctx: Out<CUcontext>, dev: CUdevice) -> R {
     let Ok(d) = device_index(dev) else {
         return call();
     };
@@ -85,7 +92,7 @@ pub fn primary_retain<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, _pctx
         }
         return rc;
     }
-    let (rc, cost) = create_charged(e, dev, call);
+    let (rc, cost) = create_charged(e, dev, || pctx.written(), call);
     if rc == R::CUDA_SUCCESS {
         if book.primary_refs[d].fetch_add(1, AcqRel) == 0 {
             book.primary_cost[d].store(cost, Release);
@@ -128,9 +135,10 @@ pub fn primary_reset<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, dev: C
     rc
 }
 
-/// Shared body of the `cuCtxCreate` variants.
-fn create<D: Driver, T>(e: &Enforce<D>, pctx: Out<*mut T>, dev: CUdevice, call: impl FnOnce() -> R) -> R {
-    let (rc, cost) = create_charged(e, dev, call);
+/// Shared body of the `cuCtxCreate` variants (`is_context`: the handle is a `CUcontext`, which
+/// a host-PID probe may use; a green context's is not).
+fn create<D: Driver, T>(e: &Enforce<D>, pctx: Out<*mut T>, dev: CUdevice, is_context: bool, call: impl FnOnce() -> R) -> R {
+    let (rc, cost) = create_charged(e, dev, || pctx.written().filter(|_| is_context).map(|c| c.cast()), call);
     if rc == R::CUDA_SUCCESS
         && let (Some(ctx), Ok(d)) = (pctx.written(), device_index(dev))
     {
@@ -142,7 +150,7 @@ fn create<D: Driver, T>(e: &Enforce<D>, pctx: Out<*mut T>, dev: CUdevice, call: 
 
 /// `cuCtxCreate_v2`.
 pub fn create_v2<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, pctx: Out<CUcontext>, _flags: c_uint, dev: CUdevice) -> R {
-    create(e, pctx, dev, call)
+    create(e, pctx, dev, true, call)
 }
 
 /// `cuCtxCreate_v3`.
@@ -155,7 +163,7 @@ pub fn create_v3<D: Driver>(
     _flags: c_uint,
     dev: CUdevice,
 ) -> R {
-    create(e, pctx, dev, call)
+    create(e, pctx, dev, true, call)
 }
 
 /// `cuCtxCreate_v4`.
@@ -167,7 +175,7 @@ pub fn create_v4<D: Driver>(
     _flags: c_uint,
     dev: CUdevice,
 ) -> R {
-    create(e, pctx, dev, call)
+    create(e, pctx, dev, true, call)
 }
 
 /// `cuCtxDestroy_v2`.
@@ -186,7 +194,7 @@ pub fn green_create<D: Driver>(
     dev: CUdevice,
     _flags: c_uint,
 ) -> R {
-    create(e, green, dev, call)
+    create(e, green, dev, false, call)
 }
 
 /// `cuGreenCtxDestroy`.

@@ -12,7 +12,7 @@ use cuda_sys::driver::{
     CUmemoryPool, CUresult, CUstream, CUstreamCaptureStatus,
 };
 use cuda_sys::nvml::{nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
-use vgpu_limiter::accounting::NvmlUsage;
+use vgpu_limiter::hostpid::Snapshot;
 
 use crate::table::real;
 
@@ -49,8 +49,15 @@ pub trait Driver {
     fn module_unload(&self, module: u64) -> R;
     /// `cuLibraryUnload` (likewise).
     fn library_unload(&self, library: u64) -> R;
-    /// What NVML says device `dev` holds: (all processes, this process if listed).
-    fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage>;
+    /// What NVML says of device `dev`: memory used by all processes, and its process list.
+    fn nvml_list(&self, dev: CUdevice) -> Option<Snapshot>;
+    /// Allocates `bytes` in context `ctx` (made current for the call, then restored): a probe
+    /// that tells this process's host PID apart, freed with [`Driver::probe_free`].
+    fn probe_alloc(&self, ctx: CUcontext, bytes: u64) -> Option<u64>;
+    /// Frees a probe of [`Driver::probe_alloc`].
+    fn probe_free(&self, ctx: CUcontext, ptr: u64);
+    /// The inode of this process's PID namespace (`/proc/self/ns/pid`), if `/proc` tells.
+    fn pid_namespace(&self) -> Option<u64>;
     /// `cuDeviceGetCount`.
     fn device_count(&self) -> Option<i32>;
     /// `cuEventCreate` with default flags (timing enabled).
@@ -220,24 +227,64 @@ impl Driver for Real {
         }
     }
 
-    fn nvml_usage(&self, dev: CUdevice) -> Option<NvmlUsage> {
+    fn nvml_list(&self, dev: CUdevice) -> Option<Snapshot> {
         let h = super::context::nvml_device(dev)?;
         let mut m = nvmlMemory_t::default();
         // SAFETY: a handle NVML gave us and a valid out-pointer.
         if unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } != nvmlReturn_t::NVML_SUCCESS {
             return None;
         }
-        let mine = real::nvmlDeviceGetComputeRunningProcesses_v3().and_then(|f| {
-            let mut infos = [nvmlProcessInfo_t::default(); 64];
+        let f = real::nvmlDeviceGetComputeRunningProcesses_v3()?;
+        let mut infos = vec![nvmlProcessInfo_t::default(); 64];
+        loop {
             let mut n = infos.len() as u32;
             // SAFETY: a buffer of `n` entries and a valid count pointer.
-            if unsafe { f(h, &mut n, infos.as_mut_ptr()) } != nvmlReturn_t::NVML_SUCCESS {
+            match unsafe { f(h, &mut n, infos.as_mut_ptr()) } {
+                nvmlReturn_t::NVML_SUCCESS => {
+                    let listed = infos[..(n as usize).min(infos.len())].iter().map(|p| (p.pid, p.usedGpuMemory)).collect();
+                    return Some((m.used, listed));
+                }
+                // More processes than room (up to a bound: a list that never fits is no list).
+                nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > infos.len() && n <= 16_384 => {
+                    infos.resize(n as usize + 16, nvmlProcessInfo_t::default());
+                }
+                _ => return Some((m.used, Vec::new())),
+            }
+        }
+    }
+
+    fn probe_alloc(&self, ctx: CUcontext, bytes: u64) -> Option<u64> {
+        let (push, pop, alloc) = (real::cuCtxPushCurrent_v2()?, real::cuCtxPopCurrent_v2()?, real::cuMemAlloc_v2()?);
+        let mut ptr = 0u64;
+        let mut popped: CUcontext = ptr::null_mut();
+        // SAFETY: a context the hooked call just created, pushed and popped around one
+        // allocation with a valid out-pointer.
+        unsafe {
+            if push(ctx) != R::CUDA_SUCCESS {
                 return None;
             }
-            // SAFETY: getpid cannot fail.
-            let me = unsafe { libc::getpid() } as u32;
-            infos[..(n as usize).min(infos.len())].iter().find(|p| p.pid == me).map(|p| p.usedGpuMemory)
-        });
-        Some((m.used, mine))
+            let rc = alloc(&mut ptr, bytes as usize);
+            pop(&mut popped);
+            (rc == R::CUDA_SUCCESS).then_some(ptr)
+        }
+    }
+
+    fn pid_namespace(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    }
+
+    fn probe_free(&self, ctx: CUcontext, ptr: u64) {
+        let (Some(push), Some(pop), Some(free)) = (real::cuCtxPushCurrent_v2(), real::cuCtxPopCurrent_v2(), real::cuMemFree_v2()) else {
+            return;
+        };
+        let mut popped: CUcontext = ptr::null_mut();
+        // SAFETY: as in probe_alloc: the probe's own context and pointer.
+        unsafe {
+            if push(ctx) == R::CUDA_SUCCESS {
+                free(ptr);
+                pop(&mut popped);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod args;
 pub mod context;
 pub mod driver;
 pub mod graphs;
+pub mod hostpid;
 pub mod init;
 pub mod launch;
 pub mod legacy;

@@ -31,13 +31,13 @@ enum Loaded {
 /// Shared body of the loads: `handle` is what the load writes.
 fn loaded<D: Driver, T>(e: &Enforce<D>, kind: Loaded, handle: Out<*mut T>, call: impl FnOnce() -> R) -> R {
     let Ok(device) = e.current_device() else { return call() };
-    let (before, charged_before) = (e.driver.nvml_usage(device as i32), e.region.my_usage(device));
+    let (before, charged_before) = (super::hostpid::usage(e, device as i32), e.region.my_usage(device));
     let rc = call();
     if rc != R::CUDA_SUCCESS {
         return rc;
     }
     let meanwhile = e.region.my_usage(device).saturating_sub(charged_before);
-    let bytes = accounting::own_growth(before, e.driver.nvml_usage(device as i32), meanwhile);
+    let bytes = accounting::own_growth(before, super::hostpid::usage(e, device as i32), meanwhile);
     let Some(m) = handle.written().filter(|m| !m.is_null() && bytes > 0) else { return rc };
     match e.region.reserve_or(device, bytes, || super::pools::resync_all(e)) {
         Ok(r) => {

@@ -1,14 +1,22 @@
 //! NVML: initialisation fails closed on a bad configuration, and memory information shows the
 //! container's quota for the device the application sees under that NVML handle (matched by
-//! UUID, never by assuming NVML's and CUDA's indices agree).
+//! UUID, never by assuming NVML's and CUDA's indices agree). Process lists, per-process
+//! utilisation and utilisation rates show the container's own processes only, by their PIDs
+//! in the container (the driver lists host PIDs; see `hostpid`), with the memory vgpu charges
+//! each.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_uint};
 
-use cuda_sys::nvml::{NVML_DEVICE_UUID_V2_BUFFER_SIZE, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlReturn_t};
+use cuda_sys::nvml::{
+    NVML_DEVICE_UUID_V2_BUFFER_SIZE, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2_t, nvmlProcessInfo_t, nvmlProcessInfo_v1_t,
+    nvmlProcessUtilizationSample_t, nvmlReturn_t, nvmlUtilization_t,
+};
 use vgpu_limiter::config::VisibleDevice;
+use vgpu_limiter::hostpid;
+use vgpu_limiter::sm::controller::{UtilEntry, container_share};
 
-use super::args::Out;
+use super::args::{Listed, Out, OutList};
 use super::context::uuid_string;
 use super::init::CUDA_READY;
 use super::{Driver, Enforce};
@@ -116,5 +124,181 @@ pub fn memory_info_v2<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, devic
         (m.total, m.free, m.used, m.reserved) = (total, free, used, 0);
         memory.overwrite(m);
     }
+    rc
+}
+
+/// An entry of one of NVML's process lists (v1, or v2/v3 with MIG instance ids).
+pub trait ProcessEntry: Copy + Default {
+    /// The process's PID.
+    fn pid(&self) -> u32;
+    /// The same entry for PID `pid` using `bytes`.
+    fn shown_as(self, pid: u32, bytes: u64) -> Self;
+}
+
+impl ProcessEntry for nvmlProcessInfo_v1_t {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn shown_as(self, pid: u32, bytes: u64) -> Self {
+        nvmlProcessInfo_v1_t { pid, usedGpuMemory: bytes }
+    }
+}
+
+impl ProcessEntry for nvmlProcessInfo_t {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn shown_as(self, pid: u32, bytes: u64) -> Self {
+        nvmlProcessInfo_t { pid, usedGpuMemory: bytes, ..self }
+    }
+}
+
+/// The type of NVML's process-list functions over entries `T`.
+type ListFn<T> = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut T) -> N;
+
+/// The whole list of `f` for `device` (grown until it fits, up to a bound).
+fn whole_list<T: ProcessEntry>(f: ListFn<T>, device: nvmlDevice_t) -> Result<Vec<T>, N> {
+    let mut items = vec![T::default(); 64];
+    loop {
+        let mut n = items.len() as c_uint;
+        // SAFETY: a buffer of `n` entries and a valid count pointer; the handle is the caller's.
+        match unsafe { f(device, &mut n, items.as_mut_ptr()) } {
+            N::NVML_SUCCESS => {
+                items.truncate(n as usize);
+                return Ok(items);
+            }
+            N::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > items.len() && n <= 16_384 => items.resize(n as usize + 16, T::default()),
+            rc => return Err(rc),
+        }
+    }
+}
+
+/// Shared body of the process lists: the real list (from `real`, the same variant), narrowed
+/// to the container's own processes, each shown by its container PID with the memory vgpu
+/// charges it. A device the application cannot see is passed through.
+fn own_list<D: Driver, T: ProcessEntry>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> N,
+    real: Option<ListFn<T>>,
+    device: nvmlDevice_t,
+    count: Out<c_uint>,
+    infos: OutList<T>,
+) -> N {
+    let (Some(real), Some(ordinal)) = (real, ordinal_of(e.shim, device)) else { return call() };
+    let listed = match whole_list(real, device) {
+        Ok(l) => l,
+        Err(rc) => return rc,
+    };
+    let pids: Vec<u32> = listed.iter().map(|p| p.pid()).collect();
+    let shown: Vec<T> = hostpid::own_processes(&pids, &e.region.processes(), ordinal)
+        .into_iter()
+        .map(|(i, pid, bytes)| listed[i].shown_as(pid, bytes))
+        .collect();
+    match infos.write(count, &shown) {
+        Listed::Written => N::NVML_SUCCESS,
+        Listed::TooSmall => N::NVML_ERROR_INSUFFICIENT_SIZE,
+        Listed::NoCount => N::NVML_ERROR_INVALID_ARGUMENT,
+    }
+}
+
+/// The process-list hooks: each narrows the real list of its own variant ([`own_list`]).
+macro_rules! own_list_hooks {
+    ($( $(#[$doc:meta])* $hook:ident => $real:ident, $entry:ty; )*) => {$(
+        $(#[$doc])*
+        pub fn $hook<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, device: nvmlDevice_t, count: Out<c_uint>, infos: OutList<$entry>) -> N {
+            own_list(e, call, real::$real(), device, count, infos)
+        }
+    )*};
+}
+
+own_list_hooks! {
+    /// `nvmlDeviceGetComputeRunningProcesses` (v1 entries).
+    compute_processes => nvmlDeviceGetComputeRunningProcesses, nvmlProcessInfo_v1_t;
+    /// `nvmlDeviceGetComputeRunningProcesses_v2`.
+    compute_processes_v2 => nvmlDeviceGetComputeRunningProcesses_v2, nvmlProcessInfo_t;
+    /// `nvmlDeviceGetComputeRunningProcesses_v3`.
+    compute_processes_v3 => nvmlDeviceGetComputeRunningProcesses_v3, nvmlProcessInfo_t;
+    /// `nvmlDeviceGetGraphicsRunningProcesses` (v1 entries).
+    graphics_processes => nvmlDeviceGetGraphicsRunningProcesses, nvmlProcessInfo_v1_t;
+    /// `nvmlDeviceGetGraphicsRunningProcesses_v2`.
+    graphics_processes_v2 => nvmlDeviceGetGraphicsRunningProcesses_v2, nvmlProcessInfo_t;
+    /// `nvmlDeviceGetGraphicsRunningProcesses_v3`.
+    graphics_processes_v3 => nvmlDeviceGetGraphicsRunningProcesses_v3, nvmlProcessInfo_t;
+}
+
+/// The real per-process samples of `device` since `last_seen_us` (empty for `NOT_FOUND`).
+fn samples(device: nvmlDevice_t, last_seen_us: u64) -> Result<Vec<nvmlProcessUtilizationSample_t>, N> {
+    let f = real::nvmlDeviceGetProcessUtilization().ok_or(N::NVML_ERROR_FUNCTION_NOT_FOUND)?;
+    let mut items = vec![nvmlProcessUtilizationSample_t::default(); 64];
+    loop {
+        let mut n = items.len() as c_uint;
+        // SAFETY: a buffer of `n` samples and a valid count pointer; the handle is the caller's.
+        match unsafe { f(device, items.as_mut_ptr(), &mut n, last_seen_us) } {
+            N::NVML_SUCCESS => {
+                items.truncate(n as usize);
+                return Ok(items);
+            }
+            N::NVML_ERROR_NOT_FOUND => return Ok(Vec::new()),
+            N::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > items.len() && n <= 16_384 => {
+                items.resize(n as usize + 16, nvmlProcessUtilizationSample_t::default())
+            }
+            rc => return Err(rc),
+        }
+    }
+}
+
+/// `nvmlDeviceGetProcessUtilization`: the container's own processes' samples, by container
+/// PID; `NOT_FOUND` when none of them has one.
+pub fn process_utilization<D: Driver>(
+    e: &Enforce<D>,
+    call: impl FnOnce() -> N,
+    device: nvmlDevice_t,
+    utilization: OutList<nvmlProcessUtilizationSample_t>,
+    count: Out<c_uint>,
+    last_seen_us: std::ffi::c_ulonglong,
+) -> N {
+    if ordinal_of(e.shim, device).is_none() {
+        return call();
+    }
+    let all = match samples(device, last_seen_us) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    let pids: Vec<u32> = all.iter().map(|s| s.pid).collect();
+    let mine: Vec<nvmlProcessUtilizationSample_t> = hostpid::own_processes(&pids, &e.region.processes(), 0)
+        .into_iter()
+        .map(|(i, pid, _)| nvmlProcessUtilizationSample_t { pid, ..all[i] })
+        .collect();
+    if mine.is_empty() {
+        count.overwrite(0);
+        return N::NVML_ERROR_NOT_FOUND;
+    }
+    match utilization.write(count, &mine) {
+        Listed::Written => N::NVML_SUCCESS,
+        Listed::TooSmall => N::NVML_ERROR_INSUFFICIENT_SIZE,
+        Listed::NoCount => N::NVML_ERROR_INVALID_ARGUMENT,
+    }
+}
+
+/// `nvmlDeviceGetUtilizationRates`: the container's share of the device over the last second
+/// (its processes' samples, averaged over the sample periods as the SM controller reads them),
+/// not the whole device's.
+pub fn utilization_rates<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, device: nvmlDevice_t, rates: Out<nvmlUtilization_t>) -> N {
+    let rc = call();
+    if rc != N::NVML_SUCCESS || ordinal_of(e.shim, device).is_none() {
+        return rc;
+    }
+    if rates.is_null() {
+        return rc;
+    }
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let since = now_us.saturating_sub(1_000_000);
+    let Ok(all) = samples(device, since) else { return rc };
+    let ours = hostpid::host_pids(&e.region.processes());
+    let share = |pick: fn(&nvmlProcessUtilizationSample_t) -> u32| {
+        let entries: Vec<UtilEntry> = all.iter().map(|s| UtilEntry { pid: s.pid, sm_util: pick(s), stamp_us: s.timeStamp }).collect();
+        container_share(&entries, &ours, since).map_or(0, |s| (s.share * 100.0).round() as u32)
+    };
+    rates.overwrite(nvmlUtilization_t { gpu: share(|s| s.smUtil), memory: share(|s| s.memUtil) });
     rc
 }

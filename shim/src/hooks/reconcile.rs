@@ -42,13 +42,13 @@ impl Reconciled {
 
 /// Brings this process's unhooked bytes on `device` in line with the driver's figure now.
 pub fn reconcile<D: Driver>(e: &Enforce<D>, device: usize) {
-    let driver_says = match e.driver.nvml_usage(device as i32) {
+    let driver_says = match super::hostpid::usage(e, device as i32) {
         Some((_, Some(mine))) => mine,
         Some((_, None)) => {
             static SAID: AtomicBool = AtomicBool::new(false);
             if !SAID.swap(true, Relaxed) {
                 log::debug(format_args!(
-                    "device {device}: NVML does not list this process by its PID (another PID namespace?): memory no hook saw is not reconciled"
+                    "device {device}: NVML does not list this process by its host PID: memory no hook saw is not reconciled"
                 ));
             }
             return;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use cuda_sys::driver::*;
 use vgpu_limiter::accounting::NvmlUsage;
 use vgpu_limiter::config::{Config, MAX_DEVICES};
+use vgpu_limiter::hostpid::Snapshot;
 use vgpu_limiter::region::Region;
 
 use super::args::Out;
@@ -18,6 +19,8 @@ use crate::state::Shim;
 use CUresult as R;
 
 const MIB: u64 = 1 << 20;
+/// The host PID the fake NVML lists this process by.
+const ME: u32 = 4242;
 /// The handle the fake driver gives for the device's current pool.
 const POOL: u64 = 0x9000;
 
@@ -28,8 +31,15 @@ struct Fake {
     /// Pool attributes: (reserved, used).
     pool: Cell<(u64, u64)>,
     trimmed: RefCell<Vec<(u64, u64)>>,
-    /// NVML's answers, one per call, in order.
+    /// NVML's answers, one per call, in order: (device used, this process's usage as [`ME`]).
     nvml: RefCell<Vec<Option<NvmlUsage>>>,
+    /// NVML's process lists, one per call (the last repeats), when set: they take precedence.
+    lists: RefCell<Vec<Snapshot>>,
+    /// The PID whose usage shows a live probe, and the probe's size.
+    probe_shows_as: Cell<Option<u32>>,
+    probe: Cell<u64>,
+    /// The PID namespace the fake `/proc` names (default: a container's).
+    pid_namespace: Cell<Option<u64>>,
     /// Events: the next handle, those recorded (event, stream), those destroyed.
     next_event: Cell<usize>,
     recorded: RefCell<Vec<(usize, usize)>>,
@@ -125,9 +135,29 @@ impl Driver for &Fake {
     fn event_destroy(&self, event: CUevent) {
         self.destroyed.borrow_mut().push(event as usize);
     }
-    fn nvml_usage(&self, _dev: CUdevice) -> Option<(u64, Option<u64>)> {
+    fn nvml_list(&self, _dev: CUdevice) -> Option<Snapshot> {
+        let mut lists = self.lists.borrow_mut();
+        if !lists.is_empty() {
+            let (used, mut list) = if lists.len() > 1 { lists.remove(0) } else { lists[0].clone() };
+            for p in list.iter_mut().filter(|p| Some(p.0) == self.probe_shows_as.get()) {
+                p.1 += self.probe.get();
+            }
+            return Some((used, list));
+        }
         let mut answers = self.nvml.borrow_mut();
-        if answers.is_empty() { None } else { answers.remove(0) }
+        let answer = if answers.is_empty() { None } else { answers.remove(0) };
+        answer.map(|(used, mine)| (used, mine.map(|m| vec![(ME, m)]).unwrap_or_default()))
+    }
+    fn probe_alloc(&self, _ctx: CUcontext, bytes: u64) -> Option<u64> {
+        self.probe.set(bytes);
+        Some(0xBEEF)
+    }
+    fn pid_namespace(&self) -> Option<u64> {
+        Some(self.pid_namespace.get().unwrap_or(4026532000))
+    }
+    fn probe_free(&self, _ctx: CUcontext, ptr: u64) {
+        assert_eq!(ptr, 0xBEEF);
+        self.probe.set(0);
     }
 }
 
@@ -146,6 +176,7 @@ impl World {
         let mut quotas = [None; MAX_DEVICES];
         quotas[0] = Some(quota);
         let region = Region::open(&dir.join("region"), &quotas, 0o600).unwrap();
+        region.set_host_pid(ME);
         World { shim: Shim::for_tests(Config::default()), region, dir }
     }
 
@@ -534,4 +565,51 @@ fn a_module_load_is_charged_what_it_took_and_undone_past_the_quota() {
     assert_eq!((rc, w.used(), fake.freed.borrow().clone()), (R::CUDA_ERROR_OUT_OF_MEMORY, 40 * MIB, vec![0x5000]));
     assert_eq!(super::modules::unload(&e, || R::CUDA_SUCCESS, 0x4000 as CUmodule), R::CUDA_SUCCESS);
     assert_eq!(w.used(), 0);
+}
+
+#[test]
+fn the_first_context_finds_the_host_pid_from_nvml_and_charges_its_own_growth() {
+    let w = World::new(4 * GIB);
+    w.region.set_host_pid(0);
+    let fake = Fake::default();
+    // Another process (100) holds 1 GiB; this one appears as 555 with its 64 MiB context,
+    // while a co-tenant that already found its PID (777) also grew.
+    *fake.lists.borrow_mut() =
+        vec![(GIB, vec![(100, GIB), (777, 0)]), (GIB + 96 * MIB, vec![(100, GIB), (555, 64 * MIB), (777, 32 * MIB)])];
+    let e = w.enforce(&fake);
+    let mut quotas = [None; MAX_DEVICES];
+    quotas[0] = Some(4 * GIB);
+    let other = Region::open(&w.dir.join("region"), &quotas, 0o600).unwrap();
+    other.set_host_pid(777);
+    let ctx = Cell::new(0x10 as CUcontext);
+    let rc = context::primary_retain(&e, || R::CUDA_SUCCESS, Out::cell(&ctx), 0);
+    assert_eq!(rc, R::CUDA_SUCCESS);
+    assert_eq!(w.region.my_host_pid(), 555);
+    assert_eq!(w.region.my_usage(0), 64 * MIB, "its own growth, not the device's 96 MiB");
+}
+
+#[test]
+fn colliding_starts_are_told_apart_by_a_probe() {
+    let w = World::new(4 * GIB);
+    w.region.set_host_pid(0);
+    let fake = Fake::default();
+    fake.probe_shows_as.set(Some(556));
+    *fake.lists.borrow_mut() = vec![(0, vec![]), (128 * MIB, vec![(555, 64 * MIB), (556, 64 * MIB)])];
+    let e = w.enforce(&fake);
+    let ctx = Cell::new(0x10 as CUcontext);
+    assert_eq!(context::primary_retain(&e, || R::CUDA_SUCCESS, Out::cell(&ctx), 0), R::CUDA_SUCCESS);
+    assert_eq!(w.region.my_host_pid(), 556);
+    assert_eq!(fake.probe.get(), 0, "the probe was freed");
+    assert_eq!(w.region.my_usage(0), 64 * MIB, "the probe's charge went back");
+}
+
+#[test]
+fn in_the_hosts_pid_namespace_the_host_pid_is_getpid() {
+    let w = World::new(4 * GIB);
+    w.region.set_host_pid(0);
+    let fake = Fake::default();
+    fake.pid_namespace.set(Some(vgpu_limiter::hostpid::INIT_PID_NAMESPACE_INODE));
+    let e = w.enforce(&fake);
+    assert_eq!(super::hostpid::without_nvml(&e), Some(std::process::id()));
+    assert_eq!(w.region.my_host_pid(), std::process::id());
 }

@@ -577,18 +577,51 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses_v3(
 }
 const _: pfn::nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses_v3;
 
-/// `nvmlDeviceGetGraphicsRunningProcesses_v3`: always no processes (simgpu has no graphics).
+/// Graphics processes of `device`: always none (simgpu has no graphics).
+///
+/// # Safety
+/// As [`put_list`].
+unsafe fn no_graphics<T: Copy>(device: nvmlDevice_t, info_count: *mut c_uint, infos: *mut T) -> nvmlReturn_t {
+    guard(|| {
+        self::device(device)?;
+        // SAFETY: the caller's contract is put_list's.
+        unsafe { put_list(info_count, infos, &[]) }
+    })
+}
+
+/// `nvmlDeviceGetGraphicsRunningProcesses`: always no processes (v1 struct).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses(
+    device: nvmlDevice_t,
+    info_count: *mut c_uint,
+    infos: *mut nvmlProcessInfo_v1_t,
+) -> nvmlReturn_t {
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_graphics(device, info_count, infos) }
+}
+const _: pfn::nvmlDeviceGetGraphicsRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses;
+
+/// `nvmlDeviceGetGraphicsRunningProcesses_v2`: always no processes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v2(
+    device: nvmlDevice_t,
+    info_count: *mut c_uint,
+    infos: *mut nvmlProcessInfo_t,
+) -> nvmlReturn_t {
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_graphics(device, info_count, infos) }
+}
+const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses_v2;
+
+/// `nvmlDeviceGetGraphicsRunningProcesses_v3`: always no processes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v3(
     device: nvmlDevice_t,
     info_count: *mut c_uint,
     infos: *mut nvmlProcessInfo_t,
 ) -> nvmlReturn_t {
-    guard(|| {
-        self::device(device)?;
-        // SAFETY: the caller's contract is put_list's.
-        unsafe { put_list(info_count, infos, &[]) }
-    })
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_graphics(device, info_count, infos) }
 }
 const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses_v3;
 
