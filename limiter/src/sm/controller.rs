@@ -140,9 +140,31 @@ pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weigh
     if !(err > DEAD_BAND || (err < -DEAD_BAND && throttled)) {
         return scale;
     }
-    let bound = MAX_STEP.powf(w);
+    const { assert!(MAX_STEP == 2.0, "two_to_the is 2^w") };
+    let bound = two_to_the(w);
     let factor = (1.0 + GAIN * w * err / target).clamp(1.0 / bound, bound);
     (scale * factor).clamp(MIN, MAX)
+}
+
+/// 2^`w` for `w` in [0, 1], to within 1e-9, without libm: `f64::powf` would make `libvgpu.so`
+/// need `libm.so.6`, which the loader would then map into every process of a container that
+/// preloads the shim, CUDA or not.
+fn two_to_the(w: f64) -> f64 {
+    // The ends exactly (a full-weight reading's bound is 2, not 2 less an ulp).
+    if w >= 1.0 {
+        return 2.0;
+    }
+    if w.is_nan() || w <= 0.0 {
+        return 1.0;
+    }
+    // e^x for x = w ln 2 in (0, ln 2): Taylor terms up to x^18 leave less than an ulp.
+    let x = w * std::f64::consts::LN_2;
+    let (mut term, mut sum) = (1.0, 1.0);
+    for k in 1..=18 {
+        term *= x / f64::from(k);
+        sum += term;
+    }
+    sum
 }
 
 /// What the bucket and NVML said in one tick.
@@ -325,6 +347,10 @@ mod tests {
         assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading raises it at most ×2");
         assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 0.5, "or lowers it at most ÷2");
         assert!((next_scale(1.0, 0.3, 0.97, false, 0.1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
+        for i in 0..=100 {
+            let w = f64::from(i) / 100.0;
+            assert!((super::two_to_the(w) - 2f64.powf(w)).abs() < 1e-9, "2^{w}");
+        }
         assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0), 1.0, "an idle container keeps its price");
         assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0), 1.0, "dead band");
         assert_eq!(next_scale(7.9, 0.1, 0.9, false, 1.0), 8.0, "clamped");
