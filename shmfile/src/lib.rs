@@ -202,6 +202,15 @@ pub fn lock(fd: libc::c_int, offset: i64, wait: bool) -> bool {
     unsafe { libc::fcntl(fd, if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK }, &fl) == 0 }
 }
 
+/// Takes the open-file-description read (shared) lock on the byte at `offset`, which any
+/// number of descriptions may hold at once and a write lock excludes; `wait` blocks for it.
+/// True when held.
+pub fn lock_shared(fd: libc::c_int, offset: i64, wait: bool) -> bool {
+    let fl = flock_at(libc::F_RDLCK, offset);
+    // SAFETY: fcntl with a valid flock on the caller's descriptor.
+    unsafe { libc::fcntl(fd, if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK }, &fl) == 0 }
+}
+
 /// Releases the lock on the byte at `offset`.
 pub fn unlock(fd: libc::c_int, offset: i64) {
     let fl = flock_at(libc::F_UNLCK, offset);

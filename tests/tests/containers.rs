@@ -319,3 +319,34 @@ fn a_user_namespace_tenant_without_real_root_finds_its_host_pid() {
     let listed = region_processes(&sim, &sim.region());
     assert!(listed.iter().any(|p| p["host_pid"].as_u64() == Some(u64::from(host))), "{listed:?}");
 }
+
+#[test]
+fn a_container_restarted_with_a_new_quota_adopts_its_region_and_the_dead_ones_bytes_go() {
+    // The container's only process is killed (SIGKILL, the namespace with it) holding 300 MiB;
+    // the container restarts on the same region path with a larger quota: the newcomer adopts
+    // the region, under its own quota, with the dead process's bytes given back.
+    if !namespaces_available() {
+        return;
+    }
+    let sim = Sim::with_64m_contexts();
+    let _svc = sim.pid_service();
+    let probe = build_c_helper("probe", false);
+    let mut first = sim.shimmed(&probe);
+    first.env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(["init", "ctx", "alloc=300m", "info", "sleep=30000"]);
+    let mut first = Background::spawn(&mut in_container(&first, false));
+    first.wait_for("op=info", Duration::from_secs(30));
+    first.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running(first.pid(), "probe").is_empty() || region_processes(&sim, &sim.region()).iter().any(|p| p["state"] == "alive") {
+        assert!(Instant::now() < deadline, "the killed container's process is gone");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = sim.shimmed(&probe);
+    second.env("CUDA_DEVICE_MEMORY_LIMIT", "2g").args(["init", "ctx", "info"]);
+    let out = run(&mut in_container(&second, false), Duration::from_secs(30));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let recs = records(&stdout, "op");
+    let info = recs.iter().find(|r| field(r, "op") == "info").expect("info");
+    assert_eq!((u(info, "total"), u(info, "free")), (2048 * MIB, 2048 * MIB - CONTEXT), "{stdout}");
+}

@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 
 use shmfile::{Created, Untrusted};
-pub(super) use shmfile::{file_size, held_elsewhere as lock_held, lock, now_ns, unlock};
+pub(super) use shmfile::{file_size, held_elsewhere as lock_held, lock, lock_shared, now_ns, unlock};
 
 use super::layout::*;
 use super::{Region, RegionError};
@@ -79,8 +79,7 @@ impl Region {
         };
         let mut r = Region::unclaimed(base, fd, path);
         r.validate()?;
-        r.adopt_quotas(quotas)?;
-        r.claim_slot()?;
+        r.join(quotas)?;
         Ok(Some(r))
     }
 

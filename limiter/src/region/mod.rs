@@ -31,7 +31,7 @@ mod views;
 pub use error::{Refused, RegionError};
 pub use views::{DeviceView, Observer, ProcessView, quota_view};
 
-use file::{lock, lock_held, now_ns, unlock};
+use file::{lock, lock_held, lock_shared, now_ns, unlock};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -227,11 +227,44 @@ impl Region {
         Ok(())
     }
 
+    /// Joins the region under `quotas`: takes a slot if the region's quotas are these, or
+    /// makes them these if no process lives in it (a container restarted with a new
+    /// configuration), else fails with a mismatch.
+    ///
+    /// Joiners hold the membership lock (an OFD lock on byte 1) shared while they compare and
+    /// claim, so any number join at once; one that would change the quotas holds it
+    /// exclusively, so that "nobody lives here", the new quotas and its own slot are one step
+    /// that no other joiner can fall between: a newcomer of the old quota that claimed a slot
+    /// just after the check would otherwise run under a quota it was not given. A holder that
+    /// dies drops the lock with its descriptor.
+    pub(super) fn join(&mut self, quotas: &[Option<u64>; MAX_DEVICES]) -> Result<(), RegionError> {
+        const MEMBERSHIP: i64 = 1;
+        if lock_shared(self.fd, MEMBERSHIP, true) {
+            if self.differing_device(quotas).is_none() {
+                let claimed = self.claim_slot();
+                unlock(self.fd, MEMBERSHIP);
+                return claimed;
+            }
+            unlock(self.fd, MEMBERSHIP);
+        }
+        let exclusive = lock(self.fd, MEMBERSHIP, true);
+        let joined = self.adopt_quotas(quotas).and_then(|()| self.claim_slot());
+        if exclusive {
+            unlock(self.fd, MEMBERSHIP);
+        }
+        joined
+    }
+
+    /// The first device whose quota in the region is not the one in `quotas`.
+    fn differing_device(&self, quotas: &[Option<u64>; MAX_DEVICES]) -> Option<usize> {
+        (0..MAX_DEVICES).find(|&d| self.ledger(d).quota.load(Acquire) != quota_word(quotas[d]))
+    }
+
     /// Makes the region's quotas ours: equal is fine; different is an error while other
-    /// processes live in the region, and an update when none does.
+    /// processes live in the region, and an update when none does (under the exclusive
+    /// membership lock: see [`Region::join`]).
     fn adopt_quotas(&self, quotas: &[Option<u64>; MAX_DEVICES]) -> Result<(), RegionError> {
-        let differs = |r: &Region| (0..MAX_DEVICES).find(|&d| r.ledger(d).quota.load(Acquire) != quota_word(quotas[d]));
-        let Some(d) = differs(self) else {
+        let Some(d) = self.differing_device(quotas) else {
             return Ok(());
         };
         self.reap();

@@ -229,3 +229,35 @@ fn unhooked_bytes_are_charged_shown_and_reaped_with_their_process() {
     let v = observer.device_view(0);
     assert_eq!((v.used, v.unhooked), (0, 0), "reaped with the process");
 }
+
+#[test]
+fn newcomers_of_different_quotas_racing_into_a_dead_container_never_both_win() {
+    // A container restarted with a new quota while the old one's last process has just died:
+    // newcomers of different configurations arrive together. Whoever joins must run under the
+    // quota it was configured with: at most one configuration wins, the others fail closed.
+    for round in 0..200 {
+        let path = tempdir().join("r");
+        Region::open(&path, &quotas(Some(1000)), 0o600).unwrap().die();
+        let barrier = std::sync::Barrier::new(3);
+        let joined: Vec<(u64, Option<Region>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = [1000, 2000, 3000]
+                .into_iter()
+                .map(|q| {
+                    let (path, barrier) = (&path, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        (q, Region::open(path, &quotas(Some(q)), 0o600).ok())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<u64> = joined.iter().filter(|(_, r)| r.is_some()).map(|(q, _)| *q).collect();
+        assert!(!winners.is_empty(), "round {round}: somebody joins");
+        for (q, r) in &joined {
+            if let Some(r) = r {
+                assert_eq!(r.quota(0), Some(*q), "round {round}: a process runs under a quota it was not given ({winners:?} joined)");
+            }
+        }
+    }
+}
