@@ -1,6 +1,6 @@
 //! `vgpu run`: sets HAMi's contract variables and `LD_PRELOAD`, then runs the command as a
-//! wrapper should (see `supervise`): signals forwarded, the command dies with it, its exit
-//! status passed on, the region it made removed once no process uses it.
+//! wrapper should (see `supervise`): signals forwarded, the command and everything it started
+//! die with it, its exit status passed on, the region it made removed once no process uses it.
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
@@ -119,18 +119,13 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    let status = crate::supervise::spawn(&mut cmd).and_then(|mut child| {
-        crate::supervise::forward(child.id());
-        child.wait()
+    let code = crate::supervise::run(&mut cmd, || {
+        if let Some(r) = &ours {
+            remove_if_unused(r);
+        }
     });
-    if let Some(r) = ours {
-        remove_if_unused(&r);
-    }
-    match status {
-        Ok(s) => s.code().unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            128 + s.signal().unwrap_or(0)
-        }),
+    match code {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("vgpu run: cannot start {:?}: {e}", args.command[0]);
             127

@@ -124,3 +124,52 @@ fn vgpu_run_refuses_an_sm_share_outside_1_to_100() {
         assert!(stderr.contains("--sm"), "{stderr}");
     }
 }
+
+#[test]
+fn no_process_of_the_command_outlives_vgpu_run_killed_or_signalled_and_its_region_goes() {
+    // The command is a shell that starts a CUDA process (which makes the region) and a
+    // grandchild that ignores TERM, then waits. Whether `vgpu run` is SIGKILLed or sent TERM
+    // (which the shell handles by exiting), nothing of the command is left afterwards and the
+    // region is removed.
+    let sim = Sim::new();
+    let probe = vgpu_tests::build_c_helper("probe", false);
+    for how in [libc::SIGKILL, libc::SIGTERM] {
+        let xdg = sim.dir().join(format!("xdg-all-{how}"));
+        std::fs::create_dir_all(&xdg).unwrap();
+        let script = format!(
+            "{} init ctx alloc=10m sleep=60000 & sh -c 'trap \"\" TERM; exec sleep 300' & trap 'exit 5' TERM; echo ready; wait",
+            probe.display()
+        );
+        let mut bg = run_in_background(&sim, &xdg, &script);
+        bg.wait_for("ready", Duration::from_secs(30));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // vgpu, its keeper, the shell, the probe, the inner shell's sleep.
+        let mut all = vgpu_tests::descendants_of(bg.pid());
+        while regions_left(&xdg).is_empty() || all.len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "the command never started its processes: {all:?}");
+            std::thread::sleep(Duration::from_millis(20));
+            all = vgpu_tests::descendants_of(bg.pid());
+        }
+        if how == libc::SIGKILL {
+            bg.kill9();
+        } else {
+            // SAFETY: signalling the vgpu process this test started.
+            unsafe { libc::kill(bg.pid() as libc::pid_t, how) };
+            let (status, stdout, stderr) = bg.finish(Duration::from_secs(30));
+            assert_eq!(status.code(), Some(5), "the shell's own exit status:\n{stdout}\n{stderr}");
+        }
+        let alive = |pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
+        };
+        while all.iter().any(alive) || !regions_left(&xdg).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "signal {how}: still alive {:?}, regions left {:?}",
+                all.iter().filter(|p| alive(p)).collect::<Vec<_>>(),
+                regions_left(&xdg)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
