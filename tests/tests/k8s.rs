@@ -133,6 +133,8 @@ fn plain_pod_environment_gives_its_quota_and_the_exporter_manifest_serves_it() {
         }
     }
     smi.env("CUDA_DEVICE_MEMORY_SHARED_CACHE", &region).env("LD_PRELOAD", shim_path());
+    // In a PID namespace of its own, as the pod's container runs (where the machine allows).
+    let mut smi = if vgpu_tests::namespaces_available() { vgpu_tests::in_container(&smi, false) } else { smi };
     let out = run(&mut smi, Duration::from_secs(60));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "vgpu smi under the pod's variables failed:\n{stdout}\n{}", text(&out.stderr));
