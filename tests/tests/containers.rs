@@ -350,3 +350,30 @@ fn a_container_restarted_with_a_new_quota_adopts_its_region_and_the_dead_ones_by
     let info = recs.iter().find(|r| field(r, "op") == "info").expect("info");
     assert_eq!((u(info, "total"), u(info, "free")), (2048 * MIB, 2048 * MIB - CONTEXT), "{stdout}");
 }
+
+#[test]
+fn a_process_that_cannot_find_its_host_pid_says_so_once_and_still_enforces_its_quota() {
+    // No NVML to read (a broken driver install): the shim cannot tell its host PID. It says so
+    // once, however many contexts it creates, and the quota still holds on what the hooks
+    // charge.
+    if !namespaces_available() {
+        return;
+    }
+    let sim = Sim::with_64m_contexts();
+    let _svc = sim.pid_service();
+    let probe = build_c_helper("probe", false);
+    let mut c = sim.shimmed(&probe);
+    c.env("VGPU_REAL_LIBNVML", "/nonexistent/libnvidia-ml.so.1")
+        .env("CUDA_DEVICE_MEMORY_LIMIT", "1g")
+        .env("CUDA_DEVICE_SM_LIMIT", "50")
+        .args(["init", "ctx", "alloc=600m", "alloc=600m", "info", "release", "ctx", "release", "ctx"]);
+    let out = run(&mut in_container(&c, false), Duration::from_secs(30));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stderr.matches("cannot tell this process's host PID").count(), 1, "said once: {stderr}");
+    let recs = records(&stdout, "op");
+    let allocs: Vec<&str> = recs.iter().filter(|r| field(r, "op") == "alloc").map(|r| field(r, "rc")).collect();
+    assert_eq!(allocs, ["0", "2"], "the quota holds: {stdout}");
+    let info = recs.iter().find(|r| field(r, "op") == "info").expect("info");
+    assert_eq!(u(info, "total"), 1024 * MIB, "{stdout}");
+}

@@ -91,7 +91,13 @@ fn probe<D: Driver>(e: &Enforce<D>, dev: c_int, ctx: CUcontext, candidates: &[u3
     // SAFETY: getpid cannot fail.
     let seed = nanos ^ (u64::from(unsafe { libc::getpid() } as u32) << 32) ^ u64::from(round);
     let bytes = hostpid::probe_size(seed);
-    // The probe is charged while it lives, like any allocation: a full quota has no room for it.
+    // The probe is charged while it lives, like any allocation: a full quota has no room for
+    // it (looked at first, so that a probe that does not fit is not counted as a refusal).
+    if let (_, free, Some(_)) = e.region.usage(d)
+        && free < bytes
+    {
+        return None;
+    }
     let reservation = e.region.reserve(d, bytes).ok()?;
     let (_, before) = e.driver.nvml_list(dev)?;
     let ptr = e.driver.probe_alloc(ctx, bytes)?;
