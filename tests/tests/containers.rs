@@ -14,6 +14,17 @@ use vgpu_tests::{
 const MIB: u64 = 1 << 20;
 const CONTEXT: u64 = 64 * MIB;
 
+/// A machine with 64 MiB contexts, its PID service running in this (the host's) namespace,
+/// and the probe; `None` where PID namespaces cannot be made.
+fn machine() -> Option<(Sim, Background, std::path::PathBuf)> {
+    if !namespaces_available() {
+        return None;
+    }
+    let sim = Sim::with_64m_contexts();
+    let svc = sim.pid_service();
+    Some((sim, svc, build_c_helper("probe", false)))
+}
+
 /// The `op=procs api=API` line of a probe's output.
 fn procs<'a>(recs: &'a [Rec], api: &str) -> &'a Rec {
     recs.iter().find(|r| field(r, "op") == "procs" && field(r, "api") == api).unwrap_or_else(|| panic!("no op=procs api={api}: {recs:?}"))
@@ -64,12 +75,7 @@ fn region_processes(sim: &Sim, region: &std::path::Path) -> Vec<serde_json::Valu
 
 #[test]
 fn simgpu_lists_a_containers_process_by_its_host_pid_as_the_driver_does() {
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     let mut tenant =
         Background::spawn(&mut in_container(sim.command(&probe).args(["init", "ctx", "alloc=10m", "procs", "sleep=5000"]), false));
     tenant.wait_for("api=rates", Duration::from_secs(30));
@@ -87,12 +93,7 @@ fn simgpu_lists_a_containers_process_by_its_host_pid_as_the_driver_does() {
 
 #[test]
 fn a_tenant_sees_its_own_processes_by_container_pid_with_vgpus_charge_and_no_neighbour() {
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     // The neighbour: another container, another region, holding 100 MiB.
     let mut b = sim.shimmed(&probe);
     b.env("CUDA_DEVICE_MEMORY_LIMIT", "2g").env("CUDA_DEVICE_MEMORY_SHARED_CACHE", sim.dir().join("b")).args([
@@ -161,12 +162,7 @@ fn sixty_four_containers_starting_at_once_each_find_their_own_host_pid() {
     // 64 processes, each in its own PID namespace (each is PID 1 there), create their first
     // context at the same moment in one region: every one must find its own host PID, none
     // another's, though NVML shows many new processes at once (probes tell them apart).
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     let tenants: Vec<Background> = (0..64)
         .map(|_| {
             let mut c = sim.shimmed(&probe);
@@ -303,12 +299,7 @@ fn without_the_pid_service_a_namespaced_process_says_so_once_and_still_runs() {
 #[test]
 fn a_user_namespace_tenant_without_real_root_finds_its_host_pid() {
     // A rootless runtime: the tenant is root only in its own user namespace.
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     let mut c = sim.shimmed(&probe);
     c.env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(["init", "ctx", "alloc=10m", "procs", "sleep=2000"]);
     let mut t = Background::spawn(&mut in_container(&c, true));
@@ -325,12 +316,7 @@ fn a_container_restarted_with_a_new_quota_adopts_its_region_and_the_dead_ones_by
     // The container's only process is killed (SIGKILL, the namespace with it) holding 300 MiB;
     // the container restarts on the same region path with a larger quota: the newcomer adopts
     // the region, under its own quota, with the dead process's bytes given back.
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     let mut first = sim.shimmed(&probe);
     first.env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(["init", "ctx", "alloc=300m", "info", "sleep=30000"]);
     let mut first = Background::spawn(&mut in_container(&first, false));
@@ -356,12 +342,7 @@ fn a_process_that_cannot_find_its_host_pid_says_so_once_and_still_enforces_its_q
     // No NVML to read (a broken driver install): the shim cannot tell its host PID. It says so
     // once, however many contexts it creates, and the quota still holds on what the hooks
     // charge.
-    if !namespaces_available() {
-        return;
-    }
-    let sim = Sim::with_64m_contexts();
-    let _svc = sim.pid_service();
-    let probe = build_c_helper("probe", false);
+    let Some((sim, _svc, probe)) = machine() else { return };
     let mut c = sim.shimmed(&probe);
     c.env("VGPU_REAL_LIBNVML", "/nonexistent/libnvidia-ml.so.1")
         .env("CUDA_DEVICE_MEMORY_LIMIT", "1g")
