@@ -12,6 +12,8 @@
 //! * [`machine`]: the shared state file and every operation on it.
 //! * [`cost`]: how long a kernel takes, from its name and grid.
 //! * [`identity`]: names, UUIDs and PCI ids the devices report.
+//! * [`timeslice`]: how a GPU time-slices between contexts, as a pure model (not yet driving the
+//!   timeline, which is still one FIFO for all processes).
 //! * [`pids`]: host PIDs, as the kernel driver knows processes, and `simgpud` which tells them.
 //! * [`layout`]: puts the built libraries under their SONAMEs in one directory.
 #![deny(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod identity;
 pub mod layout;
 pub mod machine;
 pub mod pids;
+pub mod timeslice;
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the time base every process of a machine shares.
 pub use shmfile::now_ns;
