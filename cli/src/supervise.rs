@@ -13,10 +13,14 @@
 //!   against the parent it was forked from so a death in between is not missed), kills the
 //!   command and everything it started, and removes the region the same way.
 //!
-//! The command itself also dies with the keeper (its own death signal), so no process of the
-//! command outlives both. A process that leaves the keeper's tree on purpose (a double fork
-//! under another subreaper, a new PID namespace) is out of reach, as it would be of any
-//! wrapper.
+//! The command itself also dies with the keeper (its own death signal). Out of reach: a
+//! process that leaves the keeper's tree on purpose (a double fork under another subreaper, a
+//! new PID namespace); the command's descendants if the keeper itself is SIGKILLed (only the
+//! command has a death signal); a leftover stuck in uninterruptible sleep (reaped by init,
+//! after a bounded wait); and leftovers at all when `/proc` is not this PID namespace's (they
+//! are found through it). A signal sent to the whole process group (`kill -- -PGID`, a
+//! supervisor's control-group kill) reaches the command directly and once more through
+//! `vgpu run`; a terminal's (Ctrl-C) reaches it once.
 #![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
@@ -106,6 +110,15 @@ fn pass_on(info: &libc::siginfo_t) -> bool {
     info.si_code != libc::SI_KERNEL
 }
 
+/// Whether the keeper received this signal from `vgpu run` (its forwarding). A signal sent to
+/// the keeper by anyone else was sent to the whole process group (the keeper is nobody's
+/// target by name), which the command is in too: it has it already.
+fn from_parent(info: &libc::siginfo_t, parent: libc::pid_t) -> bool {
+    // SAFETY: si_pid is valid for signals sent by kill/sigqueue; for others it reads a
+    // kernel-filled field of the same union, which cannot equal a live parent's PID.
+    info.si_code == libc::SI_USER && unsafe { info.si_pid() } == parent
+}
+
 /// Forwards every forwarded signal that arrives here to `pid`, from a thread of its own.
 fn forward_to(pid: u32) {
     let set = set_of(&FORWARDED);
@@ -171,7 +184,7 @@ fn keep(cmd: &mut Command, parent: libc::pid_t, report: libc::c_int, cleanup: im
             ended = reap(child);
         } else if sig == death_signal() {
             parent_gone = true;
-        } else if sig > 0 && pass_on(&info) {
+        } else if sig > 0 && from_parent(&info, parent) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child, sig) };
         }
@@ -219,10 +232,22 @@ fn kill_descendants(me: libc::pid_t) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(*c, libc::SIGKILL) };
         }
-        for c in &children {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(*c, &mut status, 0) };
+        // Reap what died; one that does not die at once (uninterruptible sleep) is left to
+        // init after a bounded wait rather than hang `vgpu run`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut left = children;
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            left.retain(|c| {
+                let mut status = 0;
+                // SAFETY: reaping our own child without blocking.
+                unsafe { libc::waitpid(*c, &mut status, libc::WNOHANG) == 0 }
+            });
+            if !left.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        if !left.is_empty() {
+            return;
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Shim {
     pub vmm: parking_lot::Mutex<VmmBook>,
     /// The SM share.
     pub sm: crate::share::SmState,
+    /// Host-PID discovery: serialised, and once per device.
+    pub discovery: crate::hooks::hostpid::Discovery,
 }
 
 /// Live contexts per device in this process and the memory their creation took.
@@ -162,6 +164,7 @@ impl Shim {
             limits: parking_lot::Mutex::new(LimitBook::default()),
             vmm: parking_lot::Mutex::new(VmmBook::default()),
             sm,
+            discovery: Default::default(),
         }
     }
 
@@ -196,6 +199,7 @@ impl Shim {
             return;
         }
         self.contexts.reset();
+        self.discovery.reset();
         self.pools.clear();
         self.graphs.clear();
         self.reconciled.clear();

@@ -101,7 +101,9 @@ impl Region {
             Created::Theirs => Ok(None),
             Created::Ours { fd, base } => {
                 let mut r = Region::unclaimed(base, fd, path);
-                r.claim_slot()?;
+                // Joined like any other opener: a newcomer of another quota may have opened the
+                // region since it was published, found nobody and adopted it.
+                r.join(quotas)?;
                 Ok(Some(r))
             }
         }

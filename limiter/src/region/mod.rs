@@ -239,20 +239,31 @@ impl Region {
     /// dies drops the lock with its descriptor.
     pub(super) fn join(&mut self, quotas: &[Option<u64>; MAX_DEVICES]) -> Result<(), RegionError> {
         const MEMBERSHIP: i64 = 1;
-        if lock_shared(self.fd, MEMBERSHIP, true) {
-            if self.differing_device(quotas).is_none() {
-                let claimed = self.claim_slot();
-                unlock(self.fd, MEMBERSHIP);
-                return claimed;
-            }
+        self.membership(MEMBERSHIP, false)?;
+        if self.differing_device(quotas).is_none() {
+            let claimed = self.claim_slot();
             unlock(self.fd, MEMBERSHIP);
+            return claimed;
         }
-        let exclusive = lock(self.fd, MEMBERSHIP, true);
+        unlock(self.fd, MEMBERSHIP);
+        self.membership(MEMBERSHIP, true)?;
         let joined = self.adopt_quotas(quotas).and_then(|()| self.claim_slot());
-        if exclusive {
-            unlock(self.fd, MEMBERSHIP);
-        }
+        unlock(self.fd, MEMBERSHIP);
         joined
+    }
+
+    /// Waits for the membership lock at `byte`, shared or `exclusive`; a signal's interruption
+    /// retries, any other failure is an error (joining without the lock is never an option).
+    fn membership(&self, byte: i64, exclusive: bool) -> Result<(), RegionError> {
+        loop {
+            if if exclusive { lock(self.fd, byte, true) } else { lock_shared(self.fd, byte, true) } {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(RegionError::Io { path: self.path.clone(), op: "lock", err });
+            }
+        }
     }
 
     /// The first device whose quota in the region is not the one in `quotas`.
@@ -342,6 +353,7 @@ impl Region {
             return;
         }
         Self::drain_slot(self, self.slot_at(self.slot));
+        self.my_slot().host_pid.store(0, Relaxed);
         self.my_slot().state.store(state::FREE, Release);
         unlock(self.fd, Self::slot_lock_offset(self.slot));
         self.slot = usize::MAX;
@@ -379,6 +391,7 @@ impl Region {
             if s.state.load(Acquire) == state::LIVE {
                 self.drain_slot(s);
                 s.pid.store(0, Relaxed);
+                s.host_pid.store(0, Relaxed);
                 s.state.store(state::FREE, Release);
                 reaped += 1;
             }
@@ -543,9 +556,16 @@ impl Region {
             .collect()
     }
 
-    /// Records the PID the driver knows this process by (see `hostpid`).
-    pub fn set_host_pid(&self, pid: u32) {
-        self.my_slot().host_pid.store(pid, Release);
+    /// Records the PID the driver knows this process by (see `hostpid`), once: false if one
+    /// was recorded already.
+    pub fn claim_host_pid(&self, pid: u32) -> bool {
+        self.my_slot().host_pid.compare_exchange(0, pid, AcqRel, Acquire).is_ok()
+    }
+
+    /// Forgets the recorded host PID (tests of discovery only).
+    #[doc(hidden)]
+    pub fn forget_host_pid(&self) {
+        self.my_slot().host_pid.store(0, Release);
     }
 
     /// The PID the driver knows this process by, 0 until found.

@@ -230,6 +230,32 @@ fn unhooked_bytes_are_charged_shown_and_reaped_with_their_process() {
     assert_eq!((v.used, v.unhooked), (0, 0), "reaped with the process");
 }
 
+/// Three newcomers of quotas 1000, 2000 and 3000 open `path` at once; asserts that somebody
+/// joins and that nobody runs under a quota it was not given.
+fn race_three_quotas(path: &Path, round: u32) {
+    let barrier = std::sync::Barrier::new(3);
+    let joined: Vec<(u64, Option<Region>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [1000, 2000, 3000]
+            .into_iter()
+            .map(|q| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    (q, Region::open(path, &quotas(Some(q)), 0o600).ok())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<u64> = joined.iter().filter(|(_, r)| r.is_some()).map(|(q, _)| *q).collect();
+    assert!(!winners.is_empty(), "round {round}: somebody joins");
+    for (q, r) in &joined {
+        if let Some(r) = r {
+            assert_eq!(r.quota(0), Some(*q), "round {round}: a process runs under a quota it was not given ({winners:?} joined)");
+        }
+    }
+}
+
 #[test]
 fn newcomers_of_different_quotas_racing_into_a_dead_container_never_both_win() {
     // A container restarted with a new quota while the old one's last process has just died:
@@ -238,26 +264,15 @@ fn newcomers_of_different_quotas_racing_into_a_dead_container_never_both_win() {
     for round in 0..200 {
         let path = tempdir().join("r");
         Region::open(&path, &quotas(Some(1000)), 0o600).unwrap().die();
-        let barrier = std::sync::Barrier::new(3);
-        let joined: Vec<(u64, Option<Region>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = [1000, 2000, 3000]
-                .into_iter()
-                .map(|q| {
-                    let (path, barrier) = (&path, &barrier);
-                    s.spawn(move || {
-                        barrier.wait();
-                        (q, Region::open(path, &quotas(Some(q)), 0o600).ok())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let winners: Vec<u64> = joined.iter().filter(|(_, r)| r.is_some()).map(|(q, _)| *q).collect();
-        assert!(!winners.is_empty(), "round {round}: somebody joins");
-        for (q, r) in &joined {
-            if let Some(r) = r {
-                assert_eq!(r.quota(0), Some(*q), "round {round}: a process runs under a quota it was not given ({winners:?} joined)");
-            }
-        }
+        race_three_quotas(&path, round);
+    }
+}
+
+#[test]
+fn newcomers_of_different_quotas_racing_to_create_a_region_never_both_win() {
+    // The same race with no region yet: one creates and publishes it, the others open it at
+    // once; the creator is held to the same rule.
+    for round in 0..200 {
+        race_three_quotas(&tempdir().join("r"), round);
     }
 }

@@ -55,16 +55,24 @@ pub fn nvml_device(dev: c_int) -> Option<nvmlDevice_t> {
 fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, ctx: impl FnOnce() -> Option<CUcontext>, call: impl FnOnce() -> R) -> (R, u64) {
     let Ok(d) = device_index(dev) else { return (call(), 0) };
     let known = super::hostpid::without_nvml(e);
-    let listing = std::time::Instant::now();
-    let before = e.driver.nvml_list(dev);
-    let listed_before = listing.elapsed();
-    let rc = call();
+    let ((rc, before, after, listed), may_discover) = super::hostpid::creating(e, d, || {
+        let listing = std::time::Instant::now();
+        let before = e.driver.nvml_list(dev);
+        let listed_before = listing.elapsed();
+        let rc = call();
+        if rc != R::CUDA_SUCCESS {
+            return (rc, None, None, listed_before);
+        }
+        let listing = std::time::Instant::now();
+        let after = e.driver.nvml_list(dev);
+        (rc, before, after, listed_before + listing.elapsed())
+    });
     if rc != R::CUDA_SUCCESS {
         return (rc, 0);
     }
-    let listing = std::time::Instant::now();
-    let after = e.driver.nvml_list(dev);
-    let me = known.or_else(|| super::hostpid::discover(e, dev, ctx(), before.as_ref(), after.as_ref(), listed_before + listing.elapsed()));
+    let me = known
+        .or_else(|| super::hostpid::known(e))
+        .or_else(|| may_discover.then(|| super::hostpid::discover(e, dev, ctx(), before.as_ref(), after.as_ref(), listed)).flatten());
     let cost = accounting::context_cost(hostpid::usage(before.as_ref(), me), hostpid::usage(after.as_ref(), me));
     e.region.force_charge(d, cost);
     (rc, cost)

@@ -245,10 +245,11 @@ impl Driver for Real {
                     return Some((m.used, listed));
                 }
                 // More processes than room (up to a bound: a list that never fits is no list).
-                nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > infos.len() && n <= 16_384 => {
-                    infos.resize(n as usize + 16, nvmlProcessInfo_t::default());
+                nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if infos.len() < 16_384 => {
+                    infos.resize((n as usize).max(infos.len() * 2).min(16_384), nvmlProcessInfo_t::default());
                 }
-                _ => return Some((m.used, Vec::new())),
+                // No list: not an empty one (every process would look new after a creation).
+                _ => return None,
             }
         }
     }
@@ -279,11 +280,15 @@ impl Driver for Real {
             return;
         };
         let mut popped: CUcontext = ptr::null_mut();
-        // SAFETY: as in probe_alloc: the probe's own context and pointer.
+        // SAFETY: as in probe_alloc: the probe's own context and pointer. If the context cannot
+        // be pushed, the free is tried in whatever context is current (the pointer identifies
+        // the allocation): a probe is never left allocated on purpose.
         unsafe {
             if push(ctx) == R::CUDA_SUCCESS {
                 free(ptr);
                 pop(&mut popped);
+            } else {
+                free(ptr);
             }
         }
     }

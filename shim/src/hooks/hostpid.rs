@@ -11,12 +11,51 @@
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use vgpu_limiter::config::MAX_DEVICES;
+
 use cuda_sys::driver::CUcontext;
 use vgpu_limiter::accounting::NvmlUsage;
 use vgpu_limiter::hostpid::{self, Found, Snapshot};
 
 use super::{Driver, Enforce, device_index};
 use crate::log;
+
+/// The process's discovery state. Discovery compares NVML's lists around a context creation,
+/// which says who this process is only if it had no context on that device before: so it runs
+/// at most once per device (the first creation there, successful or not), one creation at a
+/// time (a second thread's creation would find this process already listed, and could take a
+/// neighbour that started meanwhile for itself).
+#[derive(Default)]
+pub struct Discovery {
+    lock: parking_lot::Mutex<()>,
+    tried: [AtomicBool; MAX_DEVICES],
+}
+
+impl Discovery {
+    /// Forgets what was tried: only in a child after `fork` (a new process).
+    pub fn reset(&self) {
+        if self.lock.is_locked() {
+            // SAFETY: the holder is a parent thread that does not exist in this child.
+            unsafe { self.lock.force_unlock() };
+        }
+        for t in &self.tried {
+            t.store(false, Relaxed);
+        }
+    }
+}
+
+/// Runs a context creation on device `d` (`create`: NVML's list before, the driver call, NVML's
+/// list after) with discovery's lock held when this process has yet to find its host PID, so
+/// creations that may discover never overlap. Returns what `create` returned and whether this
+/// creation may discover (the first on `d`).
+pub fn creating<D: Driver, T>(e: &Enforce<D>, d: usize, create: impl FnOnce() -> T) -> (T, bool) {
+    if known(e).is_some() {
+        return (create(), false);
+    }
+    let _one_at_a_time = e.shim.discovery.lock.lock();
+    let first_here = !e.shim.discovery.tried[d].swap(true, Relaxed);
+    (create(), first_here && known(e).is_none())
+}
 
 /// The host PID this process found, if it has.
 pub fn known<D: Driver>(e: &Enforce<D>) -> Option<u32> {
@@ -31,7 +70,7 @@ pub fn without_nvml<D: Driver>(e: &Enforce<D>) -> Option<u32> {
     (e.driver.pid_namespace() == Some(hostpid::INIT_PID_NAMESPACE_INODE)).then(|| {
         // SAFETY: getpid cannot fail.
         let pid = unsafe { libc::getpid() } as u32;
-        e.region.set_host_pid(pid);
+        e.region.claim_host_pid(pid);
         pid
     })
 }
@@ -74,7 +113,9 @@ pub fn discover<D: Driver>(
     }
     match found {
         Found::Pid(pid) => {
-            e.region.set_host_pid(pid);
+            if !e.region.claim_host_pid(pid) {
+                return known(e); // found meanwhile (cannot happen under discovery's lock)
+            }
             let spent = listing + started.elapsed();
             log::debug(format_args!("host PID {pid} found in {} us ({round} probe(s))", spent.as_micros()));
             Some(pid)

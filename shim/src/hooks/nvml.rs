@@ -153,6 +153,9 @@ impl ProcessEntry for nvmlProcessInfo_t {
     }
 }
 
+/// Most entries read from one of NVML's lists.
+const MAX_LISTED: usize = 16_384;
+
 /// The type of NVML's process-list functions over entries `T`.
 type ListFn<T> = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut T) -> N;
 
@@ -167,7 +170,11 @@ fn whole_list<T: ProcessEntry>(f: ListFn<T>, device: nvmlDevice_t) -> Result<Vec
                 items.truncate(n as usize);
                 return Ok(items);
             }
-            N::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > items.len() && n <= 16_384 => items.resize(n as usize + 16, T::default()),
+            N::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
+                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), T::default())
+            }
+            // A list that never fits: an error the caller cannot mistake for "make room".
+            N::NVML_ERROR_INSUFFICIENT_SIZE => return Err(N::NVML_ERROR_UNKNOWN),
             rc => return Err(rc),
         }
     }
@@ -175,7 +182,8 @@ fn whole_list<T: ProcessEntry>(f: ListFn<T>, device: nvmlDevice_t) -> Result<Vec
 
 /// Shared body of the process lists: the real list (from `real`, the same variant), narrowed
 /// to the container's own processes, each shown by its container PID with the memory vgpu
-/// charges it. A device the application cannot see is passed through.
+/// charges it. On a device the application cannot see, the container has no process: the
+/// list is empty (never the real one, which names other tenants' processes).
 fn own_list<D: Driver, T: ProcessEntry>(
     e: &Enforce<D>,
     call: impl FnOnce() -> N,
@@ -184,13 +192,15 @@ fn own_list<D: Driver, T: ProcessEntry>(
     count: Out<c_uint>,
     infos: OutList<T>,
 ) -> N {
-    let (Some(real), Some(ordinal)) = (real, ordinal_of(e.shim, device)) else { return call() };
+    let Some(real) = real else { return call() };
+    let ordinal = ordinal_of(e.shim, device);
     let listed = match whole_list(real, device) {
         Ok(l) => l,
         Err(rc) => return rc,
     };
     let pids: Vec<u32> = listed.iter().map(|p| p.pid()).collect();
-    let shown: Vec<T> = hostpid::own_processes(&pids, &e.region.processes(), ordinal)
+    let ours = if ordinal.is_some() { e.region.processes() } else { Vec::new() };
+    let shown: Vec<T> = hostpid::own_processes(&pids, &ours, ordinal.unwrap_or(0))
         .into_iter()
         .map(|(i, pid, bytes)| listed[i].shown_as(pid, bytes))
         .collect();
@@ -224,6 +234,12 @@ own_list_hooks! {
     graphics_processes_v2 => nvmlDeviceGetGraphicsRunningProcesses_v2, nvmlProcessInfo_t;
     /// `nvmlDeviceGetGraphicsRunningProcesses_v3`.
     graphics_processes_v3 => nvmlDeviceGetGraphicsRunningProcesses_v3, nvmlProcessInfo_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses` (v1 entries).
+    mps_processes => nvmlDeviceGetMPSComputeRunningProcesses, nvmlProcessInfo_v1_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses_v2`.
+    mps_processes_v2 => nvmlDeviceGetMPSComputeRunningProcesses_v2, nvmlProcessInfo_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses_v3`.
+    mps_processes_v3 => nvmlDeviceGetMPSComputeRunningProcesses_v3, nvmlProcessInfo_t;
 }
 
 /// The real per-process samples of `device` since `last_seen_us` (empty for `NOT_FOUND`).
@@ -239,9 +255,10 @@ fn samples(device: nvmlDevice_t, last_seen_us: u64) -> Result<Vec<nvmlProcessUti
                 return Ok(items);
             }
             N::NVML_ERROR_NOT_FOUND => return Ok(Vec::new()),
-            N::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > items.len() && n <= 16_384 => {
-                items.resize(n as usize + 16, nvmlProcessUtilizationSample_t::default())
+            N::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
+                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), nvmlProcessUtilizationSample_t::default())
             }
+            N::NVML_ERROR_INSUFFICIENT_SIZE => return Err(N::NVML_ERROR_UNKNOWN),
             rc => return Err(rc),
         }
     }
@@ -257,18 +274,18 @@ pub fn process_utilization<D: Driver>(
     count: Out<c_uint>,
     last_seen_us: std::ffi::c_ulonglong,
 ) -> N {
-    if ordinal_of(e.shim, device).is_none() {
-        return call();
+    if count.is_null() {
+        return call(); // the driver's own answer to a null count (an invalid argument)
     }
+    let visible = ordinal_of(e.shim, device).is_some();
     let all = match samples(device, last_seen_us) {
         Ok(s) => s,
         Err(rc) => return rc,
     };
     let pids: Vec<u32> = all.iter().map(|s| s.pid).collect();
-    let mine: Vec<nvmlProcessUtilizationSample_t> = hostpid::own_processes(&pids, &e.region.processes(), 0)
-        .into_iter()
-        .map(|(i, pid, _)| nvmlProcessUtilizationSample_t { pid, ..all[i] })
-        .collect();
+    let ours = if visible { e.region.processes() } else { Vec::new() };
+    let mine: Vec<nvmlProcessUtilizationSample_t> =
+        hostpid::own_processes(&pids, &ours, 0).into_iter().map(|(i, pid, _)| nvmlProcessUtilizationSample_t { pid, ..all[i] }).collect();
     if mine.is_empty() {
         count.overwrite(0);
         return N::NVML_ERROR_NOT_FOUND;
@@ -285,10 +302,12 @@ pub fn process_utilization<D: Driver>(
 /// not the whole device's.
 pub fn utilization_rates<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, device: nvmlDevice_t, rates: Out<nvmlUtilization_t>) -> N {
     let rc = call();
-    if rc != N::NVML_SUCCESS || ordinal_of(e.shim, device).is_none() {
+    if rc != N::NVML_SUCCESS || rates.is_null() {
         return rc;
     }
-    if rates.is_null() {
+    if ordinal_of(e.shim, device).is_none() {
+        // A device the application cannot see: the container does not use it.
+        rates.overwrite(nvmlUtilization_t { gpu: 0, memory: 0 });
         return rc;
     }
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);

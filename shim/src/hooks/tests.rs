@@ -176,7 +176,7 @@ impl World {
         let mut quotas = [None; MAX_DEVICES];
         quotas[0] = Some(quota);
         let region = Region::open(&dir.join("region"), &quotas, 0o600).unwrap();
-        region.set_host_pid(ME);
+        region.claim_host_pid(ME);
         World { shim: Shim::for_tests(Config::default()), region, dir }
     }
 
@@ -570,7 +570,7 @@ fn a_module_load_is_charged_what_it_took_and_undone_past_the_quota() {
 #[test]
 fn the_first_context_finds_the_host_pid_from_nvml_and_charges_its_own_growth() {
     let w = World::new(4 * GIB);
-    w.region.set_host_pid(0);
+    w.region.forget_host_pid();
     let fake = Fake::default();
     // Another process (100) holds 1 GiB; this one appears as 555 with its 64 MiB context,
     // while a co-tenant that already found its PID (777) also grew.
@@ -580,7 +580,7 @@ fn the_first_context_finds_the_host_pid_from_nvml_and_charges_its_own_growth() {
     let mut quotas = [None; MAX_DEVICES];
     quotas[0] = Some(4 * GIB);
     let other = Region::open(&w.dir.join("region"), &quotas, 0o600).unwrap();
-    other.set_host_pid(777);
+    other.claim_host_pid(777);
     let ctx = Cell::new(0x10 as CUcontext);
     let rc = context::primary_retain(&e, || R::CUDA_SUCCESS, Out::cell(&ctx), 0);
     assert_eq!(rc, R::CUDA_SUCCESS);
@@ -591,7 +591,7 @@ fn the_first_context_finds_the_host_pid_from_nvml_and_charges_its_own_growth() {
 #[test]
 fn colliding_starts_are_told_apart_by_a_probe() {
     let w = World::new(4 * GIB);
-    w.region.set_host_pid(0);
+    w.region.forget_host_pid();
     let fake = Fake::default();
     fake.probe_shows_as.set(Some(556));
     *fake.lists.borrow_mut() = vec![(0, vec![]), (128 * MIB, vec![(555, 64 * MIB), (556, 64 * MIB)])];
@@ -606,10 +606,29 @@ fn colliding_starts_are_told_apart_by_a_probe() {
 #[test]
 fn in_the_hosts_pid_namespace_the_host_pid_is_getpid() {
     let w = World::new(4 * GIB);
-    w.region.set_host_pid(0);
+    w.region.forget_host_pid();
     let fake = Fake::default();
     fake.pid_namespace.set(Some(vgpu_limiter::hostpid::INIT_PID_NAMESPACE_INODE));
     let e = w.enforce(&fake);
     assert_eq!(super::hostpid::without_nvml(&e), Some(std::process::id()));
     assert_eq!(w.region.my_host_pid(), std::process::id());
+}
+
+#[test]
+fn discovery_runs_once_per_device_so_a_neighbour_that_starts_later_is_never_taken() {
+    let w = World::new(4 * GIB);
+    w.region.forget_host_pid();
+    let fake = Fake::default();
+    // The first creation: NVML does not list this process (discovery gives up).
+    *fake.lists.borrow_mut() = vec![(0, vec![]), (0, vec![])];
+    let e = w.enforce(&fake);
+    let ctx = Cell::new(0x10 as CUcontext);
+    assert_eq!(context::primary_retain(&e, || R::CUDA_SUCCESS, Out::cell(&ctx), 0), R::CUDA_SUCCESS);
+    assert_eq!(w.region.my_host_pid(), 0);
+    // A second context on the same device while another container's process (555) starts: it
+    // is the only new PID, but this process was on the device already, so it is not us.
+    *fake.lists.borrow_mut() = vec![(64 * MIB, vec![(4242, 64 * MIB)]), (128 * MIB, vec![(4242, 64 * MIB), (555, 64 * MIB)])];
+    let created = Cell::new(std::ptr::null_mut());
+    assert_eq!(context::create_v2(&e, || R::CUDA_SUCCESS, Out::cell(&created), 0, 0), R::CUDA_SUCCESS);
+    assert_eq!(w.region.my_host_pid(), 0, "a neighbour's PID is never taken for ours");
 }

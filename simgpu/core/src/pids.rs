@@ -81,15 +81,20 @@ pub fn bind(socket: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Answers every connection on `listener` with the peer's PID in this namespace, until
-/// accepting fails for good. One answer is a `getsockopt` and a 4-byte write: no thread per
-/// client is needed.
+/// Answers every connection on `listener` with the peer's PID in this namespace, for as long
+/// as the process runs: a failed accept (a client that hung up, no descriptor left for a
+/// moment) is said on stderr and the service goes on. One answer is a `getsockopt` and a
+/// 4-byte write: no thread per client is needed.
 pub fn serve(listener: &UnixListener) -> io::Result<()> {
     loop {
         let (mut s, _) = match listener.accept() {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                eprintln!("simgpud: accept: {e}; still serving");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         };
         let pid = peer_pid(&s).unwrap_or(0);
         let _ = s.set_write_timeout(Some(Duration::from_secs(1)));

@@ -577,11 +577,11 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses_v3(
 }
 const _: pfn::nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses_v3;
 
-/// Graphics processes of `device`: always none (simgpu has no graphics).
+/// Graphics or MPS processes of `device`: always none (simgpu has neither graphics nor MPS).
 ///
 /// # Safety
 /// As [`put_list`].
-unsafe fn no_graphics<T: Copy>(device: nvmlDevice_t, info_count: *mut c_uint, infos: *mut T) -> nvmlReturn_t {
+unsafe fn no_processes<T: Copy>(device: nvmlDevice_t, info_count: *mut c_uint, infos: *mut T) -> nvmlReturn_t {
     guard(|| {
         self::device(device)?;
         // SAFETY: the caller's contract is put_list's.
@@ -597,7 +597,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses(
     infos: *mut nvmlProcessInfo_v1_t,
 ) -> nvmlReturn_t {
     // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_graphics(device, info_count, infos) }
+    unsafe { no_processes(device, info_count, infos) }
 }
 const _: pfn::nvmlDeviceGetGraphicsRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses;
 
@@ -609,7 +609,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v2(
     infos: *mut nvmlProcessInfo_t,
 ) -> nvmlReturn_t {
     // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_graphics(device, info_count, infos) }
+    unsafe { no_processes(device, info_count, infos) }
 }
 const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses_v2;
 
@@ -621,9 +621,45 @@ pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v3(
     infos: *mut nvmlProcessInfo_t,
 ) -> nvmlReturn_t {
     // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_graphics(device, info_count, infos) }
+    unsafe { no_processes(device, info_count, infos) }
 }
 const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses_v3;
+
+/// `nvmlDeviceGetMPSComputeRunningProcesses`: always no processes (no MPS server; v1 struct).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses(
+    device: nvmlDevice_t,
+    info_count: *mut c_uint,
+    infos: *mut nvmlProcessInfo_v1_t,
+) -> nvmlReturn_t {
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_processes(device, info_count, infos) }
+}
+const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses = nvmlDeviceGetMPSComputeRunningProcesses;
+
+/// `nvmlDeviceGetMPSComputeRunningProcesses_v2`: always no processes (no MPS server).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses_v2(
+    device: nvmlDevice_t,
+    info_count: *mut c_uint,
+    infos: *mut nvmlProcessInfo_t,
+) -> nvmlReturn_t {
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_processes(device, info_count, infos) }
+}
+const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses_v2 = nvmlDeviceGetMPSComputeRunningProcesses_v2;
+
+/// `nvmlDeviceGetMPSComputeRunningProcesses_v3`: always no processes (no MPS server).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses_v3(
+    device: nvmlDevice_t,
+    info_count: *mut c_uint,
+    infos: *mut nvmlProcessInfo_t,
+) -> nvmlReturn_t {
+    // SAFETY: forwards the caller's pointers under the same contract.
+    unsafe { no_processes(device, info_count, infos) }
+}
+const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses_v3 = nvmlDeviceGetMPSComputeRunningProcesses_v3;
 
 #[cfg(test)]
 #[path = "tests.rs"]
