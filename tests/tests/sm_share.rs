@@ -273,3 +273,36 @@ fn no_sm_limit_means_no_thread_and_no_nvml() {
     assert_eq!(seen.threads.len(), base.threads.len() + 1, "SM limit: threads {:?}", seen.threads);
     assert!(seen.threads.iter().any(|t| t == "vgpu-sm") && seen.nvml_mapped, "SM limit: {:?}, nvml {}", seen.threads, seen.nvml_mapped);
 }
+
+/// Kernels a `launch` of short kernels (100 µs, each synchronised) completes in 1.5 s beside a
+/// neighbour running 50 ms kernels, on a machine configured by `timeslice` (`None`: FIFO).
+fn short_kernels_beside_long_ones(timeslice: Option<&str>) -> f64 {
+    let mut sim = Sim::new();
+    if let Some(q) = timeslice {
+        sim = sim.with("SIMGPU_TIMESLICE", q);
+    }
+    let mut long = sim.command(launch());
+    long.args(SYNC).args(["--duration", "2.5"]);
+    let mut short = sim.command(launch());
+    short.args(["--mode", "sync", "--kernel", "spin_100us", "--duration", "1.5"]);
+    let mut long = long.stdout(Stdio::piped()).spawn().expect("spawn the long kernels");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = short.output().expect("run the short kernels");
+    let _ = long.kill();
+    let _ = long.wait();
+    let stdout = text(&out.stdout);
+    let rec = records(&stdout, "mode");
+    assert!(out.status.success() && rec.len() == 1 && num(&rec[0], "rc") == 0.0, "{stdout}{}", text(&out.stderr));
+    num(&rec[0], "kernels")
+}
+
+#[test]
+fn time_slicing_lets_short_kernels_through_between_a_neighbours_long_ones() {
+    // simgpu's time-slice model (SIMGPU_TIMESLICE): without MPS a GPU switches between
+    // processes' contexts at a quantum, so a 100 µs kernel waits at most a quantum (2 ms) and a
+    // switch behind a neighbour's 50 ms kernel instead of the whole kernel, as on one FIFO.
+    let fifo = short_kernels_beside_long_ones(None);
+    let sliced = short_kernels_beside_long_ones(Some("2ms"));
+    println!("short kernels in 1.5 s beside 50 ms ones: {fifo} on one FIFO, {sliced} time-sliced");
+    assert!(sliced > 5.0 * fifo.max(1.0), "time-slicing lets far more short kernels through: {sliced} vs {fifo}");
+}

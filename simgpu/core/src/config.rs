@@ -9,6 +9,8 @@
 //! | `SIMGPU_CONTEXT_MEMORY` | device memory each context costs, as a real driver's context does | `64m` |
 //! | `SIMGPU_MEMORY_POOLS` | `0` makes `CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED` report 0 | `1` |
 //! | `SIMGPU_QUEUE_DEPTH` | launches a stream may have pending before a launch blocks | 1024 |
+//! | `SIMGPU_TIMESLICE` | time-slice the device between processes' contexts with this quantum (`2ms`, `500us`); `off`: one FIFO timeline | `off` |
+//! | `SIMGPU_CONTEXT_SWITCH` | time lost per switch between contexts when time-slicing | `25us` |
 //! | `SIMGPU_NVML_PERIOD` | NVML's utilisation sample period, `1/6s` to `1s` (`167ms`, `500ms`, `1s`, `250000us`), or `ideal` | `1/6s` |
 //!
 //! NVIDIA documents the utilisation sample period as "between 1 second and 1/6 second depending
@@ -46,7 +48,39 @@ pub struct SimConfig {
     pub queue_depth: u32,
     /// NVML's utilisation sample period in nanoseconds; 0 for the `ideal` mode.
     pub nvml_period_ns: u64,
+    /// Time-slicing between processes' contexts (`SIMGPU_TIMESLICE`); `None`: one FIFO
+    /// timeline for every process (the default for now).
+    pub timeslice: Option<crate::timeslice::Params>,
 }
+
+/// Parses a duration of `name`: a number with a unit `s`, `ms`, `us` or `ns`, from `lo` to `hi`
+/// ns. Returns nanoseconds.
+pub fn parse_duration(name: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let t = v.trim();
+    let bad = || format!("{name}={v:?}: expected a duration from {lo} ns to {hi} ns with a unit, such as `2ms`, `500us`, `25us`");
+    let (num, unit_ns) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else {
+        return Err(bad());
+    };
+    let x: f64 = num.trim().parse().map_err(|_| bad())?;
+    let ns = (x * unit_ns).round();
+    if !ns.is_finite() || ns < lo as f64 || ns > hi as f64 {
+        return Err(bad());
+    }
+    Ok(ns as u64)
+}
+
+/// Time lost switching the device from one process's context to another's, unless
+/// `SIMGPU_CONTEXT_SWITCH` says otherwise. NVIDIA does not publish it; 25 µs is an assumption
+/// of the order of saving and restoring a context's state.
+pub const DEFAULT_SWITCH_NS: u64 = 25_000;
 
 /// The shortest utilisation sample period NVIDIA documents: 1/6 s, in nanoseconds.
 pub const NVML_PERIOD_MIN_NS: u64 = 166_666_667;
@@ -114,6 +148,17 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
     let memory_pools = int("SIMGPU_MEMORY_POOLS", 1, 0, 1)? == 1;
     let queue_depth = int("SIMGPU_QUEUE_DEPTH", 1024, 1, 1 << 20)?;
     let nvml_period_ns = get("SIMGPU_NVML_PERIOD").map_or(Ok(NVML_PERIOD_MIN_NS), |v| parse_nvml_period(&v))?;
+    let timeslice = match get("SIMGPU_TIMESLICE") {
+        None => None,
+        Some(v) if v.trim() == "off" => None,
+        Some(v) => Some(crate::timeslice::Params {
+            quantum_ns: parse_duration("SIMGPU_TIMESLICE", &v, 10_000, 1_000_000_000)?,
+            switch_ns: match get("SIMGPU_CONTEXT_SWITCH") {
+                None => DEFAULT_SWITCH_NS,
+                Some(s) => parse_duration("SIMGPU_CONTEXT_SWITCH", &s, 0, 100_000_000)?,
+            },
+        }),
+    };
     let state_path = match get("SIMGPU_STATE") {
         Some(p) if p.trim().is_empty() => {
             return Err("SIMGPU_STATE is empty: expected a file path".into());
@@ -121,7 +166,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
         Some(p) => PathBuf::from(p),
         None => default_state_dir(&get).join(format!("machine-{devices}x{memory}-{sms}sm")),
     };
-    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns })
+    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns, timeslice })
 }
 
 #[allow(unsafe_code)]

@@ -12,8 +12,8 @@
 //! * [`machine`]: the shared state file and every operation on it.
 //! * [`cost`]: how long a kernel takes, from its name and grid.
 //! * [`identity`]: names, UUIDs and PCI ids the devices report.
-//! * [`timeslice`]: how a GPU time-slices between contexts, as a pure model (not yet driving the
-//!   timeline, which is still one FIFO for all processes).
+//! * [`timeslice`]: how a GPU time-slices between contexts, as a pure model; the machine runs it
+//!   when `SIMGPU_TIMESLICE` is set (else one FIFO timeline for all processes).
 //! * [`pids`]: host PIDs, as the kernel driver knows processes, and `simgpud` which tells them.
 //! * [`layout`]: puts the built libraries under their SONAMEs in one directory.
 #![deny(unsafe_code)]

@@ -26,10 +26,49 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use crate::config::{MAX_DEVICES, SimConfig};
-use crate::now_ns;
+use crate::timeslice::{self, Device, Params};
+use crate::{now_ns, sleep_until};
+
+/// Where a piece of work completes: at a time (a FIFO machine knows it when the work is
+/// queued), or when the queuing process's completed work on the device reaches a total (a
+/// time-sliced machine knows that only as the device runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// At this `CLOCK_MONOTONIC` time (ns).
+    At(u64),
+    /// When the process's completed work (ns) reaches this.
+    Work(u64),
+}
+
+impl Default for Point {
+    fn default() -> Point {
+        Point::At(0)
+    }
+}
+
+impl Point {
+    /// The later of two points of one machine.
+    pub fn later(self, other: Point) -> Point {
+        match (self, other) {
+            (Point::At(a), Point::At(b)) => Point::At(a.max(b)),
+            (Point::Work(a), Point::Work(b)) => Point::Work(a.max(b)),
+            // A default (nothing queued yet) against a real point.
+            (Point::At(0), p) | (p, Point::At(0)) => p,
+            (a, _) => a,
+        }
+    }
+
+    fn time(self) -> u64 {
+        if let Point::At(t) = self { t } else { 0 }
+    }
+
+    fn work(self) -> u64 {
+        if let Point::Work(w) = self { w } else { 0 }
+    }
+}
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SIMGPU\0\x01");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Process slots per machine.
 pub const MAX_PROCS: u32 = 1024;
 /// Busy intervals remembered per device.
@@ -51,6 +90,10 @@ struct Header {
     _pad: AtomicU32,
     /// Inode of the machine's host PID namespace (see [`crate::pids`]); 0 if unknown.
     pidns: AtomicU64,
+    /// The time-slice quantum in ns; 0: one FIFO timeline (see [`crate::timeslice`]).
+    quantum_ns: AtomicU64,
+    /// The context-switch time in ns, when time-slicing.
+    switch_ns: AtomicU64,
 }
 
 #[repr(C, align(64))]
@@ -68,6 +111,13 @@ struct DeviceState {
     used: AtomicU64,
     /// Number of intervals ever appended to the ring.
     ring_head: AtomicU64,
+    /// Time-slicing: how far the device has been simulated (ns).
+    ts_now: AtomicU64,
+    /// Time-slicing: slot + 1 of the process whose context has the device, 0 for none.
+    ts_current: AtomicU64,
+    /// Time-slicing: what is left of its quantum, and of a switch to it (ns).
+    ts_slice_left: AtomicU64,
+    ts_switch_left: AtomicU64,
 }
 
 #[repr(C)]
@@ -77,6 +127,9 @@ struct Interval {
     start: AtomicU64,
     end: AtomicU64,
     pid: AtomicU64,
+    /// Time-slicing: the process's completed work (ns) at `end`, so a point in its work can be
+    /// dated (0 on a FIFO machine).
+    work_end: AtomicU64,
 }
 
 #[repr(C, align(64))]
@@ -87,6 +140,10 @@ struct ProcSlot {
     contexts: [AtomicU32; MAX_DEVICES as usize],
     used: [AtomicU64; MAX_DEVICES as usize],
     busy: [AtomicU64; MAX_DEVICES as usize],
+    /// Time-slicing: work queued and not yet run, all work ever queued, all work ever run (ns).
+    pending: [AtomicU64; MAX_DEVICES as usize],
+    submitted: [AtomicU64; MAX_DEVICES as usize],
+    completed: [AtomicU64; MAX_DEVICES as usize],
 }
 
 const DEV_OFF: usize = HEADER_LEN;
@@ -328,6 +385,18 @@ impl Machine {
                 config.sms
             ));
         }
+        let scheduler = (h.quantum_ns.load(Relaxed), h.switch_ns.load(Relaxed));
+        let wanted = config.timeslice.map_or((0, 0), |p| (p.quantum_ns.max(1), p.switch_ns));
+        if scheduler != wanted {
+            return Err(format!(
+                "simgpu state file {} time-slices with a quantum of {} ns and {} ns switches (0: FIFO), but SIMGPU_TIMESLICE/SIMGPU_CONTEXT_SWITCH ask for {} and {}: use another SIMGPU_STATE",
+                path.display(),
+                scheduler.0,
+                scheduler.1,
+                wanted.0,
+                wanted.1
+            ));
+        }
         if h.file_size.load(Relaxed) != len as u64 || file_size(self.fd) < len || h.max_procs.load(Relaxed) != MAX_PROCS {
             return Err(format!("simgpu state file {} has the wrong size: remove it", path.display()));
         }
@@ -389,6 +458,11 @@ impl Machine {
                 continue;
             }
             s.started.store(now_ns(), Relaxed);
+            for d in 0..MAX_DEVICES as usize {
+                s.pending[d].store(0, Relaxed);
+                s.submitted[d].store(0, Relaxed);
+                s.completed[d].store(0, Relaxed);
+            }
             self.header().slots_high.fetch_max(i + 1, AcqRel);
             return Some(i);
         }
@@ -420,6 +494,8 @@ impl Machine {
                     sub_saturating(&self.device(d).used, bytes);
                     s.contexts[d as usize].store(0, Relaxed);
                     s.busy[d as usize].store(0, Relaxed);
+                    // A dead process's queued work never runs (its contexts are gone).
+                    s.pending[d as usize].store(0, Relaxed);
                 }
                 s.pid.store(0, Release);
                 reaped += 1;
@@ -517,10 +593,17 @@ impl Machine {
     }
 
     fn record_interval(&self, dev: u32, d: &DeviceState, start: u64, end: u64) {
+        self.record_span(dev, d, self.pid, start, end, 0);
+    }
+
+    /// Appends `[start, end)` run by `pid` (whose completed work is then `work_end`) to the
+    /// ring, extending the newest interval when it is the same process's and ends at `start`.
+    fn record_span(&self, dev: u32, d: &DeviceState, pid: u32, start: u64, end: u64, work_end: u64) {
         let head = d.ring_head.load(Relaxed);
         if head > 0 {
             let last = self.interval(dev, head - 1);
-            if last.pid.load(Relaxed) == u64::from(self.pid) && last.end.load(Relaxed) == start {
+            if last.pid.load(Relaxed) == u64::from(pid) && last.end.load(Relaxed) == start {
+                last.work_end.store(work_end, Relaxed);
                 last.end.store(end, Release);
                 return;
             }
@@ -529,9 +612,180 @@ impl Machine {
         e.seq.store(2 * head + 1, Release);
         e.start.store(start, Relaxed);
         e.end.store(end, Relaxed);
-        e.pid.store(u64::from(self.pid), Relaxed);
+        e.pid.store(u64::from(pid), Relaxed);
+        e.work_end.store(work_end, Relaxed);
         e.seq.store(2 * head + 2, Release);
         d.ring_head.store(head + 1, Release);
+    }
+
+    /// The time-slicing parameters, if this machine time-slices.
+    pub fn timeslice(&self) -> Option<Params> {
+        let h = self.header();
+        match h.quantum_ns.load(Relaxed) {
+            0 => None,
+            q => Some(Params { quantum_ns: q, switch_ns: h.switch_ns.load(Relaxed) }),
+        }
+    }
+
+    /// Brings a time-sliced device's schedule up to now (the device's lock held by the caller):
+    /// runs the processes' pending work in turns and records what ran.
+    fn advance_locked(&self, dev: u32, d: &DeviceState, p: Params, to: u64) {
+        let high = self.header().slots_high.load(Acquire).min(MAX_PROCS) as usize;
+        let di = dev as usize;
+        // A slot nobody owns has nothing to run, whatever its counter says.
+        let mut pending = self.pending_work(di, high);
+        let mut state = self.ts_state(d);
+        if state.now == 0 {
+            state.now = to; // never run: idle until now
+        }
+        let mut ran = vec![0u64; high];
+        timeslice::advance(&mut state, &mut pending, to, p, |c, start, end| {
+            let s = self.slot_at(c as u32);
+            let work_end = s.completed[di].fetch_add(end - start, AcqRel) + (end - start);
+            s.busy[di].fetch_add(end - start, Relaxed);
+            d.busy_total.fetch_add(end - start, Relaxed);
+            ran[c] += end - start;
+            self.record_span(dev, d, s.pid.load(Relaxed), start, end, work_end);
+        });
+        for (i, r) in ran.iter().enumerate().filter(|(_, r)| **r > 0) {
+            sub_saturating(&self.slot_at(i as u32).pending[di], *r);
+        }
+        d.ts_now.store(state.now, Relaxed);
+        d.ts_current.store(state.current.map_or(0, |c| c as u64 + 1), Relaxed);
+        d.ts_slice_left.store(state.slice_left, Relaxed);
+        d.ts_switch_left.store(state.switch_left, Relaxed);
+        d.tail.store(state.now.max(d.tail.load(Relaxed)), Relaxed);
+    }
+
+    /// Every slot's pending work on device `di` (0 for a slot nobody owns, whatever its
+    /// counter says).
+    fn pending_work(&self, di: usize, high: usize) -> Vec<u64> {
+        (0..high)
+            .map(|i| {
+                let s = self.slot_at(i as u32);
+                if s.pid.load(Acquire) == 0 { 0 } else { s.pending[di].load(Acquire) }
+            })
+            .collect()
+    }
+
+    /// The time-slice scheduler's state of device `d`.
+    fn ts_state(&self, d: &DeviceState) -> Device {
+        Device {
+            now: d.ts_now.load(Relaxed),
+            current: d.ts_current.load(Relaxed).checked_sub(1).map(|c| c as usize),
+            slice_left: d.ts_slice_left.load(Relaxed),
+            switch_left: d.ts_switch_left.load(Relaxed),
+        }
+    }
+
+    /// Queues `duration_ns` of this process's work on `dev`: on a FIFO machine after everything
+    /// queued before (see [`Machine::enqueue`]); on a time-sliced one, in this process's own
+    /// queue, run in turns with the others'. Returns when it completes, as a [`Point`].
+    pub fn submit(&self, dev: u32, duration_ns: u64) -> Point {
+        let Some(p) = self.timeslice() else { return Point::At(self.enqueue(dev, duration_ns).1) };
+        let d = self.device(dev);
+        self.lock_timeline(d);
+        self.advance_locked(dev, d, p, now_ns());
+        let me = self.my_slot();
+        me.pending[dev as usize].fetch_add(duration_ns, AcqRel);
+        let work = me.submitted[dev as usize].fetch_add(duration_ns, AcqRel) + duration_ns;
+        d.lock.store(0, Release);
+        Point::Work(work)
+    }
+
+    /// A point after everything this process has queued on `dev` (and, on a FIFO machine,
+    /// after everything anyone queued there, and after `after`).
+    pub fn mark(&self, dev: u32, after: Point) -> Point {
+        match self.timeslice() {
+            None => Point::At(after.time().max(now_ns()).max(self.tail(dev))),
+            Some(_) => Point::Work(self.my_slot().submitted[dev as usize].load(Acquire).max(after.work())),
+        }
+    }
+
+    /// When `point` was reached on `dev`, if it has been.
+    pub fn reached(&self, dev: u32, point: Point) -> Option<u64> {
+        match point {
+            Point::At(t) => (t <= now_ns()).then_some(t),
+            Point::Work(w) => {
+                let now = self.refresh(dev);
+                (self.my_slot().completed[dev as usize].load(Acquire) >= w).then(|| self.time_of_work(dev, w).unwrap_or(now))
+            }
+        }
+    }
+
+    /// Waits until `point` is reached on `dev`.
+    pub fn wait(&self, dev: u32, point: Point) {
+        match point {
+            Point::At(t) => sleep_until(t),
+            Point::Work(w) => loop {
+                if self.reached(dev, point).is_some() {
+                    return;
+                }
+                // When it would complete if nothing more arrived; others' new work can only
+                // delay it, so wake then (at most 2 ms from now) and look again.
+                let eta = self.eta(dev, w);
+                sleep_until(eta.min(now_ns() + 2_000_000));
+            },
+        }
+    }
+
+    /// When this process's work on `dev` reaches `work`, if no more work arrives.
+    fn eta(&self, dev: u32, work: u64) -> u64 {
+        let Some(p) = self.timeslice() else { return now_ns() };
+        let d = self.device(dev);
+        self.lock_timeline(d);
+        self.advance_locked(dev, d, p, now_ns());
+        let di = dev as usize;
+        let high = self.header().slots_high.load(Acquire).min(MAX_PROCS) as usize;
+        let pending = self.pending_work(di, high);
+        let state = self.ts_state(d);
+        d.lock.store(0, Release);
+        let done = self.my_slot().completed[di].load(Acquire);
+        timeslice::finish_time(&state, &pending, self.slot as usize, work.saturating_sub(done), p)
+    }
+
+    /// On a time-sliced machine, brings `dev`'s schedule up to now (before reading its busy
+    /// spans, or a process's progress). Returns now.
+    pub fn refresh(&self, dev: u32) -> u64 {
+        let now = now_ns();
+        if let Some(p) = self.timeslice() {
+            let d = self.device(dev);
+            self.lock_timeline(d);
+            self.advance_locked(dev, d, p, now);
+            d.lock.store(0, Release);
+        }
+        now
+    }
+
+    /// When this process's completed work on `dev` reached `work`, from the ring.
+    fn time_of_work(&self, dev: u32, work: u64) -> Option<u64> {
+        let mut found = None;
+        let head = self.device(dev).ring_head.load(Acquire);
+        let oldest = head.saturating_sub(RING_LEN - 1);
+        let mut i = head;
+        while i > oldest && found.is_none() {
+            i -= 1;
+            let iv = self.interval(dev, i);
+            if iv.pid.load(Relaxed) != u64::from(self.pid) {
+                continue;
+            }
+            let (s, e, w_end) = (iv.start.load(Relaxed), iv.end.load(Acquire), iv.work_end.load(Relaxed));
+            let w_start = w_end.saturating_sub(e - s);
+            if w_end < work {
+                break;
+            }
+            if w_start < work {
+                found = Some(s + (work - w_start));
+            }
+        }
+        found
+    }
+
+    /// Who holds a timeline lock, as its word says: slot + 1 for a process, `u32::MAX` for an
+    /// observer (NVML bringing a time-sliced schedule up to date), whose liveness no slot lock
+    /// tells: it holds the lock for microseconds, and is taken over after 50 ms like a dead one.
+    fn holder_id(&self) -> u32 {
+        if self.slot == u32::MAX { u32::MAX } else { self.slot + 1 }
     }
 
     fn lock_timeline(&self, d: &DeviceState) {
@@ -540,7 +794,7 @@ impl Machine {
         loop {
             let holder = d.lock.load(Relaxed);
             if holder == 0 {
-                if d.lock.compare_exchange_weak(0, self.slot + 1, Acquire, Relaxed).is_ok() {
+                if d.lock.compare_exchange_weak(0, self.holder_id(), Acquire, Relaxed).is_ok() {
                     return;
                 }
                 continue;
@@ -558,8 +812,11 @@ impl Machine {
             let now = now_ns();
             if since == 0 {
                 since = now;
-            } else if now - since > 50_000_000 && holder != self.slot + 1 && !shmfile::held_elsewhere(self.fd, self.slot_byte(holder - 1)) {
-                if d.lock.compare_exchange(holder, self.slot + 1, Acquire, Relaxed).is_ok() {
+            } else if now - since > 50_000_000
+                && holder != self.holder_id()
+                && (holder > MAX_PROCS || !shmfile::held_elsewhere(self.fd, self.slot_byte(holder - 1)))
+            {
+                if d.lock.compare_exchange(holder, self.holder_id(), Acquire, Relaxed).is_ok() {
                     return;
                 }
                 since = 0;
@@ -592,6 +849,8 @@ impl Machine {
     /// Visits every busy span of `dev` that overlaps `[t0, t1)`, clipped to it, as
     /// `(start, end, pid)`, newest first (from the recent-interval ring).
     pub fn busy_spans(&self, dev: u32, t0: u64, t1: u64, mut f: impl FnMut(u64, u64, u32)) {
+        // A time-sliced schedule is run lazily: bring it up to now before reading what ran.
+        self.refresh(dev);
         self.for_intervals(dev, t0, |s, e, p| {
             let (s, e) = (s.max(t0), e.min(t1));
             if e > s {
@@ -634,6 +893,10 @@ unsafe fn write_header(base: *mut u8, config: &SimConfig, len: usize) {
     h.memory.store(config.memory, Relaxed);
     h.file_size.store(len as u64, Relaxed);
     h.pidns.store(crate::pids::my_namespace().unwrap_or(0), Relaxed);
+    if let Some(p) = config.timeslice {
+        h.quantum_ns.store(p.quantum_ns.max(1), Relaxed);
+        h.switch_ns.store(p.switch_ns, Relaxed);
+    }
     h.magic.store(MAGIC, Relaxed);
     h.ready.store(1, Release);
 }
@@ -720,6 +983,56 @@ mod tests {
         assert_eq!(a.device(1).lock.load(Acquire), 0);
         let (s, e) = a.enqueue(1, 1_000);
         assert_eq!(e - s, 1_000);
+    }
+
+    #[test]
+    fn a_time_sliced_device_alternates_two_processes_at_the_quantum() {
+        let dir = tempdir();
+        let cfg = crate::config::from_lookup(|k| match k {
+            "SIMGPU_STATE" => Some(dir.join("state").display().to_string()),
+            "SIMGPU_TIMESLICE" => Some("2ms".into()),
+            "SIMGPU_CONTEXT_SWITCH" => Some("50us".into()),
+            _ => None,
+        })
+        .unwrap();
+        let a = Machine::open(&cfg).unwrap();
+        let b = Machine::open(&cfg).unwrap();
+        let t0 = now_ns();
+        let pa = a.submit(0, 10_000_000);
+        let pb = b.submit(0, 10_000_000);
+        assert!(matches!(pa, Point::Work(10_000_000)) && matches!(pb, Point::Work(10_000_000)));
+        assert_eq!(a.reached(0, pa), None, "10 ms of work is not done at once");
+        a.wait(0, pa);
+        b.wait(0, pb);
+        let (ta, tb) = (a.reached(0, pa).unwrap(), b.reached(0, pb).unwrap());
+        let mut spans = Vec::new();
+        a.busy_spans(0, t0, now_ns(), |s, e, p| spans.push((s, e, p)));
+        spans.reverse();
+        // Both "processes" are this one (one PID): their turns show as spans separated by the
+        // switch. a ran first (alone until b's work arrived, within microseconds), then turns
+        // of one quantum alternate, each after a 50 us switch.
+        assert!(spans.len() >= 8, "20 ms of work in 2 ms turns: {spans:?}");
+        for w in spans.windows(2) {
+            assert_eq!(w[1].0 - w[0].1, 50_000, "a switch costs 50 us between turns: {spans:?}");
+        }
+        for s in &spans[1..spans.len() - 1] {
+            assert_eq!(s.1 - s.0, 2_000_000, "a turn is one quantum while both have work: {spans:?}");
+        }
+        let busy: u64 = spans.iter().map(|s| s.1 - s.0).sum();
+        assert_eq!(busy, 20_000_000, "all the work ran, once");
+        assert!(ta.max(tb) >= t0 + 20_000_000, "both finish after 20 ms of work and the switches");
+        assert!(ta.abs_diff(tb) <= 2_100_000, "they finish within a turn of each other: {ta} {tb}");
+        // A process's event-like mark after its work is reached when its work is.
+        assert_eq!(a.mark(0, Point::default()), Point::Work(10_000_000));
+    }
+
+    #[test]
+    fn a_fifo_and_a_time_sliced_machine_do_not_share_a_state_file() {
+        let dir = tempdir();
+        let _fifo = Machine::open(&config(&dir, 1 << 30)).unwrap();
+        let mut sliced = config(&dir, 1 << 30);
+        sliced.timeslice = Some(Params { quantum_ns: 2_000_000, switch_ns: 0 });
+        assert!(Machine::open(&sliced).err().unwrap().contains("use another SIMGPU_STATE"));
     }
 
     #[test]

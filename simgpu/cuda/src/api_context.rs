@@ -18,7 +18,9 @@ pub(crate) fn create_ctx(d: &Driver, inner: &mut Inner, ordinal: c_int, primary:
     d.machine.context_created(dev);
     let c = d.new_id();
     let limits = Default::default();
-    inner.contexts.insert(c, Ctx { ordinal: ordinal as u32, dev, primary, null_stream: Default::default(), last_end: 0, limits });
+    inner
+        .contexts
+        .insert(c, Ctx { ordinal: ordinal as u32, dev, primary, null_stream: Default::default(), last: Default::default(), limits });
     Ok(c)
 }
 
@@ -145,8 +147,10 @@ fn get_limit(value: *mut usize, limit: L) -> Result<(), R> {
 /// Waits until all work queued in context `c` has finished, then lets pools release memory
 /// above their thresholds (as the real driver does at synchronisation).
 pub(crate) fn synchronize_ctx(d: &Driver, c: u64) {
-    let until = d.lock().contexts.get(&c).map_or(0, |x| x.last_end);
-    simgpu::sleep_until(until);
+    let until = d.lock().contexts.get(&c).map(|x| (x.dev, x.last));
+    if let Some((dev, last)) = until {
+        d.machine.wait(dev, last);
+    }
     trim_pools(d, &mut d.lock(), None);
 }
 

@@ -5,7 +5,6 @@
 use std::ffi::{c_uint, c_void};
 
 use cuda_sys::driver::{CUfunction, CUlaunchAttributeID, CUlaunchConfig, CUresult, CUstream};
-use simgpu::{now_ns, sleep_until};
 
 use crate::api_context::grow_stack;
 use crate::state::{self, Node, driver, id};
@@ -25,24 +24,23 @@ pub(crate) fn enqueue_work(stream: CUstream, ns: u64, node: Node) -> Result<(), 
             inner.graphs.get_mut(&g).ok_or(R::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)?.nodes.push(node);
             return Ok(());
         }
-        let now = now_ns();
-        while st.pending.front().is_some_and(|end| *end <= now) {
+        while st.pending.front().is_some_and(|p| d.machine.reached(dev, *p).is_some()) {
             st.pending.pop_front();
         }
         if st.pending.len() >= d.cfg.queue_depth as usize {
-            let wait = st.pending.front().copied().unwrap_or(now);
+            let oldest = st.pending.front().copied().unwrap_or_default();
             drop(inner);
-            sleep_until(wait);
+            d.machine.wait(dev, oldest);
             continue;
         }
         if ns == 0 {
             return Ok(());
         }
-        let (_, end) = d.machine.enqueue(dev, ns);
-        st.pending.push_back(end);
-        st.last_end = end;
+        let done = d.machine.submit(dev, ns);
+        st.pending.push_back(done);
+        st.last = st.last.later(done);
         let c = inner.contexts.get_mut(&ctx).expect("live context");
-        c.last_end = c.last_end.max(end);
+        c.last = c.last.later(done);
         return Ok(());
     }
 }

@@ -3,7 +3,7 @@
 use std::ffi::{c_int, c_uint};
 
 use cuda_sys::driver::{CU_EVENT_DISABLE_TIMING, CUevent, CUresult, CUstream};
-use simgpu::{now_ns, sleep_until};
+use simgpu::machine::Point;
 
 use crate::api_memory::trim_pools;
 use crate::state::{self, Event, Stream, StreamRef, driver, handle, id};
@@ -26,16 +26,17 @@ fn create_stream(ph: *mut CUstream, flags: c_uint) -> Result<(), R> {
 /// Waits for a stream's queued work, then lets pools release memory above their thresholds.
 fn synchronize(stream: CUstream) -> Result<(), R> {
     let d = driver()?;
-    let until = {
+    let (dev, until) = {
         let mut inner = d.lock();
         let s = inner.stream(stream)?;
+        let dev = inner.contexts[&inner.stream_ctx(s)].dev;
         let st = inner.stream_state(s);
         if st.capture.is_some() {
             return Err(R::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
         }
-        st.last_end
+        (dev, st.last)
     };
-    sleep_until(until);
+    d.machine.wait(dev, until);
     let mut inner = d.lock();
     if let Ok(s) = inner.stream(stream) {
         inner.stream_state(s).pending.clear();
@@ -48,7 +49,9 @@ fn query(stream: CUstream) -> Result<(), R> {
     let d = driver()?;
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    if inner.stream_state(s).last_end > now_ns() { Err(R::CUDA_ERROR_NOT_READY) } else { Ok(()) }
+    let dev = inner.contexts[&inner.stream_ctx(s)].dev;
+    let last = inner.stream_state(s).last;
+    if d.machine.reached(dev, last).is_none() { Err(R::CUDA_ERROR_NOT_READY) } else { Ok(()) }
 }
 
 fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> {
@@ -58,9 +61,9 @@ fn wait_event(stream: CUstream, event: CUevent, flags: c_uint) -> Result<(), R> 
     }
     let mut inner = d.lock();
     let s = inner.stream(stream)?;
-    let t = inner.events.get(&id(event)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time.unwrap_or(0);
+    let t = inner.events.get(&id(event)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.point.unwrap_or_default();
     let st = inner.stream_state(s);
-    st.last_end = st.last_end.max(t);
+    st.last = st.last.later(t);
     Ok(())
 }
 
@@ -85,13 +88,23 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     // event recorded before a kernel completes when that kernel starts, so an elapsed time
     // between events around a kernel is the kernel's own time, not the queue in front of it.
     // The stream's later work, and a synchronize of the stream or its context, come after it.
-    let t = st.last_end.max(now_ns()).max(d.machine.tail(dev));
-    st.last_end = t;
+    // On a time-sliced machine the event is reached when this process's work queued before
+    // it has run (processes' work is not ordered with each other's there).
+    let t = d.machine.mark(dev, st.last);
+    st.last = t;
     if let Some(c) = inner.contexts.get_mut(&ectx) {
-        c.last_end = c.last_end.max(t);
+        c.last = c.last.later(t);
     }
-    inner.events.get_mut(&id(event)).expect("checked above").time = Some(t);
+    inner.events.get_mut(&id(event)).expect("checked above").point = Some(t);
     Ok(())
+}
+
+/// An event's device and point (`None` until recorded).
+fn event_point(d: &crate::state::Driver, e: CUevent) -> Result<(u32, Option<Point>), R> {
+    let inner = d.lock();
+    let ev = inner.events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+    let dev = inner.contexts.get(&ev.ctx).map_or(0, |c| c.dev);
+    Ok((dev, ev.point))
 }
 
 fn elapsed(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), R> {
@@ -102,8 +115,9 @@ fn elapsed(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), R> {
         if ev.flags & CU_EVENT_DISABLE_TIMING != 0 {
             return Err(R::CUDA_ERROR_INVALID_HANDLE);
         }
-        let t = ev.time.ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
-        if t > now_ns() { Err(R::CUDA_ERROR_NOT_READY) } else { Ok(t) }
+        let p = ev.point.ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+        let dev = inner.contexts.get(&ev.ctx).ok_or(R::CUDA_ERROR_INVALID_CONTEXT)?.dev;
+        d.machine.reached(dev, p).ok_or(R::CUDA_ERROR_NOT_READY)
     };
     let (t0, t1) = (time(start)?, time(end)?);
     // SAFETY: the API contract makes `ms` valid for a write when non-null.
@@ -143,7 +157,7 @@ exports! {
         let mut inner = d.lock();
         let ctx = state::current(&inner)?;
         let h = d.new_id();
-        inner.events.insert(h, Event { ctx, flags, time: None });
+        inner.events.insert(h, Event { ctx, flags, point: None });
         out(ph, handle(h))
     }
 
@@ -157,17 +171,19 @@ exports! {
 
     fn cuEventQuery(e: CUevent) {
         let d = driver()?;
-        let t = d.lock().events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time;
-        match t {
-            Some(t) if t > now_ns() => Err(R::CUDA_ERROR_NOT_READY),
+        let (dev, p) = event_point(d, e)?;
+        match p {
+            Some(p) if d.machine.reached(dev, p).is_none() => Err(R::CUDA_ERROR_NOT_READY),
             _ => Ok(()),
         }
     }
 
     fn cuEventSynchronize(e: CUevent) {
         let d = driver()?;
-        let t = d.lock().events.get(&id(e)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?.time;
-        sleep_until(t.unwrap_or(0));
+        let (dev, p) = event_point(d, e)?;
+        if let Some(p) = p {
+            d.machine.wait(dev, p);
+        }
         trim_pools(d, &mut d.lock(), None);
         Ok(())
     }

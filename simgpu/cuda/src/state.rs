@@ -6,6 +6,7 @@
 //! while holding it.
 #![allow(unsafe_code)]
 
+use simgpu::machine::Point;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,10 +106,10 @@ pub fn parse_visible(var: Option<&str>, devices: u32) -> Vec<u32> {
 /// Work queued on one stream.
 #[derive(Default)]
 pub struct StreamState {
-    /// When the stream's last queued work ends.
-    pub last_end: u64,
-    /// End times of launches still pending, oldest first (bounded by the queue depth).
-    pub pending: VecDeque<u64>,
+    /// Where the stream's last queued work completes.
+    pub last: Point,
+    /// Where launches still pending complete, oldest first (bounded by the queue depth).
+    pub pending: VecDeque<Point>,
     /// The graph being captured into, if capturing.
     pub capture: Option<u64>,
 }
@@ -123,8 +124,8 @@ pub struct Ctx {
     pub primary: bool,
     /// The context's default (NULL/legacy/per-thread) stream.
     pub null_stream: StreamState,
-    /// When the context's last queued work ends.
-    pub last_end: u64,
+    /// Where the context's last queued work completes.
+    pub last: Point,
     /// Its `cuCtxSetLimit` limits.
     pub limits: Limits,
 }
@@ -197,8 +198,8 @@ pub struct Event {
     pub ctx: u64,
     /// `CU_EVENT_*` flags.
     pub flags: u32,
-    /// When the GPU reaches it, once recorded.
-    pub time: Option<u64>,
+    /// Where the GPU reaches it, once recorded.
+    pub point: Option<Point>,
 }
 
 /// A loaded module.
