@@ -98,22 +98,9 @@ pub fn parse_nvml_period(v: &str) -> Result<u64, String> {
     if t == "1/6s" {
         return Ok(NVML_PERIOD_MIN_NS);
     }
-    let (num, unit_ns) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e6)
-    } else if let Some(n) = t.strip_suffix("us") {
-        (n, 1e3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1e9)
-    } else {
-        return Err(bad());
-    };
-    let x: f64 = num.trim().parse().map_err(|_| bad())?;
-    let ns = (x * unit_ns).round();
     // 167 ms is what people write for 1/6 s; anything rounding to it counts.
-    if !ns.is_finite() || ns < (NVML_PERIOD_MIN_NS - 1_000_000) as f64 || ns > NVML_PERIOD_MAX_NS as f64 {
-        return Err(bad());
-    }
-    Ok((ns as u64).max(NVML_PERIOD_MIN_NS))
+    let ns = parse_duration("SIMGPU_NVML_PERIOD", t, NVML_PERIOD_MIN_NS - 1_000_000, NVML_PERIOD_MAX_NS).map_err(|_| bad())?;
+    Ok(ns.max(NVML_PERIOD_MIN_NS))
 }
 
 /// Reads the configuration from the process environment.
@@ -186,6 +173,25 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<SimConfig, String> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn time_slicing_is_configured_or_refused_in_one_line() {
+        use crate::timeslice::Params;
+        assert_eq!(cfg(&[]).unwrap().timeslice, None, "one FIFO timeline by default");
+        assert_eq!(cfg(&[("SIMGPU_TIMESLICE", "off")]).unwrap().timeslice, None);
+        assert_eq!(
+            cfg(&[("SIMGPU_TIMESLICE", "2ms")]).unwrap().timeslice,
+            Some(Params { quantum_ns: 2_000_000, switch_ns: DEFAULT_SWITCH_NS })
+        );
+        assert_eq!(
+            cfg(&[("SIMGPU_TIMESLICE", "500us"), ("SIMGPU_CONTEXT_SWITCH", "0us")]).unwrap().timeslice,
+            Some(Params { quantum_ns: 500_000, switch_ns: 0 })
+        );
+        for (k, v) in [("SIMGPU_TIMESLICE", "2"), ("SIMGPU_TIMESLICE", "1us"), ("SIMGPU_TIMESLICE", "5s"), ("SIMGPU_CONTEXT_SWITCH", "x")] {
+            let e = cfg(&[("SIMGPU_TIMESLICE", "2ms"), (k, v)]).unwrap_err();
+            assert!(e.contains(k) && !e.contains('\n'), "{k}={v}: {e}");
+        }
     }
 
     #[test]
