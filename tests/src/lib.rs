@@ -99,7 +99,14 @@ impl Sim {
         let dir = std::env::temp_dir().join(format!("vgpu-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create sim dir");
-        let env = vec![("SIMGPU_STATE".to_string(), dir.join("machine").display().to_string())];
+        let mut env = vec![("SIMGPU_STATE".to_string(), dir.join("machine").display().to_string())];
+        // The scheduler model is the suite's choice: `SIMGPU_TIMESLICE=2ms tools/test.sh` runs
+        // every machine time-sliced.
+        for k in ["SIMGPU_TIMESLICE", "SIMGPU_CONTEXT_SWITCH"] {
+            if let Ok(v) = std::env::var(k) {
+                env.push((k.to_string(), v));
+            }
+        }
         Sim { dir, env }
     }
 

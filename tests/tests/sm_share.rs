@@ -277,10 +277,7 @@ fn no_sm_limit_means_no_thread_and_no_nvml() {
 /// Kernels a `launch` of short kernels (100 µs, each synchronised) completes in 1.5 s beside a
 /// neighbour running 50 ms kernels, on a machine configured by `timeslice` (`None`: FIFO).
 fn short_kernels_beside_long_ones(timeslice: Option<&str>) -> f64 {
-    let mut sim = Sim::new();
-    if let Some(q) = timeslice {
-        sim = sim.with("SIMGPU_TIMESLICE", q);
-    }
+    let sim = Sim::new().with("SIMGPU_TIMESLICE", timeslice.unwrap_or("off"));
     let mut long = sim.command(launch());
     long.args(SYNC).args(["--duration", "2.5"]);
     let mut short = sim.command(launch());

@@ -95,7 +95,9 @@ fn record(event: CUevent, stream: CUstream) -> Result<(), R> {
     if let Some(c) = inner.contexts.get_mut(&ectx) {
         c.last = c.last.later(t);
     }
-    inner.events.get_mut(&id(event)).expect("checked above").point = Some(t);
+    let ev = inner.events.get_mut(&id(event)).expect("checked above");
+    ev.point = Some(t);
+    ev.recorded_ns = simgpu::now_ns();
     Ok(())
 }
 
@@ -117,7 +119,7 @@ fn elapsed(ms: *mut f32, start: CUevent, end: CUevent) -> Result<(), R> {
         }
         let p = ev.point.ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
         let dev = inner.contexts.get(&ev.ctx).ok_or(R::CUDA_ERROR_INVALID_CONTEXT)?.dev;
-        d.machine.reached(dev, p).ok_or(R::CUDA_ERROR_NOT_READY)
+        d.machine.reached(dev, p).map(|t| t.max(ev.recorded_ns)).ok_or(R::CUDA_ERROR_NOT_READY)
     };
     let (t0, t1) = (time(start)?, time(end)?);
     // SAFETY: the API contract makes `ms` valid for a write when non-null.
@@ -157,7 +159,7 @@ exports! {
         let mut inner = d.lock();
         let ctx = state::current(&inner)?;
         let h = d.new_id();
-        inner.events.insert(h, Event { ctx, flags, point: None });
+        inner.events.insert(h, Event { ctx, flags, point: None, recorded_ns: 0 });
         out(ph, handle(h))
     }
 

@@ -200,6 +200,9 @@ pub struct Event {
     pub flags: u32,
     /// Where the GPU reaches it, once recorded.
     pub point: Option<Point>,
+    /// When it was last recorded: the GPU cannot reach it earlier (on a time-sliced machine
+    /// its point is a work total, which an idle process may have reached long before).
+    pub recorded_ns: u64,
 }
 
 /// A loaded module.
