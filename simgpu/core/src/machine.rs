@@ -702,13 +702,16 @@ impl Machine {
         }
     }
 
-    /// When `point` was reached on `dev`, if it has been.
+    /// When `point` was reached on `dev`, if it has been (0 for a work total reached before
+    /// anything the ring remembers).
     pub fn reached(&self, dev: u32, point: Point) -> Option<u64> {
         match point {
             Point::At(t) => (t <= now_ns()).then_some(t),
             Point::Work(w) => {
-                let now = self.refresh(dev);
-                (self.my_slot().completed[dev as usize].load(Acquire) >= w).then(|| self.time_of_work(dev, w).unwrap_or(now))
+                self.refresh(dev);
+                // A total the ring no longer dates (or 0, reached before any work) was reached
+                // long ago: the caller's own floor (an event's record time) applies.
+                (self.my_slot().completed[dev as usize].load(Acquire) >= w).then(|| self.time_of_work(dev, w).unwrap_or(0))
             }
         }
     }
@@ -774,6 +777,8 @@ impl Machine {
             if w_end < work {
                 break;
             }
+            // The first moment the total reached `work`: inside this span, or at the end of an
+            // older one when `work` is where this span began.
             if w_start < work {
                 found = Some(s + (work - w_start));
             }
