@@ -7,13 +7,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
 
-use cuda_sys::nvml::{nvmlProcessInfo_t, nvmlProcessUtilizationSample_t, nvmlReturn_t};
+use cuda_sys::nvml::nvmlProcessInfo_t;
 use vgpu_limiter::config::{Config, MAX_DEVICES, UtilizationPolicy};
 use vgpu_limiter::region::Region;
 use vgpu_limiter::sm::controller::{Controller, Reading, UtilEntry, container_share};
 use vgpu_limiter::sm::{Bucket, Clock, CostModel, MonotonicClock};
 
 use crate::hooks::context::nvml_device;
+use crate::hooks::driver::{read_list, read_samples};
 use crate::log;
 use crate::table::real;
 
@@ -189,40 +190,16 @@ fn controller(shim: &'static crate::state::Shim) {
 /// and whether NVML lists processes outside the container on the device.
 fn measure(dev: i32, pids: &[u32], last_seen_us: u64) -> Option<(Reading, bool)> {
     let h = nvml_device(dev)?;
-    let util = real::nvmlDeviceGetProcessUtilization()?;
-    // Room for 64 entries, and as many as NVML asks for (a driver may list each process once
-    // per sample period) up to MAX_SAMPLES: a read that never fits would stall the controller.
-    const MAX_SAMPLES: u32 = 16_384;
-    let mut samples = vec![nvmlProcessUtilizationSample_t::default(); 64];
-    let rc = loop {
-        let mut n = samples.len() as u32;
-        // SAFETY: a buffer of `n` samples and a valid count pointer.
-        let rc = unsafe { util(h, samples.as_mut_ptr(), &mut n, last_seen_us) };
-        match rc {
-            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if n as usize > samples.len() && n <= MAX_SAMPLES => {
-                samples.resize(n as usize + 16, nvmlProcessUtilizationSample_t::default());
-            }
-            nvmlReturn_t::NVML_SUCCESS => {
-                samples.truncate(n as usize);
-                break rc;
-            }
-            _ => break rc,
-        }
-    };
-    let reading = match rc {
-        nvmlReturn_t::NVML_SUCCESS => {
+    real::nvmlDeviceGetProcessUtilization()?;
+    let reading = match read_samples(h, last_seen_us) {
+        Ok(samples) => {
             let entries: Vec<UtilEntry> =
                 samples.iter().map(|s| UtilEntry { pid: s.pid, sm_util: s.smUtil, stamp_us: s.timeStamp }).collect();
             container_share(&entries, pids, last_seen_us).map_or(Reading::NoNews, Reading::Samples)
         }
-        nvmlReturn_t::NVML_ERROR_NOT_FOUND => Reading::NoNews,
-        _ => Reading::Failed,
+        Err(_) => Reading::Failed,
     };
-    let procs = real::nvmlDeviceGetComputeRunningProcesses_v3()?;
-    let mut infos = [nvmlProcessInfo_t::default(); 64];
-    let mut count = infos.len() as u32;
-    // SAFETY: a buffer of `count` entries and a valid count pointer.
-    let listed = unsafe { procs(h, &mut count, infos.as_mut_ptr()) } == nvmlReturn_t::NVML_SUCCESS
-        && infos[..(count as usize).min(infos.len())].iter().any(|p| !pids.contains(&p.pid));
+    let listed = read_list(real::nvmlDeviceGetComputeRunningProcesses_v3()?, h)
+        .is_ok_and(|procs: Vec<nvmlProcessInfo_t>| procs.iter().any(|p| !pids.contains(&p.pid)));
     Some((reading, listed))
 }

@@ -11,7 +11,9 @@ use cuda_sys::driver::{
     CU_STREAM_PER_THREAD, CUcontext, CUdevice, CUdevice_attribute, CUevent, CUgraph, CUgraphMem_attribute, CUlimit, CUmemPool_attribute,
     CUmemoryPool, CUresult, CUstream, CUstreamCaptureStatus,
 };
-use cuda_sys::nvml::{nvmlMemory_t, nvmlProcessInfo_t, nvmlReturn_t};
+use std::ffi::c_uint;
+
+use cuda_sys::nvml::{nvmlDevice_t, nvmlMemory_t, nvmlProcessInfo_t, nvmlProcessUtilizationSample_t, nvmlReturn_t};
 use vgpu_limiter::hostpid::Snapshot;
 
 use crate::table::real;
@@ -234,24 +236,9 @@ impl Driver for Real {
         if unsafe { real::nvmlDeviceGetMemoryInfo()?(h, &mut m) } != nvmlReturn_t::NVML_SUCCESS {
             return None;
         }
-        let f = real::nvmlDeviceGetComputeRunningProcesses_v3()?;
-        let mut infos = vec![nvmlProcessInfo_t::default(); 64];
-        loop {
-            let mut n = infos.len() as u32;
-            // SAFETY: a buffer of `n` entries and a valid count pointer.
-            match unsafe { f(h, &mut n, infos.as_mut_ptr()) } {
-                nvmlReturn_t::NVML_SUCCESS => {
-                    let listed = infos[..(n as usize).min(infos.len())].iter().map(|p| (p.pid, p.usedGpuMemory)).collect();
-                    return Some((m.used, listed));
-                }
-                // More processes than room (up to a bound: a list that never fits is no list).
-                nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if infos.len() < 16_384 => {
-                    infos.resize((n as usize).max(infos.len() * 2).min(16_384), nvmlProcessInfo_t::default());
-                }
-                // No list: not an empty one (every process would look new after a creation).
-                _ => return None,
-            }
-        }
+        // No list is not an empty one (every process would look new after a creation).
+        let listed = read_list(real::nvmlDeviceGetComputeRunningProcesses_v3()?, h).ok()?;
+        Some((m.used, listed.iter().map(|p: &nvmlProcessInfo_t| (p.pid, p.usedGpuMemory)).collect()))
     }
 
     fn probe_alloc(&self, ctx: CUcontext, bytes: u64) -> Option<u64> {
@@ -290,6 +277,56 @@ impl Driver for Real {
             } else {
                 free(ptr);
             }
+        }
+    }
+}
+
+/// Most entries read from one of NVML's lists.
+const MAX_LISTED: usize = 16_384;
+
+/// The type of NVML's process-list functions over entries `T`.
+pub type ListFn<T> = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut T) -> nvmlReturn_t;
+
+/// The whole list of `f` for `device`, grown until it fits (up to a bound: a list that never
+/// fits is an error a caller cannot mistake for "make room").
+pub fn read_list<T: Copy + Default>(f: ListFn<T>, device: nvmlDevice_t) -> Result<Vec<T>, nvmlReturn_t> {
+    let mut items = vec![T::default(); 64];
+    loop {
+        let mut n = items.len() as c_uint;
+        // SAFETY: a buffer of `n` entries and a valid count pointer; the handle is NVML's.
+        match unsafe { f(device, &mut n, items.as_mut_ptr()) } {
+            nvmlReturn_t::NVML_SUCCESS => {
+                items.truncate(n as usize);
+                return Ok(items);
+            }
+            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
+                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), T::default())
+            }
+            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE => return Err(nvmlReturn_t::NVML_ERROR_UNKNOWN),
+            rc => return Err(rc),
+        }
+    }
+}
+
+/// The real per-process utilisation samples of `device` since `last_seen_us`, grown until
+/// they fit as [`read_list`] (empty for `NVML_ERROR_NOT_FOUND`: no period ended since).
+pub fn read_samples(device: nvmlDevice_t, last_seen_us: u64) -> Result<Vec<nvmlProcessUtilizationSample_t>, nvmlReturn_t> {
+    let f = real::nvmlDeviceGetProcessUtilization().ok_or(nvmlReturn_t::NVML_ERROR_FUNCTION_NOT_FOUND)?;
+    let mut items = vec![nvmlProcessUtilizationSample_t::default(); 64];
+    loop {
+        let mut n = items.len() as c_uint;
+        // SAFETY: a buffer of `n` samples and a valid count pointer; the handle is NVML's.
+        match unsafe { f(device, items.as_mut_ptr(), &mut n, last_seen_us) } {
+            nvmlReturn_t::NVML_SUCCESS => {
+                items.truncate(n as usize);
+                return Ok(items);
+            }
+            nvmlReturn_t::NVML_ERROR_NOT_FOUND => return Ok(Vec::new()),
+            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
+                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), nvmlProcessUtilizationSample_t::default())
+            }
+            nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE => return Err(nvmlReturn_t::NVML_ERROR_UNKNOWN),
+            rc => return Err(rc),
         }
     }
 }

@@ -18,6 +18,7 @@ use vgpu_limiter::sm::controller::{UtilEntry, container_share};
 
 use super::args::{Listed, Out, OutList};
 use super::context::uuid_string;
+use super::driver::{ListFn, read_list, read_samples};
 use super::init::CUDA_READY;
 use super::{Driver, Enforce};
 use crate::state::Shim;
@@ -153,33 +154,6 @@ impl ProcessEntry for nvmlProcessInfo_t {
     }
 }
 
-/// Most entries read from one of NVML's lists.
-const MAX_LISTED: usize = 16_384;
-
-/// The type of NVML's process-list functions over entries `T`.
-type ListFn<T> = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut T) -> N;
-
-/// The whole list of `f` for `device` (grown until it fits, up to a bound).
-fn whole_list<T: ProcessEntry>(f: ListFn<T>, device: nvmlDevice_t) -> Result<Vec<T>, N> {
-    let mut items = vec![T::default(); 64];
-    loop {
-        let mut n = items.len() as c_uint;
-        // SAFETY: a buffer of `n` entries and a valid count pointer; the handle is the caller's.
-        match unsafe { f(device, &mut n, items.as_mut_ptr()) } {
-            N::NVML_SUCCESS => {
-                items.truncate(n as usize);
-                return Ok(items);
-            }
-            N::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
-                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), T::default())
-            }
-            // A list that never fits: an error the caller cannot mistake for "make room".
-            N::NVML_ERROR_INSUFFICIENT_SIZE => return Err(N::NVML_ERROR_UNKNOWN),
-            rc => return Err(rc),
-        }
-    }
-}
-
 /// Shared body of the process lists: the real list (from `real`, the same variant), narrowed
 /// to the container's own processes, each shown by its container PID with the memory vgpu
 /// charges it. On a device the application cannot see, the container has no process: the
@@ -194,7 +168,7 @@ fn own_list<D: Driver, T: ProcessEntry>(
 ) -> N {
     let Some(real) = real else { return call() };
     let ordinal = ordinal_of(e.shim, device);
-    let listed = match whole_list(real, device) {
+    let listed = match read_list(real, device) {
         Ok(l) => l,
         Err(rc) => return rc,
     };
@@ -242,28 +216,6 @@ own_list_hooks! {
     mps_processes_v3 => nvmlDeviceGetMPSComputeRunningProcesses_v3, nvmlProcessInfo_t;
 }
 
-/// The real per-process samples of `device` since `last_seen_us` (empty for `NOT_FOUND`).
-fn samples(device: nvmlDevice_t, last_seen_us: u64) -> Result<Vec<nvmlProcessUtilizationSample_t>, N> {
-    let f = real::nvmlDeviceGetProcessUtilization().ok_or(N::NVML_ERROR_FUNCTION_NOT_FOUND)?;
-    let mut items = vec![nvmlProcessUtilizationSample_t::default(); 64];
-    loop {
-        let mut n = items.len() as c_uint;
-        // SAFETY: a buffer of `n` samples and a valid count pointer; the handle is the caller's.
-        match unsafe { f(device, items.as_mut_ptr(), &mut n, last_seen_us) } {
-            N::NVML_SUCCESS => {
-                items.truncate(n as usize);
-                return Ok(items);
-            }
-            N::NVML_ERROR_NOT_FOUND => return Ok(Vec::new()),
-            N::NVML_ERROR_INSUFFICIENT_SIZE if items.len() < MAX_LISTED => {
-                items.resize((n as usize).max(items.len() * 2).min(MAX_LISTED), nvmlProcessUtilizationSample_t::default())
-            }
-            N::NVML_ERROR_INSUFFICIENT_SIZE => return Err(N::NVML_ERROR_UNKNOWN),
-            rc => return Err(rc),
-        }
-    }
-}
-
 /// `nvmlDeviceGetProcessUtilization`: the container's own processes' samples, by container
 /// PID; `NOT_FOUND` when none of them has one.
 pub fn process_utilization<D: Driver>(
@@ -278,7 +230,7 @@ pub fn process_utilization<D: Driver>(
         return call(); // the driver's own answer to a null count (an invalid argument)
     }
     let visible = ordinal_of(e.shim, device).is_some();
-    let all = match samples(device, last_seen_us) {
+    let all = match read_samples(device, last_seen_us) {
         Ok(s) => s,
         Err(rc) => return rc,
     };
@@ -312,7 +264,7 @@ pub fn utilization_rates<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> N, de
     }
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let since = now_us.saturating_sub(1_000_000);
-    let Ok(all) = samples(device, since) else { return rc };
+    let Ok(all) = read_samples(device, since) else { return rc };
     let ours = hostpid::host_pids(&e.region.processes());
     let share = |pick: fn(&nvmlProcessUtilizationSample_t) -> u32| {
         let entries: Vec<UtilEntry> = all.iter().map(|s| UtilEntry { pid: s.pid, sm_util: pick(s), stamp_us: s.timeStamp }).collect();

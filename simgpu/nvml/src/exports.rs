@@ -589,77 +589,33 @@ unsafe fn no_processes<T: Copy>(device: nvmlDevice_t, info_count: *mut c_uint, i
     })
 }
 
-/// `nvmlDeviceGetGraphicsRunningProcesses`: always no processes (v1 struct).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v1_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
+/// The process lists that are always empty here, each checked against its declaration.
+macro_rules! no_process_lists {
+    ($( $(#[$doc:meta])* $name:ident => $entry:ty; )*) => {$(
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(device: nvmlDevice_t, info_count: *mut c_uint, infos: *mut $entry) -> nvmlReturn_t {
+            // SAFETY: forwards the caller's pointers under the same contract.
+            unsafe { no_processes(device, info_count, infos) }
+        }
+        const _: pfn::$name = $name;
+    )*};
 }
-const _: pfn::nvmlDeviceGetGraphicsRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses;
 
-/// `nvmlDeviceGetGraphicsRunningProcesses_v2`: always no processes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v2(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
+no_process_lists! {
+    /// `nvmlDeviceGetGraphicsRunningProcesses`: always no processes (v1 struct).
+    nvmlDeviceGetGraphicsRunningProcesses => nvmlProcessInfo_v1_t;
+    /// `nvmlDeviceGetGraphicsRunningProcesses_v2`: always no processes.
+    nvmlDeviceGetGraphicsRunningProcesses_v2 => nvmlProcessInfo_t;
+    /// `nvmlDeviceGetGraphicsRunningProcesses_v3`: always no processes.
+    nvmlDeviceGetGraphicsRunningProcesses_v3 => nvmlProcessInfo_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses`: always no processes (no MPS server; v1 struct).
+    nvmlDeviceGetMPSComputeRunningProcesses => nvmlProcessInfo_v1_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses_v2`: always no processes (no MPS server).
+    nvmlDeviceGetMPSComputeRunningProcesses_v2 => nvmlProcessInfo_t;
+    /// `nvmlDeviceGetMPSComputeRunningProcesses_v3`: always no processes (no MPS server).
+    nvmlDeviceGetMPSComputeRunningProcesses_v3 => nvmlProcessInfo_t;
 }
-const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses_v2;
-
-/// `nvmlDeviceGetGraphicsRunningProcesses_v3`: always no processes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetGraphicsRunningProcesses_v3(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
-}
-const _: pfn::nvmlDeviceGetGraphicsRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses_v3;
-
-/// `nvmlDeviceGetMPSComputeRunningProcesses`: always no processes (no MPS server; v1 struct).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v1_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
-}
-const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses = nvmlDeviceGetMPSComputeRunningProcesses;
-
-/// `nvmlDeviceGetMPSComputeRunningProcesses_v2`: always no processes (no MPS server).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses_v2(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
-}
-const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses_v2 = nvmlDeviceGetMPSComputeRunningProcesses_v2;
-
-/// `nvmlDeviceGetMPSComputeRunningProcesses_v3`: always no processes (no MPS server).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMPSComputeRunningProcesses_v3(
-    device: nvmlDevice_t,
-    info_count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-) -> nvmlReturn_t {
-    // SAFETY: forwards the caller's pointers under the same contract.
-    unsafe { no_processes(device, info_count, infos) }
-}
-const _: pfn::nvmlDeviceGetMPSComputeRunningProcesses_v3 = nvmlDeviceGetMPSComputeRunningProcesses_v3;
 
 #[cfg(test)]
 #[path = "tests.rs"]
