@@ -36,6 +36,7 @@ fn start(sim: bool, machine: &std::path::Path, name: &str, quota: &str, chunk: &
         memory: Some(quota.into()),
         sm: None,
         region: Some(region),
+        priority: None,
         command: vec![exe.into(), "tenant".into(), "--name".into(), name.into(), "--chunk".into(), chunk.into()],
     };
     let (mut cmd, _) = run::command(&args)?;

@@ -53,9 +53,19 @@
 //!       "used": [ { "device": 0, "bytes": 335544320 } ]  // listed devices and nonzero ones
 //!     } ]
 //!   } ],
-//!   "skipped": [ { "path": "/run/vgpu/junk", "container": "junk", "reason": "one line" } ]
+//!   "skipped": [ { "path": "/run/vgpu/junk", "container": "junk", "reason": "one line" } ],
+//!   "priority": [ {                    // the node-wide priority board; [] when there is none
+//!     "device_key": "0x1b2c…",         // hash of the device's UUID (the board's key)
+//!     "busy": 1,                       // high-priority processes with work in flight now
+//!     "entries": 2,                    // entries held by high-priority processes
+//!     "waiting": 0                     // low-priority launches waiting, as the board says
+//!   } ]
 //! }
 //! ```
+//!
+//! The board is written by every tenant, so `ps` reads a copy of it (never maps it) and shows
+//! what it says; a tenant can make it say anything, and nothing it says can stall or crash
+//! `ps`.
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,6 +99,43 @@ pub struct PsArgs {
     /// Print one JSON document (schema 1, documented in cli/src/ps.rs).
     #[arg(long)]
     pub json: bool,
+    /// The node-wide priority board to summarise (default: $VGPU_PRIORITY_BOARD, else
+    /// /tmp/vgpu-priority.board).
+    #[arg(long, value_name = "PATH")]
+    pub priority_board: Option<PathBuf>,
+}
+
+/// The board `ps` reads: the flag, else the variable the shim reads, else the shim's default.
+fn board_path(flag: &Option<PathBuf>) -> PathBuf {
+    flag.clone()
+        .or_else(|| std::env::var_os(vgpu_limiter::config::VAR_PRIORITY_BOARD).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(vgpu_limiter::config::DEFAULT_PRIORITY_BOARD))
+}
+
+/// The board's sections as `ps` shows them, or one line saying why it cannot be read.
+fn board_views(path: &Path) -> Result<Vec<vgpu_limiter::priority::board::SectionView>, String> {
+    match vgpu_limiter::priority::board::snapshot(path, vgpu_limiter::priority::now_ns()) {
+        Ok(v) => Ok(v.unwrap_or_default()),
+        Err(e) => Err(format!("priority board {}: {e}", path.display())),
+    }
+}
+
+fn board_json(views: &[vgpu_limiter::priority::board::SectionView]) -> Value {
+    Value::Array(
+        views
+            .iter()
+            .map(|v| json!({"device_key": format!("{:#018x}", v.key), "busy": v.busy, "entries": v.owned, "waiting": v.waiters}))
+            .collect(),
+    )
+}
+
+fn render_board(views: &[vgpu_limiter::priority::board::SectionView]) -> String {
+    if views.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> =
+        views.iter().map(|v| vec![format!("{:#018x}", v.key), v.busy.to_string(), v.owned.to_string(), v.waiters.to_string()]).collect();
+    format!("\npriority board\n{}", table(&["DEVICE KEY", "HIGH BUSY", "HIGH ENTRIES", "LOW WAITING"], &rows))
 }
 
 /// A file to read and the container it stands for.
@@ -477,15 +524,24 @@ pub fn ps(args: PsArgs) -> i32 {
             return 1;
         }
     };
+    let board = board_views(&board_path(&args.priority_board));
     if args.json {
-        println!("{}", to_json(&snap));
+        let mut doc = to_json(&snap);
+        doc["priority"] = board_json(board.as_deref().unwrap_or_default());
+        println!("{doc}");
     } else {
         let table = render(&snap);
         print!("{table}");
         if !table.is_empty() && !table.ends_with('\n') {
             println!();
         }
+        if let Ok(views) = &board {
+            print!("{}", render_board(views));
+        }
         eprint!("{}", render_skipped(&snap));
+    }
+    if let Err(e) = board {
+        eprintln!("vgpu ps: {e}");
     }
     0
 }

@@ -25,9 +25,22 @@ pub struct RunArgs {
     /// Accounting region shared by the command's processes (default: a new one for this run).
     #[arg(long, value_name = "PATH")]
     pub region: Option<PathBuf>,
+    /// Priority beside other containers on the device (HAMi's CUDA_TASK_PRIORITY): while a
+    /// high-priority command has work in flight, low-priority ones' launches wait.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub priority: Option<PriorityArg>,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// `--priority`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityArg {
+    /// `CUDA_TASK_PRIORITY=0`.
+    High,
+    /// `CUDA_TASK_PRIORITY=1` (the default of HAMi's contract).
+    Low,
 }
 
 /// The contract's variables for these limits, validated exactly as the shim will read them.
@@ -87,6 +100,9 @@ pub fn command(args: &RunArgs) -> Result<(Command, Option<PathBuf>), String> {
     cmd.args(rest);
     for (k, v) in env {
         cmd.env(k, v);
+    }
+    if let Some(p) = args.priority {
+        cmd.env(config::VAR_TASK_PRIORITY, if p == PriorityArg::High { "0" } else { "1" });
     }
     cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &shim));
     if args.sim {

@@ -127,6 +127,7 @@ typedef enum {
 #define CU_STREAM_DEFAULT 0x0u
 #define CU_STREAM_NON_BLOCKING 0x1u
 #define CU_EVENT_DEFAULT 0x0u
+#define CU_EVENT_DISABLE_TIMING 0x2u
 
 /* ---- structures --------------------------------------------------------------------- */
 

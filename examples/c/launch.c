@@ -14,18 +14,30 @@
  *        graph  capture --graph-kernels launches into a graph, then cuGraphLaunch it --count times
  *        coop   cuLaunchCooperativeKernel, --count times, then one synchronize
  *        ex     cuLaunchKernelEx (with --coop-attr: the cooperative attribute), then one synchronize
+ *        request  a latency-sensitive client: --request-kernels launches + cuStreamSynchronize
+ *               per request, --gap-us of host time between a request's launches (the host
+ *               work between layers), and host time between requests drawn uniformly from
+ *               0 to 2 x --think-us (a fixed seed: runs are comparable) (closed loop); adds
+ *               requests=<n> p50_us= p99_us= p999_us= max_us= to the line, and --latencies FILE
+ *               writes every request's latency in microseconds, one per line
  * --duration S runs until S seconds of wall time have passed instead of --count iterations.
+ * --inflight D (open mode) keeps at most D launches in flight: a saturating neighbour with a
+ *   bounded queue, as frameworks keep one (each launch waits for the one D before it).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "driver.h"
 #include "spin_ptx.h"
 
-enum mode { M_OPEN, M_SYNC, M_GRAPH, M_COOP, M_EX };
-static const char *const MODE_NAMES[] = {"open", "sync", "graph", "coop", "ex"};
+enum mode { M_OPEN, M_SYNC, M_GRAPH, M_COOP, M_EX, M_REQUEST };
+static const char *const MODE_NAMES[] = {"open", "sync", "graph", "coop", "ex", "request"};
+#define N_MODES 6
+#define MAX_INFLIGHT 64
 
 static struct {
     int mode;
@@ -38,10 +50,14 @@ static struct {
     int coop_attr;
     const char *ptx_file;
     int path, ptsz, device, ctx_create, resolve_all;
+    unsigned request_kernels, think_us, gap_us, inflight;
+    const char *latencies;
 } O;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: launch [--mode open|sync|graph|coop|ex] [--count N] [--graph-kernels N]\n"
+    fprintf(f, "usage: launch [--mode open|sync|graph|coop|ex|request] [--count N] [--graph-kernels N]\n"
+               "              [--request-kernels N] [--think-us N] [--gap-us N] [--latencies FILE]\n"
+               "              [--inflight D]\n"
                "              [--kernel NAME] [--grid N] [--block N] [--duration S]\n"
                "              [--stream default|created] [--coop-attr] [--ptx FILE]\n"
                "              [--path linked|dlopen|gpa] [--ptsz] [--device I] [--ctx-create]\n"
@@ -70,6 +86,7 @@ static void parse_args(int argc, char **argv) {
     O.block = 32;
     O.created_stream = 1;
     O.path = drv_default_path();
+    O.request_kernels = 4;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -84,7 +101,7 @@ static void parse_args(int argc, char **argv) {
         if (strcmp(a, "--mode") == 0) {
             NEED_VALUE();
             O.mode = -1;
-            for (int m = 0; m < 5; m++)
+            for (int m = 0; m < N_MODES; m++)
                 if (strcmp(v, MODE_NAMES[m]) == 0) O.mode = m;
             if (O.mode < 0) {
                 fprintf(stderr, "error: unknown mode %s\n", v);
@@ -96,6 +113,25 @@ static void parse_args(int argc, char **argv) {
         } else if (strcmp(a, "--graph-kernels") == 0) {
             NEED_VALUE();
             O.graph_kernels = parse_uint(a, v);
+        } else if (strcmp(a, "--request-kernels") == 0) {
+            NEED_VALUE();
+            O.request_kernels = parse_uint(a, v);
+        } else if (strcmp(a, "--think-us") == 0) {
+            NEED_VALUE();
+            O.think_us = strcmp(v, "0") == 0 ? 0 : parse_uint(a, v);
+        } else if (strcmp(a, "--gap-us") == 0) {
+            NEED_VALUE();
+            O.gap_us = strcmp(v, "0") == 0 ? 0 : parse_uint(a, v);
+        } else if (strcmp(a, "--latencies") == 0) {
+            NEED_VALUE();
+            O.latencies = v;
+        } else if (strcmp(a, "--inflight") == 0) {
+            NEED_VALUE();
+            O.inflight = parse_uint(a, v);
+            if (O.inflight > MAX_INFLIGHT) {
+                fprintf(stderr, "error: --inflight is at most %d\n", MAX_INFLIGHT);
+                exit(2);
+            }
         } else if (strcmp(a, "--kernel") == 0) {
             NEED_VALUE();
             O.kernel = v;
@@ -220,6 +256,26 @@ static CUresult launch_one(CUstream s) {
     }
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of n sorted values (nearest rank). */
+static double quantile(const double *v, size_t n, double q) {
+    if (n == 0) return 0.0;
+    size_t k = (size_t)(q * (double)n + 0.999999);
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    return v[k - 1];
+}
+
+static void sleep_us(unsigned us) {
+    struct timespec ts = {us / 1000000u, (long)(us % 1000000u) * 1000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
 int main(int argc, char **argv) {
     parse_args(argc, argv);
     if (drv_load(O.path, O.ptsz) != 0) return 1;
@@ -287,18 +343,50 @@ int main(int argc, char **argv) {
         if (cs != stream) NOTE(CU(cuStreamDestroy, cs));
     }
 
+    /* --inflight: a ring of events, one recorded after each launch. */
+    CUevent ring[MAX_INFLIGHT];
+    unsigned ring_n = O.mode == M_OPEN ? O.inflight : 0;
+    for (unsigned k = 0; k < ring_n; k++)
+        if (fatal("cuEventCreate", CU(cuEventCreate, &ring[k], CU_EVENT_DISABLE_TIMING))) return 1;
+    unsigned seed = 1;
+    size_t lat_cap = 0, lat_n = 0;
+    double *lat = NULL;
+
     unsigned long long kernels = 0;
     double t0 = now_s(), deadline = t0 + O.duration;
     if (first == CUDA_SUCCESS) NOTE(CU(cuEventRecord, ev_start, stream));
     for (unsigned long long it = 0; first == CUDA_SUCCESS; it++) {
         if (O.duration > 0 ? now_s() >= deadline : it >= O.count) break;
-        CUresult rc;
+        CUresult rc = CUDA_SUCCESS;
         if (O.mode == M_GRAPH) {
             rc = CU(cuGraphLaunch, exec, stream);
             if (rc == CUDA_SUCCESS) kernels += O.graph_kernels;
+        } else if (O.mode == M_REQUEST) {
+            double r0 = now_s();
+            for (unsigned k = 0; rc == CUDA_SUCCESS && k < O.request_kernels; k++) {
+                if (k && O.gap_us) sleep_us(O.gap_us);
+                rc = launch_one(stream);
+                if (rc == CUDA_SUCCESS) kernels++;
+            }
+            if (rc == CUDA_SUCCESS) rc = CU(cuStreamSynchronize, stream);
+            if (rc == CUDA_SUCCESS) {
+                if (lat_n == lat_cap) {
+                    lat_cap = lat_cap ? lat_cap * 2 : 4096;
+                    double *nl = realloc(lat, lat_cap * sizeof *lat);
+                    if (!nl) {
+                        fprintf(stderr, "error: out of host memory\n");
+                        return 1;
+                    }
+                    lat = nl;
+                }
+                lat[lat_n++] = (now_s() - r0) * 1e6;
+            }
+            if (rc == CUDA_SUCCESS && O.think_us) sleep_us((unsigned)(rand_r(&seed) % (2u * O.think_us + 1u)));
         } else {
-            rc = launch_one(stream);
+            if (ring_n && it >= ring_n) rc = CU(cuEventSynchronize, ring[it % ring_n]);
+            if (rc == CUDA_SUCCESS) rc = launch_one(stream);
             if (rc == CUDA_SUCCESS) kernels++;
+            if (rc == CUDA_SUCCESS && ring_n) rc = CU(cuEventRecord, ring[it % ring_n], stream);
             if (rc == CUDA_SUCCESS && O.mode == M_SYNC) rc = CU(cuStreamSynchronize, stream);
         }
         NOTE(rc);
@@ -315,9 +403,23 @@ int main(int argc, char **argv) {
     NOTE(CU(cuMemcpyDtoH, &done, counter, sizeof done));
 
     printf("mode=%s kernels=%llu wall_ms=%.3f gpu_ms=%.3f rc=%d kernel=%s grid=%u block=%u stream=%s sms=%d "
-           "counter=%llu blocks=%llu\n",
+           "counter=%llu blocks=%llu",
            MODE_NAMES[O.mode], kernels, wall_ms, (double)gpu_ms, first, O.kernel, O.grid, O.block,
            O.created_stream ? "created" : "default", sms, done, kernels * O.grid);
+    if (O.mode == M_REQUEST) {
+        if (O.latencies) {
+            FILE *lf = fopen(O.latencies, "w");
+            if (!lf) perror(O.latencies);
+            for (size_t k = 0; lf && k < lat_n; k++) fprintf(lf, "%.3f\n", lat[k]);
+            if (lf) fclose(lf);
+        }
+        qsort(lat, lat_n, sizeof *lat, cmp_double);
+        printf(" requests=%zu p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f", lat_n, quantile(lat, lat_n, 0.5),
+               quantile(lat, lat_n, 0.99), quantile(lat, lat_n, 0.999), lat_n ? lat[lat_n - 1] : 0.0);
+    }
+    printf("\n");
+    free(lat);
+    for (unsigned k = 0; k < ring_n; k++) CU(cuEventDestroy, ring[k]);
     fflush(stdout);
     if (first != CUDA_SUCCESS) fprintf(stderr, "error: first failure rc=%d (%s)\n", first, drv_err_name(first));
 

@@ -9,6 +9,7 @@
 //! * [`allocations`]: the lock-free map of this process's allocations.
 //! * [`accounting`]: what each allocation path charges (pitch, VMM, pools, contexts).
 //! * [`hostpid`]: how a process in a container finds the PID the driver knows it by.
+//! * [`priority`]: high- and low-priority containers on one device, through the node-wide board.
 //! * [`sm`]: the SM share: the token bucket of GPU time, the cost model, the controller.
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod accounting;
 pub mod allocations;
 pub mod config;
 pub mod hostpid;
+pub mod priority;
 pub mod region;
 pub mod size;
 pub mod sm;

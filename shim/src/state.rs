@@ -53,6 +53,8 @@ pub struct Shim {
     pub sm: crate::share::SmState,
     /// Host-PID discovery: serialised, and once per device.
     pub discovery: crate::hooks::hostpid::Discovery,
+    /// `CUDA_TASK_PRIORITY`: this process's side of the node-wide priority board.
+    pub priority: crate::hooks::priority::PriorityState,
 }
 
 /// Live contexts per device in this process and the memory their creation took.
@@ -128,7 +130,9 @@ fn init() -> Mode {
         log::debug(format_args!("CUDA_DISABLE_CONTROL is set: passing every call through"));
         return Mode::Forward;
     }
-    let limited = (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
+    // A priority given explicitly is something to enforce too (HAMi's default, low, is not
+    // enough on its own: a process with no limit and no priority passes through).
+    let limited = config.priority.is_some() || (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
     if !limited {
         log::debug(format_args!("no limit configured: passing every call through"));
         return Mode::Forward;
@@ -153,7 +157,9 @@ impl Shim {
     /// no region (the hook bodies' unit tests, which give the bodies one directly) it is broken.
     fn new(config: Config, region: Option<Region>) -> Shim {
         let sm = crate::share::SmState::new(&config);
+        let priority = crate::hooks::priority::PriorityState::new(&config);
         Shim {
+            priority,
             broken: AtomicBool::new(region.is_none()),
             region: AtomicPtr::new(region.map_or(std::ptr::null_mut(), |r| Box::into_raw(Box::new(r)))),
             contexts: ContextBook::default(),
@@ -215,6 +221,7 @@ impl Shim {
         }
         *self.limits.lock() = LimitBook::default();
         self.sm.after_fork();
+        self.priority.after_fork();
         // SAFETY: the inherited handle, never freed; only its mapping is read.
         let inherited = unsafe { &*self.region.load(Acquire) };
         match inherited.reopen_after_fork() {

@@ -25,7 +25,7 @@ use cuda_sys::driver::*;
 use cuda_sys::nvml::*;
 
 use crate::hooks::args::FromCaller;
-use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, legacy, memory, modules, nvml, proc_address, views};
+use crate::hooks::{Codes, Gate, context, gate, graphs, init, launch, legacy, memory, modules, nvml, priority, proc_address, views};
 use crate::real::Lib;
 
 /// Runs an export's edge, turning a panic into the library's error code.
@@ -195,6 +195,9 @@ hook_table! {
         Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<true>;
         Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<false>;
         Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<true>;
+        Cuda fn cuCtxSynchronize() -> CUresult => priority::ctx_synchronize;
+        Cuda fn cuStreamSynchronize(stream: CUstream) -> CUresult => priority::stream_synchronize::<false>;
+        Cuda fn cuStreamSynchronize_ptsz(stream: CUstream) -> CUresult => priority::stream_synchronize::<true>;
         Cuda fn cuStreamBeginCapture_v2(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
         Cuda fn cuStreamBeginCapture_v2_ptsz(stream: CUstream, mode: CUstreamCaptureMode) -> CUresult => launch::begin_capture;
         Cuda fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -> CUresult => launch::end_capture;
@@ -270,6 +273,7 @@ hook_table! {
         Cuda fn cuEventCreate;
         Cuda fn cuEventRecord;
         Cuda fn cuEventQuery;
+        Cuda fn cuEventSynchronize;
         Cuda fn cuEventElapsedTime;
         Cuda fn cuEventDestroy_v2;
     }

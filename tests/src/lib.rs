@@ -403,8 +403,15 @@ pub fn shim_path() -> PathBuf {
 
 /// The variables of the shim's contract (and its overrides) that a test must not inherit from
 /// the environment it runs in: every `CUDA_DEVICE_*`, plus these.
-const SHIM_VARIABLES: &[&str] =
-    &["CUDA_DISABLE_CONTROL", "GPU_CORE_UTILIZATION_POLICY", "LIBCUDA_LOG_LEVEL", "VGPU_REAL_LIBCUDA", "VGPU_REAL_LIBNVML"];
+const SHIM_VARIABLES: &[&str] = &[
+    "CUDA_DISABLE_CONTROL",
+    "GPU_CORE_UTILIZATION_POLICY",
+    "LIBCUDA_LOG_LEVEL",
+    "VGPU_REAL_LIBCUDA",
+    "VGPU_REAL_LIBNVML",
+    "CUDA_TASK_PRIORITY",
+    "VGPU_PRIORITY_FLOOR",
+];
 
 impl Sim {
     /// The accounting region of this machine's container (`<dir>/region`), which
@@ -413,9 +420,16 @@ impl Sim {
         self.dir.join("region")
     }
 
-    /// A command for `program` on this machine with `libvgpu.so` preloaded and the region at
-    /// [`Sim::region`]; no limit is set (the test sets `CUDA_DEVICE_MEMORY_LIMIT` & co.) and no
-    /// shim variable is inherited from the test's own environment.
+    /// The node-wide priority board of this machine (`<dir>/priority.board`), which every
+    /// [`Sim::shimmed`] command maps: tests never share the default board in /tmp.
+    pub fn priority_board(&self) -> PathBuf {
+        self.dir.join("priority.board")
+    }
+
+    /// A command for `program` on this machine with `libvgpu.so` preloaded, the region at
+    /// [`Sim::region`] and the board at [`Sim::priority_board`]; no limit is set (the test sets
+    /// `CUDA_DEVICE_MEMORY_LIMIT` & co.) and no shim variable is inherited from the test's own
+    /// environment.
     pub fn shimmed(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = self.command(program);
         for (k, _) in std::env::vars_os() {
@@ -426,7 +440,9 @@ impl Sim {
         for k in SHIM_VARIABLES {
             c.env_remove(k);
         }
-        c.env("LD_PRELOAD", shim_path()).env("CUDA_DEVICE_MEMORY_SHARED_CACHE", self.region());
+        c.env("LD_PRELOAD", shim_path())
+            .env("CUDA_DEVICE_MEMORY_SHARED_CACHE", self.region())
+            .env("VGPU_PRIORITY_BOARD", self.priority_board());
         c
     }
 }

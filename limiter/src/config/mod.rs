@@ -10,6 +10,9 @@
 //! | `GPU_CORE_UTILIZATION_POLICY` | `default` / `force` / `disable` |
 //! | `LIBCUDA_LOG_LEVEL` | 0..=4 |
 //! | `CUDA_VISIBLE_DEVICES` | which physical devices the application sees, in order |
+//! | `CUDA_TASK_PRIORITY` | `0` high, `1` low (HAMi's default): low-priority launches wait while a high-priority container has work on the device |
+//! | `VGPU_PRIORITY_FLOOR` | percent of time low-priority launches still pass while high-priority work is in flight (default 0: they wait) |
+//! | `VGPU_PRIORITY_BOARD` | absolute path of the node-wide priority board every container maps (default `/tmp/vgpu-priority.board`) |
 //!
 //! Semantics follow HAMi-core where HAMi's meaning is well defined (research `hami-core.md`
 //! §3.1 and HAMi-core's `do_init_device_memory_limits` / `do_init_device_sm_limits`):
@@ -56,6 +59,17 @@ pub const VAR_LOG_LEVEL: &str = "LIBCUDA_LOG_LEVEL";
 /// The devices the application sees.
 pub const VAR_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 
+/// The container's priority (HAMi's contract: 0 high, 1 low).
+pub const VAR_TASK_PRIORITY: &str = "CUDA_TASK_PRIORITY";
+/// The share low-priority launches keep while high-priority work is in flight.
+pub const VAR_PRIORITY_FLOOR: &str = "VGPU_PRIORITY_FLOOR";
+/// The node-wide priority board.
+pub const VAR_PRIORITY_BOARD: &str = "VGPU_PRIORITY_BOARD";
+/// The board's path when `VGPU_PRIORITY_BOARD` is unset.
+pub const DEFAULT_PRIORITY_BOARD: &str = "/tmp/vgpu-priority.board";
+/// The largest `VGPU_PRIORITY_FLOOR`: above half, "low priority" would no longer mean anything.
+pub const MAX_PRIORITY_FLOOR: u8 = 50;
+
 /// HAMi-core's log level when `LIBCUDA_LOG_LEVEL` is unset (2: warnings and messages).
 pub const DEFAULT_LOG_LEVEL: u8 = 2;
 /// The most verbose log level (debug).
@@ -69,6 +83,10 @@ pub const BOOL_SYNTAX: &str = "true or false (as Go's strconv.ParseBool: 1, t, T
 pub const PERCENT_SYNTAX: &str = "a whole percentage from 0 to 100, such as 30 (0 and 100 mean no limit)";
 /// Accepted policies, for error messages.
 pub const POLICY_SYNTAX: &str = "default, force or disable (any case)";
+/// Accepted priorities, for error messages.
+pub const PRIORITY_SYNTAX: &str = "0 (high priority) or 1 (low priority, the default)";
+/// Accepted priority floors, for error messages.
+pub const FLOOR_SYNTAX: &str = "a whole percentage from 0 to 50, such as 5 (0: low-priority launches wait)";
 /// Accepted log levels, for error messages.
 pub const LOG_LEVEL_SYNTAX: &str = "a log level from 0 (errors only) to 4 (debug)";
 /// Accepted region paths, for error messages.
@@ -87,6 +105,16 @@ pub enum UtilizationPolicy {
     Force,
     /// Never enforce the SM limit.
     Disable,
+}
+
+/// A container's priority on its devices (`CUDA_TASK_PRIORITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// `0`: its work in flight holds low-priority containers' launches back.
+    High,
+    /// `1`, HAMi's default: waits while high-priority work is in flight.
+    #[default]
+    Low,
 }
 
 /// One entry of `CUDA_VISIBLE_DEVICES`.
@@ -130,6 +158,12 @@ pub struct Config {
     pub log_level: u8,
     /// `CUDA_VISIBLE_DEVICES`, in order; `None` when unset, `Some(vec![])` for no devices.
     pub visible_devices: Option<Vec<VisibleDevice>>,
+    /// `CUDA_TASK_PRIORITY`; `None` when unset (low, as HAMi's default).
+    pub priority: Option<Priority>,
+    /// `VGPU_PRIORITY_FLOOR`, percent 0..=50; 0 when unset.
+    pub priority_floor: u8,
+    /// `VGPU_PRIORITY_BOARD`; `None` when unset ([`DEFAULT_PRIORITY_BOARD`]).
+    pub priority_board: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -144,6 +178,9 @@ impl Default for Config {
             policy: UtilizationPolicy::Default,
             log_level: DEFAULT_LOG_LEVEL,
             visible_devices: None,
+            priority: None,
+            priority_floor: 0,
+            priority_board: None,
         }
     }
 }
@@ -168,6 +205,16 @@ impl Config {
             Some(limit) => *limit,
             None => self.default_sm_limit,
         }
+    }
+
+    /// The container's priority: low unless `CUDA_TASK_PRIORITY` says high.
+    pub fn task_priority(&self) -> Priority {
+        self.priority.unwrap_or_default()
+    }
+
+    /// The node-wide priority board's path.
+    pub fn priority_board_path(&self) -> PathBuf {
+        self.priority_board.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PRIORITY_BOARD))
     }
 
     /// Whether any device has an SM limit (before the policy is applied).
@@ -292,6 +339,21 @@ pub fn parse_percent(text: &str) -> Result<u8, ValueError> {
 /// Parses `LIBCUDA_LOG_LEVEL`: a whole number 0..=4.
 pub fn parse_log_level(text: &str) -> Result<u8, ValueError> {
     parse_small(text, MAX_LOG_LEVEL, LOG_LEVEL_SYNTAX)
+}
+
+/// Parses `CUDA_TASK_PRIORITY`: `0` (high) or `1` (low).
+pub fn parse_priority(text: &str) -> Result<Priority, ValueError> {
+    match text.trim() {
+        "" => Err(ValueError::new("empty", PRIORITY_SYNTAX)),
+        "0" => Ok(Priority::High),
+        "1" => Ok(Priority::Low),
+        _ => Err(ValueError::new("not a priority", PRIORITY_SYNTAX)),
+    }
+}
+
+/// Parses `VGPU_PRIORITY_FLOOR`: a whole percentage 0..=50.
+pub fn parse_priority_floor(text: &str) -> Result<u8, ValueError> {
+    parse_small(text, MAX_PRIORITY_FLOOR, FLOOR_SYNTAX)
 }
 
 /// Parses `GPU_CORE_UTILIZATION_POLICY`: `default`, `force` or `disable`, any case.
@@ -537,6 +599,9 @@ fn build(get: &dyn Fn(&str) -> Option<Raw>, names: Option<&mut dyn Iterator<Item
     config.policy = read(get, VAR_POLICY, parse_policy)?.unwrap_or_default();
     config.log_level = read(get, VAR_LOG_LEVEL, parse_log_level)?.unwrap_or(DEFAULT_LOG_LEVEL);
     config.visible_devices = read(get, VAR_VISIBLE_DEVICES, parse_visible_devices)?;
+    config.priority = read(get, VAR_TASK_PRIORITY, parse_priority)?;
+    config.priority_floor = read(get, VAR_PRIORITY_FLOOR, parse_priority_floor)?.unwrap_or(0);
+    config.priority_board = read(get, VAR_PRIORITY_BOARD, parse_region_path)?;
     Ok(config)
 }
 

@@ -431,3 +431,32 @@ fn from_env_reads_this_process() {
     // in any case reading it must not panic.
     let _ = from_env();
 }
+
+fn cfg(pairs: &[(&str, &str)]) -> Config {
+    vars(pairs).unwrap()
+}
+
+#[test]
+fn task_priority_is_hamis_zero_or_one() {
+    assert_eq!(cfg(&[]).task_priority(), Priority::Low, "HAMi's default is low");
+    assert_eq!(cfg(&[(VAR_TASK_PRIORITY, "0")]).task_priority(), Priority::High);
+    assert_eq!(cfg(&[(VAR_TASK_PRIORITY, " 1 ")]).priority, Some(Priority::Low));
+    for bad in ["", "2", "-1", "high", "00", "0x0", "1.0"] {
+        let e = err(&[(VAR_TASK_PRIORITY, bad)]);
+        assert_eq!(e.var, VAR_TASK_PRIORITY, "{bad:?}");
+        assert!(e.to_string().contains("0 (high priority) or 1"), "{e}");
+    }
+}
+
+#[test]
+fn priority_floor_and_board_are_checked() {
+    assert_eq!(cfg(&[]).priority_floor, 0);
+    assert_eq!(cfg(&[(VAR_PRIORITY_FLOOR, "5")]).priority_floor, 5);
+    assert_eq!(cfg(&[(VAR_PRIORITY_FLOOR, "50")]).priority_floor, 50);
+    for bad in ["51", "-5", "5%", "", "x"] {
+        assert_eq!(err(&[(VAR_PRIORITY_FLOOR, bad)]).var, VAR_PRIORITY_FLOOR, "{bad:?}");
+    }
+    assert_eq!(cfg(&[]).priority_board_path(), std::path::PathBuf::from(DEFAULT_PRIORITY_BOARD));
+    assert_eq!(cfg(&[(VAR_PRIORITY_BOARD, "/run/b")]).priority_board_path(), std::path::PathBuf::from("/run/b"));
+    assert_eq!(err(&[(VAR_PRIORITY_BOARD, "board")]).var, VAR_PRIORITY_BOARD);
+}

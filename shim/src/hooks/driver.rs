@@ -26,6 +26,10 @@ pub trait Driver {
     fn ctx_device(&self) -> Result<CUdevice, R>;
     /// `cuMemFree_v2`.
     fn mem_free(&self, ptr: u64) -> R;
+    /// `cuDeviceGetUuid_v2`: the device's UUID (`None` where the driver cannot tell).
+    fn device_uuid(&self, _dev: CUdevice) -> Option<[u8; 16]> {
+        None
+    }
     /// `cuMemFreeAsync` on the program's stream.
     fn mem_free_async(&self, ptr: u64, stream: CUstream) -> R;
     /// `cuDeviceGetMemPool`: the current pool of device `dev`.
@@ -68,6 +72,10 @@ pub trait Driver {
     fn event_record(&self, event: CUevent, stream: CUstream) -> R;
     /// `cuEventQuery`.
     fn event_query(&self, event: CUevent) -> R;
+    /// `cuEventSynchronize`: blocks until the event's work is done.
+    fn event_synchronize(&self, event: CUevent) -> R {
+        self.event_query(event)
+    }
     /// `cuEventElapsedTime` in milliseconds.
     fn event_elapsed_ms(&self, start: CUevent, end: CUevent) -> Result<f32, R>;
     /// `cuEventDestroy_v2`.
@@ -188,6 +196,13 @@ impl Driver for Real {
         real::cuLibraryUnload().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(library as cuda_sys::driver::CUlibrary) })
     }
 
+    fn device_uuid(&self, dev: CUdevice) -> Option<[u8; 16]> {
+        let f = real::cuDeviceGetUuid_v2()?;
+        let mut uuid = cuda_sys::driver::CUuuid::default();
+        // SAFETY: a valid out-pointer.
+        (unsafe { f(&mut uuid, dev) } == R::CUDA_SUCCESS).then(|| uuid.bytes.map(|b| b as u8))
+    }
+
     fn device_count(&self) -> Option<i32> {
         let f = real::cuDeviceGetCount()?;
         let mut n = 0;
@@ -205,6 +220,11 @@ impl Driver for Real {
     fn event_record(&self, event: CUevent, stream: CUstream) -> R {
         // SAFETY: an event this process created and the program's own stream.
         real::cuEventRecord().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event, stream) })
+    }
+
+    fn event_synchronize(&self, event: CUevent) -> R {
+        // SAFETY: an event this process created and has not destroyed.
+        real::cuEventSynchronize().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event) })
     }
 
     fn event_query(&self, event: CUevent) -> R {

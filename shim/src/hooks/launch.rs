@@ -135,7 +135,16 @@ fn throttled<D: Driver>(
     call: impl FnOnce() -> R,
 ) -> R {
     let (shim, region) = (e.shim, e.region);
-    if !shim.sm.limited() || shim.sm.capturing(stream) {
+    if shim.sm.capturing(stream) {
+        return call(); // recorded into a graph, not run: its replay waits and is charged
+    }
+    let ticket = super::priority::before_launch(e, stream, per_thread);
+    let call = move || {
+        let rc = call();
+        super::priority::after_launch(e, ticket, stream, per_thread, rc);
+        rc
+    };
+    if !shim.sm.limited() {
         return call();
     }
     let Ok(device) = shim.sm.launch_device(&e.driver) else { return call() };

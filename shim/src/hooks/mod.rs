@@ -21,6 +21,7 @@ pub mod memory;
 pub mod modules;
 pub mod nvml;
 pub mod pools;
+pub mod priority;
 pub mod proc_address;
 pub mod reconcile;
 pub mod variants;

@@ -54,6 +54,8 @@ pub static VARIANTS: &[Variants] = &[
     ("cuLaunchKernelEx", &[(11060, "cuLaunchKernelEx")], Some((11060, "cuLaunchKernelEx_ptsz"))),
     ("cuLaunchCooperativeKernel", &[(9000, "cuLaunchCooperativeKernel")], Some((9000, "cuLaunchCooperativeKernel_ptsz"))),
     ("cuGraphLaunch", &[(10000, "cuGraphLaunch")], Some((10000, "cuGraphLaunch_ptsz"))),
+    ("cuCtxSynchronize", &[(2000, "cuCtxSynchronize")], None),
+    ("cuStreamSynchronize", &[(2000, "cuStreamSynchronize")], Some((7000, "cuStreamSynchronize_ptsz"))),
     ("cuStreamBeginCapture", &[(10010, "cuStreamBeginCapture_v2")], Some((10010, "cuStreamBeginCapture_v2_ptsz"))),
     ("cuStreamEndCapture", &[(10000, "cuStreamEndCapture")], Some((10000, "cuStreamEndCapture_ptsz"))),
     ("cuGraphAddMemAllocNode", &[(11040, "cuGraphAddMemAllocNode")], None),
