@@ -99,7 +99,8 @@ pub struct PsArgs {
     /// Print one JSON document (schema 1, documented in cli/src/ps.rs).
     #[arg(long)]
     pub json: bool,
-    /// The node-wide priority board to summarise (default: $VGPU_PRIORITY_BOARD, else
+    /// The node-wide priority board to summarise (default: $VGPU_PRIORITY_BOARD, else the
+    /// shim's default: /tmp/vgpulock/vgpu-priority.board where HAMi's directory exists, else
     /// /tmp/vgpu-priority.board).
     #[arg(long, value_name = "PATH")]
     pub priority_board: Option<PathBuf>,
@@ -107,9 +108,8 @@ pub struct PsArgs {
 
 /// The board `ps` reads: the flag, else the variable the shim reads, else the shim's default.
 fn board_path(flag: &Option<PathBuf>) -> PathBuf {
-    flag.clone()
-        .or_else(|| std::env::var_os(vgpu_limiter::config::VAR_PRIORITY_BOARD).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(vgpu_limiter::config::DEFAULT_PRIORITY_BOARD))
+    let configured = flag.clone().or_else(|| std::env::var_os(vgpu_limiter::config::VAR_PRIORITY_BOARD).map(PathBuf::from));
+    vgpu_limiter::priority::board::path(configured.as_deref())
 }
 
 /// The board's sections as `ps` shows them, or one line saying why it cannot be read.

@@ -15,8 +15,8 @@
  *        coop   cuLaunchCooperativeKernel, --count times, then one synchronize
  *        ex     cuLaunchKernelEx (with --coop-attr: the cooperative attribute), then one synchronize
  *        request  a latency-sensitive client: --request-kernels launches + cuStreamSynchronize
- *               per request, --gap-us of host time between a request's launches (the host
- *               work between layers), and host time between requests drawn uniformly from
+ *               per request, --gap-us of host work (a busy CPU) between a request's launches
+ *               (the work between layers), and idle host time between requests drawn uniformly from
  *               0 to 2 x --think-us (a fixed seed: runs are comparable) (closed loop); adds
  *               requests=<n> p50_us= p99_us= p999_us= max_us= to the line, and --latencies FILE
  *               writes every request's latency in microseconds, one per line
@@ -270,6 +270,14 @@ static double quantile(const double *v, size_t n, double q) {
     return v[k - 1];
 }
 
+/* Host work between a request's launches: the CPU is busy (a sleep would measure the
+ * scheduler's wake-up latency instead). */
+static void spin_us(unsigned us) {
+    double end = now_s() + us * 1e-6;
+    while (now_s() < end) {
+    }
+}
+
 static void sleep_us(unsigned us) {
     struct timespec ts = {us / 1000000u, (long)(us % 1000000u) * 1000L};
     while (nanosleep(&ts, &ts) != 0) {
@@ -364,7 +372,7 @@ int main(int argc, char **argv) {
         } else if (O.mode == M_REQUEST) {
             double r0 = now_s();
             for (unsigned k = 0; rc == CUDA_SUCCESS && k < O.request_kernels; k++) {
-                if (k && O.gap_us) sleep_us(O.gap_us);
+                if (k && O.gap_us) spin_us(O.gap_us);
                 rc = launch_one(stream);
                 if (rc == CUDA_SUCCESS) kernels++;
             }

@@ -12,7 +12,7 @@
 //! | `CUDA_VISIBLE_DEVICES` | which physical devices the application sees, in order |
 //! | `CUDA_TASK_PRIORITY` | `0` high, `1` low (HAMi's default): low-priority launches wait while a high-priority container has work on the device |
 //! | `VGPU_PRIORITY_FLOOR` | percent of time low-priority launches still pass while high-priority work is in flight (default 0: they wait) |
-//! | `VGPU_PRIORITY_BOARD` | absolute path of the node-wide priority board every container maps (default `/tmp/vgpu-priority.board`) |
+//! | `VGPU_PRIORITY_BOARD` | absolute path of the node-wide priority board every container maps (default: in HAMi's `/tmp/vgpulock` when it exists, else `/tmp/vgpu-priority.board`) |
 //!
 //! Semantics follow HAMi-core where HAMi's meaning is well defined (research `hami-core.md`
 //! §3.1 and HAMi-core's `do_init_device_memory_limits` / `do_init_device_sm_limits`):
@@ -65,8 +65,11 @@ pub const VAR_TASK_PRIORITY: &str = "CUDA_TASK_PRIORITY";
 pub const VAR_PRIORITY_FLOOR: &str = "VGPU_PRIORITY_FLOOR";
 /// The node-wide priority board.
 pub const VAR_PRIORITY_BOARD: &str = "VGPU_PRIORITY_BOARD";
-/// The board's path when `VGPU_PRIORITY_BOARD` is unset.
+/// The board's path when `VGPU_PRIORITY_BOARD` is unset and HAMi's lock directory is absent.
 pub const DEFAULT_PRIORITY_BOARD: &str = "/tmp/vgpu-priority.board";
+/// The directory HAMi's device plugin (and KAI's and Koordinator's) creates on every node and
+/// mounts into every GPU container: a board in it is node-wide with no extra mount.
+pub const HAMI_LOCK_DIR: &str = "/tmp/vgpulock";
 /// The largest `VGPU_PRIORITY_FLOOR`: above half, "low priority" would no longer mean anything.
 pub const MAX_PRIORITY_FLOOR: u8 = 50;
 
@@ -162,7 +165,7 @@ pub struct Config {
     pub priority: Option<Priority>,
     /// `VGPU_PRIORITY_FLOOR`, percent 0..=50; 0 when unset.
     pub priority_floor: u8,
-    /// `VGPU_PRIORITY_BOARD`; `None` when unset ([`DEFAULT_PRIORITY_BOARD`]).
+    /// `VGPU_PRIORITY_BOARD`; `None` when unset (`priority::board::path`).
     pub priority_board: Option<PathBuf>,
 }
 
@@ -210,11 +213,6 @@ impl Config {
     /// The container's priority: low unless `CUDA_TASK_PRIORITY` says high.
     pub fn task_priority(&self) -> Priority {
         self.priority.unwrap_or_default()
-    }
-
-    /// The node-wide priority board's path.
-    pub fn priority_board_path(&self) -> PathBuf {
-        self.priority_board.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_PRIORITY_BOARD))
     }
 
     /// Whether any device has an SM limit (before the policy is applied).

@@ -456,7 +456,7 @@ fn priority_floor_and_board_are_checked() {
     for bad in ["51", "-5", "5%", "", "x"] {
         assert_eq!(err(&[(VAR_PRIORITY_FLOOR, bad)]).var, VAR_PRIORITY_FLOOR, "{bad:?}");
     }
-    assert_eq!(cfg(&[]).priority_board_path(), std::path::PathBuf::from(DEFAULT_PRIORITY_BOARD));
-    assert_eq!(cfg(&[(VAR_PRIORITY_BOARD, "/run/b")]).priority_board_path(), std::path::PathBuf::from("/run/b"));
+    assert_eq!(cfg(&[]).priority_board, None);
+    assert_eq!(cfg(&[(VAR_PRIORITY_BOARD, "/run/b")]).priority_board, Some(std::path::PathBuf::from("/run/b")));
     assert_eq!(err(&[(VAR_PRIORITY_BOARD, "board")]).var, VAR_PRIORITY_BOARD);
 }

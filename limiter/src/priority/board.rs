@@ -30,6 +30,18 @@ use shmfile::{Created, Untrusted};
 
 use super::{busy_until, counts, needs_refresh, reusable};
 
+/// The board's path: `VGPU_PRIORITY_BOARD` when given; else in HAMi's `/tmp/vgpulock`, which
+/// HAMi's device plugin mounts into every GPU container of a node, when that directory exists;
+/// else `/tmp/vgpu-priority.board`.
+pub fn path(configured: Option<&Path>) -> std::path::PathBuf {
+    use crate::config::{DEFAULT_PRIORITY_BOARD, HAMI_LOCK_DIR};
+    match configured {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(HAMI_LOCK_DIR).is_dir() => Path::new(HAMI_LOCK_DIR).join("vgpu-priority.board"),
+        None => std::path::PathBuf::from(DEFAULT_PRIORITY_BOARD),
+    }
+}
+
 /// "VGPUPRIO" read as a little-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VGPUPRIO");
 /// Layout version.

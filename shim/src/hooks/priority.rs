@@ -77,7 +77,7 @@ impl PriorityState {
         PriorityState {
             priority: config.task_priority(),
             floor: config.priority_floor,
-            path: config.priority_board_path(),
+            path: vgpu_limiter::priority::board::path(config.priority_board.as_deref()),
             board: OnceLock::new(),
             token: AtomicU64::new(new_token()),
             sections: std::array::from_fn(|_| AtomicU32::new(UNKNOWN)),
