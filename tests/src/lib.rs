@@ -100,8 +100,8 @@ impl Sim {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create sim dir");
         let mut env = vec![("SIMGPU_STATE".to_string(), dir.join("machine").display().to_string())];
-        // The scheduler model is the suite's choice: `SIMGPU_TIMESLICE=2ms tools/test.sh` runs
-        // every machine time-sliced.
+        // The scheduler model is the suite's choice: machines are time-sliced (simgpu's default);
+        // `SIMGPU_TIMESLICE=off tools/test.sh` runs every machine on one FIFO.
         for k in ["SIMGPU_TIMESLICE", "SIMGPU_CONTEXT_SWITCH"] {
             if let Ok(v) = std::env::var(k) {
                 env.push((k.to_string(), v));

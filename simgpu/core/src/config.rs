@@ -9,7 +9,7 @@
 //! | `SIMGPU_CONTEXT_MEMORY` | device memory each context costs, as a real driver's context does | `64m` |
 //! | `SIMGPU_MEMORY_POOLS` | `0` makes `CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED` report 0 | `1` |
 //! | `SIMGPU_QUEUE_DEPTH` | launches a stream may have pending before a launch blocks | 1024 |
-//! | `SIMGPU_TIMESLICE` | time-slice the device between processes' contexts with this quantum (`2ms`, `500us`); `off`: one FIFO timeline | `off` |
+//! | `SIMGPU_TIMESLICE` | time-slice the device between processes' contexts with this quantum (`2ms`, `500us`); `off`: one FIFO timeline | `2ms` |
 //! | `SIMGPU_CONTEXT_SWITCH` | time lost per switch between contexts when time-slicing | `25us` |
 //! | `SIMGPU_NVML_PERIOD` | NVML's utilisation sample period, `1/6s` to `1s` (`167ms`, `500ms`, `1s`, `250000us`), or `ideal` | `1/6s` |
 //!
@@ -48,8 +48,8 @@ pub struct SimConfig {
     pub queue_depth: u32,
     /// NVML's utilisation sample period in nanoseconds; 0 for the `ideal` mode.
     pub nvml_period_ns: u64,
-    /// Time-slicing between processes' contexts (`SIMGPU_TIMESLICE`); `None`: one FIFO
-    /// timeline for every process (the default for now).
+    /// Time-slicing between processes' contexts (`SIMGPU_TIMESLICE`, 2 ms by default); `None`
+    /// (`off`): one FIFO timeline for every process.
     pub timeslice: Option<crate::timeslice::Params>,
 }
 
@@ -81,6 +81,9 @@ pub fn parse_duration(name: &str, v: &str, lo: u64, hi: u64) -> Result<u64, Stri
 /// `SIMGPU_CONTEXT_SWITCH` says otherwise. NVIDIA does not publish it; 25 µs is an assumption
 /// of the order of saving and restoring a context's state.
 pub const DEFAULT_SWITCH_NS: u64 = 25_000;
+/// The time-slice quantum when `SIMGPU_TIMESLICE` is unset: 2 ms, the "short" timeslice as
+/// Red Hat's GPU-sharing workshop gives it (NVIDIA publishes only the names).
+pub const DEFAULT_QUANTUM_NS: u64 = 2_000_000;
 
 /// The shortest utilisation sample period NVIDIA documents: 1/6 s, in nanoseconds.
 pub const NVML_PERIOD_MIN_NS: u64 = 166_666_667;
@@ -136,10 +139,12 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
     let queue_depth = int("SIMGPU_QUEUE_DEPTH", 1024, 1, 1 << 20)?;
     let nvml_period_ns = get("SIMGPU_NVML_PERIOD").map_or(Ok(NVML_PERIOD_MIN_NS), |v| parse_nvml_period(&v))?;
     let timeslice = match get("SIMGPU_TIMESLICE") {
-        None => None,
         Some(v) if v.trim() == "off" => None,
-        Some(v) => Some(crate::timeslice::Params {
-            quantum_ns: parse_duration("SIMGPU_TIMESLICE", &v, 10_000, 1_000_000_000)?,
+        v => Some(crate::timeslice::Params {
+            quantum_ns: match v {
+                None => DEFAULT_QUANTUM_NS,
+                Some(v) => parse_duration("SIMGPU_TIMESLICE", &v, 10_000, 1_000_000_000)?,
+            },
             switch_ns: match get("SIMGPU_CONTEXT_SWITCH") {
                 None => DEFAULT_SWITCH_NS,
                 Some(s) => parse_duration("SIMGPU_CONTEXT_SWITCH", &s, 0, 100_000_000)?,
@@ -178,7 +183,11 @@ mod tests {
     #[test]
     fn time_slicing_is_configured_or_refused_in_one_line() {
         use crate::timeslice::Params;
-        assert_eq!(cfg(&[]).unwrap().timeslice, None, "one FIFO timeline by default");
+        assert_eq!(
+            cfg(&[]).unwrap().timeslice,
+            Some(Params { quantum_ns: DEFAULT_QUANTUM_NS, switch_ns: DEFAULT_SWITCH_NS }),
+            "time-sliced by default, as a GPU without MPS"
+        );
         assert_eq!(cfg(&[("SIMGPU_TIMESLICE", "off")]).unwrap().timeslice, None);
         assert_eq!(
             cfg(&[("SIMGPU_TIMESLICE", "2ms")]).unwrap().timeslice,
