@@ -57,11 +57,24 @@ fn vgpu_smi_reads_the_simulated_machine() {
 }
 
 /// `vgpu run` with its runtime directory in `xdg`, running `sh -c script` in the background.
+/// The forwarded signals start at their defaults: a test run started as a background job of a
+/// non-interactive shell inherits SIGINT and SIGQUIT ignored, under `nohup` SIGHUP, and a shell
+/// cannot trap a signal ignored on entry.
 fn run_in_background(sim: &Sim, xdg: &std::path::Path, script: &str) -> vgpu_tests::Background {
+    use std::os::unix::process::CommandExt;
     let vgpu = cargo_program("vgpu");
-    vgpu_tests::Background::spawn(
-        sim.command(&vgpu).env("XDG_RUNTIME_DIR", xdg).args(["run", "--sim", "--memory", "1g", "--", "sh", "-c", script]),
-    )
+    let mut cmd = sim.command(&vgpu);
+    cmd.env("XDG_RUNTIME_DIR", xdg).args(["run", "--sim", "--memory", "1g", "--", "sh", "-c", script]);
+    // SAFETY: signal(2) is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    vgpu_tests::Background::spawn(&mut cmd)
 }
 
 /// Regions left in `xdg`'s runtime directory.

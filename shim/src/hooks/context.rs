@@ -80,6 +80,7 @@ fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, ctx: impl FnOnce() -> O
 
 /// A context of device `d` is gone: its cost and, with the last one, its allocations return.
 fn context_gone<D: Driver>(e: &Enforce<D>, d: usize, cost: u64) {
+    e.shim.priority.context_gone(d);
     e.region.uncharge(d, cost);
     let prev = e.shim.contexts.live[d].fetch_update(AcqRel, Acquire, |n| n.checked_sub(1)).unwrap_or(0);
     if prev == 1 {

@@ -1,7 +1,8 @@
 //! Every launch path draws on the container's SM bucket: `cuLaunchKernel`,
 //! `cuLaunchKernelEx`, `cuLaunchCooperativeKernel`, their `_ptsz` forms, and `cuGraphLaunch`
 //! (charged per replay at the graph's learned cost). Launches into a stream being captured are
-//! not charged: the replay is. With no SM limit every launch hook is a straight forward.
+//! not charged: the replay is. With no SM limit a launch is forwarded after the priority check
+//! (`hooks::priority`: one load when nothing of higher priority is active).
 //!
 //! A launch is charged its learned GPU time (a default until measured). Some launches are
 //! timed with a pair of events; when a timing completes, the cost model learns from it and

@@ -103,6 +103,24 @@ impl PriorityState {
         }
     }
 
+    /// A context on `device` was destroyed: the event kept there may have gone with it (it is
+    /// forgotten, never used again), and a high-priority process's work there is over.
+    pub fn context_gone(&self, device: usize) {
+        let Some(d) = (device < MAX_DEVICES).then_some(device) else { return };
+        self.events[d].store(std::ptr::null_mut(), Release);
+        self.armed[d].store(false, Release);
+        if self.priority == Priority::High
+            && self.streams[d].swap(0, AcqRel) != 0
+            && let Some(board) = self.board.get().and_then(Option::as_ref)
+            && let s = self.sections[d].load(Acquire)
+            && s != UNKNOWN
+            && s != NONE
+            && let e @ 1.. = self.entries[d].load(Acquire)
+        {
+            board.idle((s - 1) as usize, (e - 1) as usize, self.token.load(Relaxed));
+        }
+    }
+
     fn warn_once(&self, what: std::fmt::Arguments<'_>) {
         if !self.warned.swap(true, Relaxed) {
             log::warn(format_args!("priority board {}: {what}; CUDA_TASK_PRIORITY has no effect in this process", self.path.display()));
