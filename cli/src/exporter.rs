@@ -7,6 +7,23 @@
 //! on every scrape, read-only ([`crate::ps`]), so the figures are never stale and the
 //! exporter holds nothing open between scrapes. SIGTERM and SIGINT stop it with status 0.
 //!
+//! # Why no HTTP or Prometheus crate here
+//!
+//! Both were tried and measured (tiny_http 0.12.0, prometheus-client 0.24.1), and both fail a
+//! node daemon exposed on the cluster network:
+//!
+//! * tiny_http serves each connection on a thread of its own, with no cap, no read timeout and
+//!   no limit on the request head: 400 clients that send half a request line and stop left
+//!   the process at 326 threads, held for as long as the clients keep the sockets; a 1 MiB
+//!   header was read whole and answered 200. Here: at most [`MAX_CONNECTIONS`] at once, 3 s
+//!   to send a request, a 16 KiB head (431 beyond), tested by
+//!   `the_exporter_survives_slow_oversized_malformed_and_many_requests` (tests/tests/ops.rs).
+//! * prometheus-client's text encoder writes label values unescaped (`a="b"c"` for the value
+//!   `b"c`, a raw newline for `\n`; prometheus/client_rust#151, open), and a single bad line
+//!   makes Prometheus reject the whole scrape. Container and pod names come from file names
+//!   and Kubernetes, so escaping is not optional. The format here is the text format 0.0.4,
+//!   escaped as its specification says, and unit-tested.
+//!
 //! # Metrics
 //!
 //! Container label: as `vgpu ps` names regions (file stem, or the per-container subdirectory
@@ -29,8 +46,34 @@
 //! | `vgpu_region_errors` | gauge | container: 1 when its file was skipped, else 0 |
 //! | `vgpu_device_memory_total_bytes`, `vgpu_device_memory_used_bytes` | gauge | device, uuid |
 //! | `vgpu_device_utilization_ratio` | gauge | device, uuid |
+//!
+//! # HAMi's metrics (`--hami-compat`)
+//!
+//! The names, labels and units of HAMi's node monitor (vGPUmonitor, HAMi v2.10 and the legacy
+//! names of v2.8 and earlier, which its `--legacy-metrics` still serves and dashboard 21833
+//! and older WebUIs query), every one with HAMi's `zone="vGPU"`. Containers are regions in
+//! HAMi's layout, `<dir>/<pod uid>_<container>/…`; a container's namespace and pod come from
+//! the kubelet's `/var/log/pods/<namespace>_<pod>_<uid>` (`--pods-dir`), and, as in HAMi, a
+//! container whose pod is not known there yields no series. `vdevice_index` is the index the
+//! container sees; `device_uuid` the UUID its processes recorded in the region.
+//!
+//! | metric | labels | value |
+//! |---|---|---|
+//! | `hami_vgpu_memory_used_bytes`, `hami_container_device_memory_bytes`, `vGPU_device_memory_usage_in_bytes` | namespace, pod, container, vdevice_index, device_uuid (legacy: podnamespace, podname, ctrname, vdeviceid, deviceuuid) | bytes used |
+//! | `hami_vgpu_memory_limit_bytes`, `vGPU_device_memory_limit_in_bytes` | same | quota (limited devices) |
+//! | `Device_memory_desc_of_container` | legacy + context, module, data, offset | bytes used (`data` = used, the others 0: vgpu does not split them) |
+//! | `hami_container_device_utilization_ratio`, `Device_utilization_desc_of_container` | same | SM share achieved, 0–100 (containers with an SM limit) |
+//! | `hami_host_gpu_memory_used_bytes`, `HostGPUMemoryUsage` | node, device_index, device_uuid, device_type (legacy: nodeid, deviceidx, deviceuuid, devicetype) | NVML used bytes |
+//! | `hami_host_gpu_utilization_ratio`, `HostCoreUtilization` | same | NVML utilisation, 0–100 |
+//! | `hami_host_gpu_memory_controller_utilization_ratio` | device_index, device_uuid, device_type | NVML memory utilisation, 0–100 |
+//!
+//! Not served: `hami_container_last_kernel_elapsed_seconds` / `Device_last_kernel_of_container`
+//! and the context/module/buffer split (vgpu records neither), and the scheduler's metrics
+//! (HAMi's scheduler serves those, not the node monitor).
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -59,6 +102,52 @@ pub struct ExporterArgs {
     /// Device figures from simgpu's NVML (the machine named by SIMGPU_STATE).
     #[arg(long)]
     pub sim: bool,
+    /// Also serve HAMi's node-monitor metrics (its `hami_*` names and the legacy names its
+    /// Grafana dashboard and WebUI query), so they work unchanged for vgpu's containers.
+    #[arg(long)]
+    pub hami_compat: bool,
+    /// The node label of the HAMi metrics (default: $NODE_NAME, as HAMi's chart sets it).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Where the kubelet keeps `<namespace>_<pod>_<uid>/` (pod names for the HAMi metrics).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
+}
+
+/// What the HAMi-compatible metrics need besides the regions.
+#[derive(Debug, Clone, Default)]
+pub struct HamiCompat {
+    /// The node label.
+    pub node: String,
+    /// The kubelet's pod log directory.
+    pub pods_dir: PathBuf,
+}
+
+/// Pod namespace and name by pod UID, from the kubelet's `<namespace>_<pod>_<uid>` directories
+/// (neither a namespace nor a pod name can hold `_`). Unreadable: empty.
+pub fn pods_by_uid(dir: &Path) -> HashMap<String, (String, String)> {
+    let mut out = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.splitn(3, '_');
+        if let (Some(ns), Some(pod), Some(uid)) = (parts.next(), parts.next(), parts.next())
+            && !ns.is_empty()
+            && !pod.is_empty()
+            && !uid.is_empty()
+        {
+            out.insert(uid.to_string(), (ns.to_string(), pod.to_string()));
+        }
+    }
+    out
+}
+
+/// A region's pod UID and container name from HAMi's `<pod uid>_<container>` directory name
+/// (as `vgpu ps --dir` names it; a second file in the directory adds `/<stem>`).
+pub fn pod_and_container(container: &str) -> Option<(&str, &str)> {
+    let dir = container.split('/').next()?;
+    let (uid, ctr) = dir.split_once('_')?;
+    (!uid.is_empty() && !ctr.is_empty()).then_some((uid, ctr))
 }
 
 /// A metric family being built.
@@ -220,8 +309,91 @@ fn device_metrics(e: &mut Exposition, nvml: &Nvml) {
     }
 }
 
-/// One scrape's text.
-pub fn scrape(sources: &Sources, nvml: Option<&Nvml>) -> String {
+/// HAMi's zone label, on every metric of its node monitor.
+const ZONE: (&str, &str) = ("zone", "vGPU");
+
+/// HAMi's node-monitor metrics for vgpu's regions (containers whose pod is known) and the
+/// devices, current and legacy names, labelled as HAMi labels them.
+fn hami_metrics(e: &mut Exposition, snap: &ps::Snapshot, nvml: Option<&Nvml>, compat: &HamiCompat) {
+    e.family("hami_vgpu_memory_used_bytes", "gauge", "vGPU device memory usage in bytes");
+    e.family("hami_vgpu_memory_limit_bytes", "gauge", "vGPU device memory limit in bytes");
+    e.family("hami_container_device_memory_bytes", "gauge", "Container device memory usage in bytes");
+    e.family("hami_container_device_utilization_ratio", "gauge", "Container device SM utilization ratio");
+    e.family("vGPU_device_memory_usage_in_bytes", "gauge", "vGPU device usage");
+    e.family("vGPU_device_memory_limit_in_bytes", "gauge", "vGPU device limit");
+    e.family("Device_memory_desc_of_container", "gauge", "Container device memory description");
+    e.family("Device_utilization_desc_of_container", "gauge", "Container device utilization description");
+    e.family("hami_host_gpu_memory_used_bytes", "gauge", "GPU device memory usage in bytes");
+    e.family("hami_host_gpu_utilization_ratio", "gauge", "GPU core utilization ratio (0-100)");
+    e.family("hami_host_gpu_memory_controller_utilization_ratio", "gauge", "GPU memory controller utilization ratio (0-100)");
+    e.family("HostGPUMemoryUsage", "gauge", "GPU device memory usage");
+    e.family("HostCoreUtilization", "gauge", "GPU core utilization");
+    let pods = pods_by_uid(&compat.pods_dir);
+    for r in &snap.regions {
+        let Some((uid, ctr)) = pod_and_container(&r.container) else { continue };
+        // As HAMi's monitor: a container whose pod is not known yields no series.
+        let Some((ns, pod)) = pods.get(uid) else { continue };
+        for d in &r.devices {
+            let v = &d.view;
+            let idx = v.device.to_string();
+            let uuid = v.uuid.as_ref().map(vgpu_limiter::region::uuid_string).unwrap_or_default();
+            let now = [
+                ("namespace", ns.as_str()),
+                ("pod", pod.as_str()),
+                ("container", ctr),
+                ("vdevice_index", &idx),
+                ("device_uuid", &uuid),
+                ZONE,
+            ];
+            let old = [
+                ("podnamespace", ns.as_str()),
+                ("podname", pod.as_str()),
+                ("ctrname", ctr),
+                ("vdeviceid", &idx),
+                ("deviceuuid", &uuid),
+                ZONE,
+            ];
+            e.sample("hami_vgpu_memory_used_bytes", &now, v.used);
+            e.sample("hami_container_device_memory_bytes", &now, v.used);
+            e.sample("vGPU_device_memory_usage_in_bytes", &old, v.used);
+            let used = v.used.to_string();
+            let mut desc = old.to_vec();
+            desc.extend([("context", "0"), ("module", "0"), ("data", used.as_str()), ("offset", "0")]);
+            e.sample("Device_memory_desc_of_container", &desc, v.used);
+            if let Some(q) = v.quota {
+                e.sample("hami_vgpu_memory_limit_bytes", &now, q);
+                e.sample("vGPU_device_memory_limit_in_bytes", &old, q);
+            }
+            if let Some((_, achieved)) = d.sm {
+                e.sample("hami_container_device_utilization_ratio", &now, float(achieved));
+                e.sample("Device_utilization_desc_of_container", &old, float(achieved));
+            }
+        }
+    }
+    let Some(nvml) = nvml else { return };
+    let Ok(count) = nvml.device_count() else { return };
+    for i in 0..count {
+        let Ok(dev) = nvml.device_by_index(i) else { continue };
+        let uuid = dev.uuid().unwrap_or_default();
+        let kind = format!("NVIDIA-{}", dev.name().unwrap_or_default());
+        let idx = i.to_string();
+        let node = compat.node.as_str();
+        let now = [("node", node), ("device_index", &idx), ("device_uuid", &uuid), ("device_type", &kind), ZONE];
+        let old = [("nodeid", node), ("deviceidx", &idx), ("deviceuuid", &uuid), ("devicetype", &kind), ZONE];
+        if let Ok(m) = dev.memory_info() {
+            e.sample("hami_host_gpu_memory_used_bytes", &now, m.used);
+            e.sample("HostGPUMemoryUsage", &old, m.used);
+        }
+        if let Ok(u) = dev.utilization_rates() {
+            e.sample("hami_host_gpu_utilization_ratio", &now, u.gpu);
+            e.sample("HostCoreUtilization", &old, u.gpu);
+            e.sample("hami_host_gpu_memory_controller_utilization_ratio", &now[1..], u.memory);
+        }
+    }
+}
+
+/// One scrape's text, with HAMi's metrics when `compat` is given.
+pub fn scrape(sources: &Sources, nvml: Option<&Nvml>, compat: Option<&HamiCompat>) -> String {
     let mut e = Exposition::default();
     let snap = match ps::snapshot(sources) {
         Ok(s) => s,
@@ -234,6 +406,9 @@ pub fn scrape(sources: &Sources, nvml: Option<&Nvml>) -> String {
     if let Some(n) = nvml {
         device_metrics(&mut e, n);
     }
+    if let Some(c) = compat {
+        hami_metrics(&mut e, &snap, nvml, c);
+    }
     e.text()
 }
 
@@ -241,6 +416,7 @@ pub fn scrape(sources: &Sources, nvml: Option<&Nvml>) -> String {
 struct Server {
     sources: Sources,
     nvml: Option<Nvml>,
+    compat: Option<HamiCompat>,
     active: AtomicUsize,
 }
 
@@ -303,7 +479,7 @@ fn route(head: &str, server: &Server) -> (u16, &'static str, &'static str, Strin
     if path != "/metrics" {
         return (404, "Not Found", "", "not found; metrics are at /metrics\n".into(), !head_only);
     }
-    let body = scrape(&server.sources, server.nvml.as_ref());
+    let body = scrape(&server.sources, server.nvml.as_ref(), server.compat.as_ref());
     (200, "OK", "", body, !head_only)
 }
 
@@ -368,7 +544,11 @@ pub fn exporter(args: ExporterArgs) -> i32 {
         Err(_) => println!("listening on http://{}/metrics", args.listen),
     }
     let _ = std::io::stdout().flush();
-    let server = Arc::new(Server { sources: args.sources, nvml, active: AtomicUsize::new(0) });
+    let compat = args.hami_compat.then(|| HamiCompat {
+        node: args.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok()).unwrap_or_default(),
+        pods_dir: args.pods_dir.clone(),
+    });
+    let server = Arc::new(Server { sources: args.sources, nvml, compat, active: AtomicUsize::new(0) });
     for conn in listener.incoming() {
         match conn {
             Ok(s) => {
@@ -417,8 +597,16 @@ mod tests {
     }
 
     #[test]
+    fn hami_directory_names_give_pod_and_container() {
+        assert_eq!(pod_and_container("0f1e2d3c-aaaa-bbbb-cccc-000000000001_cuda"), Some(("0f1e2d3c-aaaa-bbbb-cccc-000000000001", "cuda")));
+        assert_eq!(pod_and_container("uid_ctr_with_underscore/x"), Some(("uid", "ctr_with_underscore")));
+        assert_eq!(pod_and_container("web"), None);
+        assert_eq!(pod_and_container("_x"), None);
+    }
+
+    #[test]
     fn requests_are_routed() {
-        let server = Server { sources: Sources::default(), nvml: None, active: AtomicUsize::new(0) };
+        let server = Server { sources: Sources::default(), nvml: None, compat: None, active: AtomicUsize::new(0) };
         assert_eq!(route("GET /metrics HTTP/1.1\r\n", &server).0, 200);
         assert_eq!(route("GET /metrics?x=1 HTTP/1.0\r\n", &server).0, 200);
         assert!(!route("HEAD /metrics HTTP/1.1", &server).4);

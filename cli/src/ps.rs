@@ -39,6 +39,7 @@
 //!       "peak_bytes": 335544320,
 //!       "oom_refusals": 0,             // allocations refused for the quota
 //!       "unattributed_bytes": 0,       // counted, but held by no process slot
+//!       "uuid": "GPU-8932f937-…",       // null until a process made a context on it
 //!       "unhooked_bytes": 0,           // of used: what the driver holds for the container's
 //!                                      // processes beyond what their hooks charged
 //!       "sm_limit_percent": null,      // null: unknown or no SM limit
@@ -464,6 +465,7 @@ pub fn to_json(s: &Snapshot) -> Value {
                         "oom_refusals": v.refusals,
                         "unattributed_bytes": v.unattributed,
                         "unhooked_bytes": v.unhooked,
+                        "uuid": v.uuid.as_ref().map(vgpu_limiter::region::uuid_string),
                         "sm_limit_percent": d.sm.map(|s| s.0),
                         "sm_achieved_percent": d.sm.map(|s| s.1),
                     })

@@ -101,6 +101,12 @@ impl SmState {
         self.captures.load(Acquire) > 0 && self.capturing.iter().any(|s| s.load(Acquire) == stream as u64 + 1)
     }
 
+    /// Whether any stream of this process is being captured (in the global capture mode,
+    /// event queries and records from other threads would break the capture).
+    pub fn any_capture(&self) -> bool {
+        self.captures.load(Acquire) > 0
+    }
+
     /// Marks `stream` as capturing or not.
     pub fn set_capturing(&self, stream: *mut cuda_sys::driver::CUstream_st, on: bool) {
         let key = stream as u64 + 1;

@@ -273,7 +273,6 @@ hook_table! {
         Cuda fn cuEventCreate;
         Cuda fn cuEventRecord;
         Cuda fn cuEventQuery;
-        Cuda fn cuEventSynchronize;
         Cuda fn cuEventElapsedTime;
         Cuda fn cuEventDestroy_v2;
     }

@@ -397,3 +397,59 @@ fn the_exporter_serves_prometheus_metrics_over_loopback() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_exporter_survives_slow_oversized_malformed_and_many_requests() {
+    // A node daemon on the cluster network: slow clients (slowloris), a huge request head,
+    // binary garbage and more connections than it serves at once must not stop it answering.
+    let sim = Sim::new();
+    let exp = Exporter::start(&sim, &["--dir".as_ref(), sim.dir().as_os_str()]);
+    // Random bytes, many times.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..50 {
+        let mut junk = Vec::new();
+        for _ in 0..64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            junk.push(x as u8);
+        }
+        junk.extend_from_slice(b"\r\n\r\n");
+        let r = exp.raw(&junk);
+        assert!(r.starts_with("HTTP/1.1 400 ") || r.starts_with("HTTP/1.1 405 ") || r.starts_with("HTTP/1.1 404 "), "{r}");
+    }
+    // A 1 MiB request head: answered 431 without reading it all.
+    let mut big = TcpStream::connect(&exp.addr).expect("connect");
+    big.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let head = format!("GET /metrics HTTP/1.1\r\nX-Junk: {}\r\n\r\n", "a".repeat(1 << 20));
+    let _ = big.write_all(head.as_bytes()); // may fail once the server has answered and closed
+    let mut resp = String::new();
+    let _ = big.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 431 "), "{}", &resp[..resp.len().min(200)]);
+    // 300 clients that send half a request line and then nothing (more than the 256 served
+    // at once): each is dropped after the read timeout, or refused at the cap.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut s) = TcpStream::connect(&exp.addr) {
+            let _ = s.write_all(b"GET /metr");
+            slow.push(s);
+        }
+    }
+    // Once the slow clients time out (3 s), a scrape is answered; it is retried while the cap
+    // still holds (the connection is then closed unanswered).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = TcpStream::connect(&exp.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        if r.starts_with("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exporter stopped answering: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(slow);
+    assert!(exp.get("/metrics").starts_with("HTTP/1.1 200 OK"));
+}

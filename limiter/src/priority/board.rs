@@ -284,10 +284,13 @@ impl Board {
     pub fn idle(&self, sec: usize, entry: usize, token: u64) {
         let Some(s) = self.layout.sections.get(sec) else { return };
         let Some(e) = s.entries.get(entry) else { return };
-        if e.owner.load(Acquire) != token || e.until.load(Relaxed) == 0 {
+        let now = super::now_ns();
+        if e.owner.load(Acquire) != token || !counts(e.until.load(Relaxed), now) {
             return;
         }
-        e.until.store(0, Release);
+        // Idle since now: expired at once for readers, and not taken by another process
+        // until it has been unused for a while (see `reusable`).
+        e.until.store(now, Release);
         if s.waiters.load(Acquire) != 0 {
             s.wake.fetch_add(1, AcqRel);
             futex_wake(&s.wake);
@@ -310,7 +313,7 @@ impl Board {
             return None;
         }
         let latest = s.entries.iter().map(|e| e.until.load(Acquire)).filter(|&u| counts(u, now)).max();
-        if latest.is_none() && (hint <= now || !counts(hint, now)) {
+        if self.writable && latest.is_none() && (hint <= now || !counts(hint, now)) {
             // A writer raising the hint meanwhile changes it, so this cannot erase a new claim
             // (an honest writer's hint is never beyond one hold; see the module's note).
             let _ = s.hint.compare_exchange(hint, 0, AcqRel, Relaxed);
@@ -430,8 +433,10 @@ pub fn snapshot(path: &Path, now: u64) -> Result<Option<Vec<SectionView>>, Board
 
 // ---- the SIGBUS guard ----
 
-static GUARD_START: AtomicUsize = AtomicUsize::new(0);
-static GUARD_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Mappings guarded at once (a process maps one board; tests map several).
+const GUARDS: usize = 16;
+static GUARD_START: [AtomicUsize; GUARDS] = [const { AtomicUsize::new(0) }; GUARDS];
+static GUARD_LEN: [AtomicUsize; GUARDS] = [const { AtomicUsize::new(0) }; GUARDS];
 static GUARD_INSTALLED: AtomicBool = AtomicBool::new(false);
 static GUARD_FIRED: AtomicBool = AtomicBool::new(false);
 static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
@@ -441,10 +446,14 @@ pub fn guard_fired() -> bool {
     GUARD_FIRED.load(Relaxed)
 }
 
-/// Installs the `SIGBUS` guard for the mapping at `start` (one mapping per process).
+/// Installs the `SIGBUS` guard (once) and adds the mapping at `start` to the guarded ones
+/// (beyond [`GUARDS`] mappings, a new one replaces the oldest slot).
 fn guard_mapping(start: usize, len: usize) {
-    GUARD_LEN.store(len, Release);
-    GUARD_START.store(start, Release);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, AcqRel) % GUARDS;
+    GUARD_START[i].store(0, Release);
+    GUARD_LEN[i].store(len, Release);
+    GUARD_START[i].store(start, Release);
     if GUARD_INSTALLED.swap(true, AcqRel) {
         return;
     }
@@ -462,14 +471,25 @@ fn guard_mapping(start: usize, len: usize) {
     }
 }
 
+/// The guarded mapping holding `addr`, if any.
+fn guarded(addr: usize) -> Option<(usize, usize)> {
+    (0..GUARDS).find_map(|i| {
+        let (start, len) = (GUARD_START[i].load(Acquire), GUARD_LEN[i].load(Acquire));
+        (start != 0 && addr >= start && addr < start + len).then_some((start, len))
+    })
+}
+
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let (start, len) = (GUARD_START.load(Acquire), GUARD_LEN.load(Acquire));
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if start != 0 && addr >= start && addr < start + len {
-        // SAFETY: mmap and the stores are async-signal-safe; MAP_FIXED replaces exactly our
-        // board mapping with private zero pages, so the faulting access retries and reads 0.
-        unsafe {
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only a real fault (BUS_ADRERR: past the end of the file) in a board; a `kill -BUS` or a
+    // fault elsewhere goes to whoever handled SIGBUS before us.
+    if code == libc::BUS_ADRERR
+        && let Some((start, len)) = guarded(addr)
+    {
+        // SAFETY: mmap is async-signal-safe; MAP_FIXED replaces exactly that board mapping
+        // with private zero pages, so the faulting access retries and reads 0.
+        let p = unsafe {
             libc::mmap(
                 start as *mut libc::c_void,
                 len,
@@ -477,10 +497,12 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
-            );
+            )
+        };
+        if p != libc::MAP_FAILED {
+            GUARD_FIRED.store(true, Relaxed);
+            return;
         }
-        GUARD_FIRED.store(true, Relaxed);
-        return;
     }
     let prev = PREVIOUS.load(Acquire);
     // SAFETY: `prev` is the leaked sigaction that stood before ours (or null); calling a handler

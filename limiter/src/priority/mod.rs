@@ -34,10 +34,15 @@ pub const POLL_NS: u64 = 2_000_000;
 /// An entry unused for this long may be taken by another process.
 pub const STALE_NS: u64 = 10_000_000_000;
 
+/// How far a reader's clock may lag a writer's: a reader that read the clock just before a
+/// claim was written sees it a little more than one hold ahead.
+pub const CLOCK_SLACK_NS: u64 = 10_000_000;
+
 /// Whether an entry busy until `until` counts at `now`: in the future, and no further than one
-/// hold (a claim beyond that was not written by an honest process; it is ignored, not obeyed).
+/// hold (and the clock slack; a claim beyond that was not written by an honest process: it is
+/// ignored, not obeyed).
 pub fn counts(until: u64, now: u64) -> bool {
-    until > now && until - now <= HOLD_NS
+    until > now && until - now <= HOLD_NS + CLOCK_SLACK_NS
 }
 
 /// The instant a high-priority process that launches at `now` is busy until.
@@ -50,10 +55,12 @@ pub fn needs_refresh(until: u64, now: u64) -> bool {
     !counts(until, now) || until - now < REFRESH_NS
 }
 
-/// Whether an entry (owned, busy until `until`) may be taken over at `now`: never busy, or
-/// unused for [`STALE_NS`], or holding a value no honest process writes.
+/// Whether an entry (owned, busy until `until`, or idle since `until`) may be taken over at
+/// `now`: never used, or unused for [`STALE_NS`] (its process is gone or has stopped using the
+/// GPU), or holding a value no honest process writes. An entry its process marked idle a
+/// moment ago is not taken: the process may launch again at once.
 pub fn reusable(until: u64, now: u64) -> bool {
-    until == 0 || until.saturating_add(STALE_NS) < now || until > now.saturating_add(HOLD_NS)
+    until == 0 || until.saturating_add(STALE_NS) < now || !counts(until, now) && until > now
 }
 
 /// Whether `now` is in the floor part of its window (the first `floor` percent).
@@ -157,7 +164,8 @@ mod tests {
         assert!(counts(T + 1, T));
         assert!(!counts(T, T), "expired");
         assert!(!counts(0, T));
-        assert!(!counts(T + HOLD_NS + 1, T), "beyond one hold: not written by an honest process");
+        assert!(counts(T + HOLD_NS + CLOCK_SLACK_NS, T), "a reader's clock may lag the writer's");
+        assert!(!counts(T + HOLD_NS + CLOCK_SLACK_NS + 1, T), "beyond one hold: not written by an honest process");
         assert!(!counts(u64::MAX, T));
     }
 
@@ -176,7 +184,8 @@ mod tests {
         assert!(reusable(T - STALE_NS - 1, T));
         assert!(!reusable(T - 1, T), "recently busy: its process may come back");
         assert!(!reusable(T + HOLD_NS, T));
-        assert!(reusable(T + HOLD_NS + 1, T));
+        assert!(!reusable(T - 1_000, T), "idle a moment ago: its process may launch again");
+        assert!(reusable(T + HOLD_NS + CLOCK_SLACK_NS + 1, T));
     }
 
     #[test]
@@ -184,6 +193,7 @@ mod tests {
         assert_eq!(gate(None, T, 0, 0), Gate::Go);
         assert_eq!(gate(Some(T - 1), T, 0, 0), Gate::Go);
         assert_eq!(gate(Some(u64::MAX), T, 0, 0), Gate::Go, "a claim nobody honest writes is ignored");
+        assert_eq!(gate(Some(T + HOLD_NS + CLOCK_SLACK_NS + 1), T, 0, 0), Gate::Go);
     }
 
     #[test]

@@ -54,8 +54,12 @@ pub struct DeviceLedger {
     pub peak: AtomicU64,
     /// Allocations refused for the quota.
     pub refusals: AtomicU64,
+    /// The device's UUID (16 bytes, little-endian words) as the driver reports it, written by
+    /// the container's processes at their first context there; 0 until then (node tools label
+    /// metrics with it). Was reserved (zero) in earlier regions of this version.
+    pub uuid: [AtomicU64; 2],
     /// Reserved.
-    pub _pad: [AtomicU64; 4],
+    pub _pad: [AtomicU64; 2],
 }
 
 /// One cache line per device for the container's SM token bucket.

@@ -29,7 +29,7 @@ pub mod layout;
 mod views;
 
 pub use error::{Refused, RegionError};
-pub use views::{DeviceView, Observer, ProcessView, quota_view};
+pub use views::{DeviceView, Observer, ProcessView, quota_view, uuid_string};
 
 use file::{lock, lock_held, lock_shared, now_ns, unlock};
 
@@ -524,7 +524,29 @@ impl Region {
             refusals: l.refusals.load(Relaxed),
             unattributed: raw.saturating_sub(attributed),
             unhooked: processes.iter().map(|p| p.unhooked[device]).sum(),
+            uuid: self.device_uuid(device),
         }
+    }
+
+    /// Records `device`'s UUID (every process of the container writes the same bytes).
+    pub fn set_device_uuid(&self, device: usize, uuid: [u8; 16]) {
+        let l = self.ledger(device);
+        let (lo, hi) = uuid.split_at(8);
+        l.uuid[0].store(u64::from_le_bytes(lo.try_into().unwrap_or_default()), Release);
+        l.uuid[1].store(u64::from_le_bytes(hi.try_into().unwrap_or_default()), Release);
+    }
+
+    /// `device`'s UUID, once recorded.
+    pub fn device_uuid(&self, device: usize) -> Option<[u8; 16]> {
+        let l = self.ledger(device);
+        let (lo, hi) = (l.uuid[0].load(Acquire), l.uuid[1].load(Acquire));
+        if lo == 0 && hi == 0 {
+            return None;
+        }
+        let mut u = [0u8; 16];
+        u[..8].copy_from_slice(&lo.to_le_bytes());
+        u[8..].copy_from_slice(&hi.to_le_bytes());
+        Some(u)
     }
 
     /// The device's `(used, free, quota)` without a scan (for `cuMemGetInfo`-style views):

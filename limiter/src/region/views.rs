@@ -30,6 +30,14 @@ pub struct DeviceView {
     /// Of `used`, the bytes no hook charged: the driver attributes them to the container's
     /// processes beyond what their hooks charged (reconciliation).
     pub unhooked: u64,
+    /// The device's UUID once a process of the container has created a context on it.
+    pub uuid: Option<[u8; 16]>,
+}
+
+/// A UUID as NVIDIA's tools spell it: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn uuid_string(u: &[u8; 16]) -> String {
+    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("GPU-{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat())
 }
 
 /// One process's figures.

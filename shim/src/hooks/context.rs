@@ -75,6 +75,11 @@ fn create_charged<D: Driver>(e: &Enforce<D>, dev: c_int, ctx: impl FnOnce() -> O
         .or_else(|| may_discover.then(|| super::hostpid::discover(e, dev, ctx(), before.as_ref(), after.as_ref(), listed)).flatten());
     let cost = accounting::context_cost(hostpid::usage(before.as_ref(), me), hostpid::usage(after.as_ref(), me));
     e.region.force_charge(d, cost);
+    if e.region.device_uuid(d).is_none()
+        && let Some(uuid) = e.driver.device_uuid(dev)
+    {
+        e.region.set_device_uuid(d, uuid); // for the node tools' labels
+    }
     (rc, cost)
 }
 

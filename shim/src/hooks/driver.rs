@@ -72,10 +72,7 @@ pub trait Driver {
     fn event_record(&self, event: CUevent, stream: CUstream) -> R;
     /// `cuEventQuery`.
     fn event_query(&self, event: CUevent) -> R;
-    /// `cuEventSynchronize`: blocks until the event's work is done.
-    fn event_synchronize(&self, event: CUevent) -> R {
-        self.event_query(event)
-    }
+
     /// `cuEventElapsedTime` in milliseconds.
     fn event_elapsed_ms(&self, start: CUevent, end: CUevent) -> Result<f32, R>;
     /// `cuEventDestroy_v2`.
@@ -220,11 +217,6 @@ impl Driver for Real {
     fn event_record(&self, event: CUevent, stream: CUstream) -> R {
         // SAFETY: an event this process created and the program's own stream.
         real::cuEventRecord().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event, stream) })
-    }
-
-    fn event_synchronize(&self, event: CUevent) -> R {
-        // SAFETY: an event this process created and has not destroyed.
-        real::cuEventSynchronize().map_or(R::CUDA_ERROR_NOT_INITIALIZED, |f| unsafe { f(event) })
     }
 
     fn event_query(&self, event: CUevent) -> R {

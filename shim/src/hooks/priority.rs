@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*
 use cuda_sys::driver::{CU_STREAM_PER_THREAD, CUresult, CUstream};
 use vgpu_limiter::config::{Config, MAX_DEVICES, Priority};
 use vgpu_limiter::priority::board::{Board, device_key, guard_fired};
-use vgpu_limiter::priority::{Gate, Streams, Synced, gate, idle_after, now_ns};
+use vgpu_limiter::priority::{Gate, MAX_WAIT_NS, Streams, Synced, gate, idle_after, now_ns};
 
 use super::{Driver, Enforce};
 use crate::log;
@@ -217,14 +217,29 @@ impl PriorityState {
         let start = now_ns();
         if self.armed[device].swap(false, AcqRel) {
             let ev = self.events[device].load(Acquire);
-            if !ev.is_null() {
-                // An error (its context is gone) ends the wait as well as completion does.
-                let _ = driver.event_synchronize(ev);
+            // Polled, not `cuEventSynchronize`: the wait is bounded like every other (a kernel
+            // may wait for something the host does later). An error (its context is gone)
+            // ends it as well as completion does.
+            while !ev.is_null() && driver.event_query(ev) == R::CUDA_ERROR_NOT_READY && now_ns() - start < MAX_WAIT_NS {
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
+        self.wait_while_busy(board, sec, start);
+        Some(device)
+    }
+
+    /// Low priority during a stream capture: the busy wait alone.
+    fn hold_back_only(&self, board: &Board, sec: usize, device: usize) {
+        if !board.quiet(sec) && board.owns(sec, self.keys[device].load(Relaxed)) {
+            self.wait_while_busy(board, sec, now_ns());
+        }
+    }
+
+    /// Waits while a high-priority process is busy on the section (bounded from `start`).
+    fn wait_while_busy(&self, board: &Board, sec: usize, start: u64) {
         let mut now = now_ns();
         loop {
-            match gate(board.busy_until(sec, now), now, now - start, self.floor) {
+            match gate(board.busy_until(sec, now), now, now.saturating_sub(start), self.floor) {
                 Gate::Go => break,
                 Gate::Wait(ns) => board.wait(sec, ns, || board.busy_until(sec, now_ns()).is_some()),
             }
@@ -233,7 +248,6 @@ impl PriorityState {
         if guard_fired() {
             self.warn_once(format_args!("the file was shrunk by another process"));
         }
-        Some(device)
     }
 
     /// Low priority, after a launch made while a high-priority container was present: records
@@ -274,6 +288,12 @@ pub(super) fn before_launch<D: Driver>(e: &Enforce<D>, stream: CUstream, per_thr
     match p.priority {
         Priority::High => {
             p.mark_busy(board, sec, device, stream_key(stream, per_thread));
+            Ticket(None)
+        }
+        // While a stream is captured (global mode), no event may be queried or recorded:
+        // the launch only waits for high-priority work, without the one-in-flight rule.
+        Priority::Low if e.shim.sm.any_capture() => {
+            p.hold_back_only(board, sec, device);
             Ticket(None)
         }
         Priority::Low => Ticket(p.hold_back(&e.driver, board, sec, device)),
