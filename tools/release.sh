@@ -167,7 +167,7 @@ It needs x86-64 Linux with glibc ${lib_floor#GLIBC_} or newer$glibc_note
 | \`bin/vgpu\` | the command: \`run\`, \`demo\`, \`smi\`, \`ps\`, \`top\`, \`exporter\` |
 | \`lib/libvgpu.so\` | the library every process of a limited container loads |
 | \`lib/simgpu-lib/\` | simgpu, a simulated GPU driver, for trying vgpu without a GPU |
-| \`examples/k8s/\` | Kubernetes manifests: HAMi, plain pods, the metrics exporter |
+| \`examples/k8s/\` | Kubernetes manifests: HAMi, KAI Scheduler, Volcano, plain pods, the metrics exporter |
 
 ## Try it (no GPU needed)
 

@@ -117,6 +117,23 @@ fn default_region_path() -> PathBuf {
     PathBuf::from(format!("/tmp/vgpu-{}.region", unsafe { libc::geteuid() }))
 }
 
+/// KAI Scheduler's resource isolator sets no `CUDA_DEVICE_MEMORY_SHARED_CACHE`; it mounts
+/// the node's `/usr/local/vgpu/containers` and sets `CONTAINER_VGPU_MOUNT`, `POD_UID` and
+/// `CONTAINER_NAME`, so the region goes where HAMi-core puts it there, beside every other
+/// container's, when that directory can be made (else the default path, as HAMi-core falls
+/// back to /tmp).
+fn kai_region_path() -> Option<PathBuf> {
+    let mount = std::env::var_os("CONTAINER_VGPU_MOUNT")?;
+    let (uid, name) = (std::env::var("POD_UID").ok()?, std::env::var("CONTAINER_NAME").ok()?);
+    let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+    if !plain(&uid) || !plain(&name) || !std::path::Path::new(&mount).is_absolute() {
+        return None;
+    }
+    let dir = PathBuf::from(mount).join("containers").join(format!("{uid}_{name}"));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join("usage.cache"))
+}
+
 fn init() -> Mode {
     let config = match config::from_env() {
         Ok(c) => c,
@@ -134,10 +151,18 @@ fn init() -> Mode {
     // enough on its own: a process with no limit and no priority passes through).
     let limited = config.priority.is_some() || (0..MAX_DEVICES).any(|d| config.memory_limit(d).is_some() || config.sm_limit(d).is_some());
     if !limited {
-        log::debug(format_args!("no limit configured: passing every call through"));
+        if std::env::var_os("CONTAINER_VGPU_MOUNT").is_some() || std::env::var_os("POD_UID").is_some() {
+            // Injected by a platform (KAI's isolator sets these) that gave no limit: say so, since
+            // a missing limit there is a misconfiguration, not a choice.
+            log::warn(format_args!(
+                "loaded into a platform's container without CUDA_DEVICE_MEMORY_LIMIT or CUDA_DEVICE_SM_LIMIT: nothing is limited"
+            ));
+        } else {
+            log::debug(format_args!("no limit configured: passing every call through"));
+        }
         return Mode::Forward;
     }
-    let region_path = config.region_path.clone().unwrap_or_else(default_region_path);
+    let region_path = config.region_path.clone().or_else(kai_region_path).unwrap_or_else(default_region_path);
     let quotas: [Option<u64>; MAX_DEVICES] = std::array::from_fn(|d| config.memory_limit(d));
     let region = match Region::open(&region_path, &quotas, 0o600) {
         Ok(r) => r,

@@ -59,6 +59,17 @@ def main():
                 record(k8s="object", file=rel, doc=index, kind="-", name="-", version="-", ok=0)
                 print("  error: not a Kubernetes object (no apiVersion/kind)")
                 continue
+            # A Volcano Job (a CRD, no schema here): each task's pod template is checked as
+            # the Pod it becomes, named <job>/<task>.
+            if doc.get("apiVersion") == "batch.volcano.sh/v1alpha1" and doc.get("kind") == "Job":
+                job = (doc.get("metadata") or {}).get("name", "-")
+                for task in (doc.get("spec") or {}).get("tasks") or []:
+                    template = task.get("template") or {}
+                    pod = {"apiVersion": "v1", "kind": "Pod",
+                           "metadata": dict(template.get("metadata") or {}, name=f"{job}/{task.get('name', '-')}"),
+                           "spec": template.get("spec") or {}}
+                    docs.append(pod)
+                continue
             meta = doc.get("metadata") or {}
             for version in versions:
                 objects += 1

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vgpu_tests::{Background, Sim, cargo_program, or_skip, records, repo_root, run, shim_path, text, venv_with};
+use vgpu_tests::{Background, Sim, c_programs, cargo_program, or_skip, records, repo_root, run, run_ok, shim_path, text, venv_with};
 
 /// The Kubernetes releases the manifests must be valid for: the oldest still commonly run and
 /// the newest the pinned validator knows.
@@ -61,6 +61,8 @@ fn manifests_validate_against_kubernetes_schemas() {
     valid("node-installer.yaml", "DaemonSet", "vgpu-node-installer");
     valid("exporter.yaml", "DaemonSet", "vgpu-exporter");
     valid("exporter.yaml", "Service", "vgpu-exporter");
+    valid("kai/pod.yaml", "Pod", "vgpu-kai-half");
+    valid("volcano/vgpu-job.yaml", "Pod", "vgpu-job/worker");
     let values = recs.iter().find(|r| r["k8s"] == "helm-values" && r["file"] == "hami/values-vgpu.yaml");
     let values = values.unwrap_or_else(|| panic!("no record for the Helm values:\n{stdout}"));
     assert_eq!(values["ok"], "1");
@@ -189,4 +191,37 @@ fn hami_recipe_replaces_the_library_the_device_plugin_installs() {
     for needle in ["values-vgpu.yaml", "nvidia-smi", "/etc/ld.so.preload", "HOOK_PATH", "libvgpu.so.<version>"] {
         assert!(readme.contains(needle), "examples/k8s/README.md explains {needle}");
     }
+}
+
+#[test]
+fn under_kais_isolator_the_region_goes_where_hami_core_puts_it_and_a_missing_limit_is_said() {
+    // KAI's resource isolator sets CONTAINER_VGPU_MOUNT, POD_UID and CONTAINER_NAME and
+    // CUDA_DEVICE_MEMORY_LIMIT (from its binder), but no CUDA_DEVICE_MEMORY_SHARED_CACHE.
+    let sim = Sim::new();
+    let mount = sim.dir().join("usr-local-vgpu");
+    std::fs::create_dir_all(mount.join("containers")).expect("mkdir");
+    let kai = |limit: Option<&str>| {
+        let mut c = sim.shimmed(c_programs().join("alloc_families"));
+        c.env_remove("CUDA_DEVICE_MEMORY_SHARED_CACHE")
+            .env("CONTAINER_VGPU_MOUNT", &mount)
+            .env("POD_UID", "9f8e7d6c-0000-4000-8000-000000000001")
+            .env("CONTAINER_NAME", "cuda")
+            .args(["--family", "cuMemAlloc_v2", "--size", "256m", "--hold", "5", "--no-copy"]);
+        if let Some(l) = limit {
+            c.env("CUDA_DEVICE_MEMORY_LIMIT", l);
+        }
+        c
+    };
+    let out = run(&mut kai(Some("1024m")), Duration::from_secs(60));
+    let stdout = text(&out.stdout);
+    let rcs: Vec<String> = records(&stdout, "family").into_iter().filter(|r| r["op"] == "alloc").map(|r| r["rc"].clone()).collect();
+    assert_eq!(rcs, ["0", "0", "0", "2", "2"], "the 1 GiB quota holds: {stdout}");
+    let region = mount.join("containers/9f8e7d6c-0000-4000-8000-000000000001_cuda/usage.cache");
+    assert!(region.is_file(), "the region is in HAMi-core's per-container layout under KAI");
+    let ps = run_ok(sim.command(cargo_program("vgpu")).args(["ps", "--dir"]).arg(mount.join("containers")));
+    assert!(ps.contains("9f8e7d6c-0000-4000-8000-000000000001_cuda"), "{ps}");
+    // No limit (KAI's binder could not compute one): nothing is limited, and one line says so.
+    let out = run(&mut kai(None), Duration::from_secs(60));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().filter(|l| l.contains("nothing is limited")).count(), 1, "{err}");
 }
