@@ -1,0 +1,278 @@
+//! `compare`: the same driver-API workloads on simgpu under no library, under vgpu, and under
+//! any other `libvgpu.so` given by path (HAMi-core built by the user), configurations
+//! alternating within each round so the ratios compare like with like. One markdown table.
+//!
+//! | row | workload |
+//! |---|---|
+//! | quota race | 32 processes of one container (one region, quota 1 GiB, contexts free) each take 100 MiB blocks until refused, all at once; a round is over the quota when they hold more than 1 GiB together |
+//! | launch added | `launch_cost` (bench/sm/c): p50 of 20 000 timed `cuLaunchKernel` calls, a whole process, minus the same without a library |
+//! | alloc+free added | `alloc_cost` (bench/compare/c): p50 of 5 000 timed `cuMemAlloc_v2` + `cuMemFree_v2` pairs of 2 MiB, minus the same without |
+//! | SM share at 30 % | `launch --mode open` of 1 ms kernels at `CUDA_DEVICE_SM_LIMIT=30`, policy force: the device timeline's share over the steady part |
+//!
+//! ```text
+//! cargo build --release --workspace && target/release/compare --lib hami=/path/to/HAMi-core/build/libvgpu.so
+//! cargo build --workspace && target/debug/compare --quick          # vgpu alone, the CI smoke
+//! ```
+//! Output: the table on stdout and in `--out` (default `target/compare`) as `report.md`.
+//! Not yet here: contention p99 across processes, a kill during start-up, views past the
+//! quota, the allocation families and graph replays (see bench/README.md for those figures,
+//! measured by hand).
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const MIB: u64 = 1 << 20;
+const MS: u64 = 1_000_000;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fail(what: impl std::fmt::Display) -> ! {
+    eprintln!("compare: {what}");
+    std::process::exit(1)
+}
+
+/// A configuration: a name and the library preloaded (`None`: the bare driver).
+struct Config {
+    name: String,
+    lib: Option<PathBuf>,
+}
+
+struct Env {
+    lib_dir: PathBuf,
+    bin: PathBuf,
+    scratch: PathBuf,
+    n: std::cell::Cell<u32>,
+}
+
+impl Env {
+    /// A fresh directory with a fresh simulated machine.
+    fn fresh(&self) -> PathBuf {
+        let n = self.n.get();
+        self.n.set(n + 1);
+        let d = self.scratch.join(format!("run{n}"));
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| fail(format_args!("mkdir {}: {e}", d.display())));
+        d
+    }
+
+    /// `program` on the machine in `dir` under `config`, with `vars` (the contract) when a
+    /// library is preloaded.
+    fn command(&self, dir: &Path, config: &Config, program: &str, vars: &[(&str, String)]) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CUDA_") || k.starts_with("SIMGPU_") || k.starts_with("VGPU_") || k.starts_with("GPU_CORE") {
+                c.env_remove(&*k);
+            }
+        }
+        c.env_remove("LD_PRELOAD")
+            .env("LD_LIBRARY_PATH", &self.lib_dir)
+            .env("SIMGPU_STATE", dir.join("machine"))
+            .env("SIMGPU_CONTEXT_MEMORY", "0")
+            .env("LIBCUDA_LOG_LEVEL", "0");
+        if let Some(lib) = &config.lib {
+            c.env("LD_PRELOAD", lib).env("CUDA_DEVICE_MEMORY_SHARED_CACHE", dir.join("region.cache"));
+            for (k, v) in vars {
+                c.env(k, v);
+            }
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        c
+    }
+}
+
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One quota race: bytes the 32 processes held together.
+fn quota_race(env: &Env, config: &Config) -> u64 {
+    let dir = env.fresh();
+    let quota = [("CUDA_DEVICE_MEMORY_LIMIT", "1g".to_string())];
+    let children: Vec<_> = (0..32)
+        .filter_map(|_| {
+            env.command(&dir, config, "alloc_families", &quota)
+                .args(["--family", "cuMemAlloc_v2", "--size", "100m", "--hold", "11", "--no-copy", "--wait", "2"])
+                .spawn()
+                .ok()
+        })
+        .collect();
+    children
+        .into_iter()
+        .filter_map(|c| c.wait_with_output().ok())
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines()
+                .filter(|l| field(l, "op") == Some("alloc") && field(l, "rc") == Some("0"))
+                .filter_map(|l| field(l, "bytes")?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// p50 in ns of a cost program's timed calls.
+fn cost(env: &Env, config: &Config, program: &str, args: &[&str]) -> Option<f64> {
+    let dir = env.fresh();
+    let out = env.command(&dir, config, program, &[("CUDA_DEVICE_MEMORY_LIMIT", "8g".to_string())]).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.starts_with(program))?;
+    (field(line, "rc") == Some("0")).then(|| field(line, "p50_ns")?.parse().ok()).flatten()
+}
+
+/// The device share of an open loop of 1 ms kernels at a 30 % SM limit.
+fn sm_share(env: &Env, config: &Config, seconds: f64) -> Option<f64> {
+    let dir = env.fresh();
+    let cfg = simgpu::config::from_lookup(|k| match k {
+        "SIMGPU_STATE" => Some(dir.join("machine").display().to_string()),
+        "SIMGPU_CONTEXT_MEMORY" => Some("0".into()),
+        _ => None,
+    })
+    .ok()?;
+    let m = simgpu::machine::Machine::observe(&cfg).ok()?;
+    let vars = [("CUDA_DEVICE_SM_LIMIT", "30".to_string()), ("GPU_CORE_UTILIZATION_POLICY", "force".to_string())];
+    let t0 = simgpu::now_ns();
+    let out = env
+        .command(&dir, config, "launch", &vars)
+        .args(["--mode", "open", "--kernel", "spin_1000us", "--grid", "132", "--inflight", "4", "--duration", &seconds.to_string()])
+        .output()
+        .ok()?;
+    let t1 = simgpu::now_ns();
+    if !out.status.success() {
+        return None;
+    }
+    let (from, to) = (t0 + 1_000 * MS, t1.saturating_sub(300 * MS));
+    (to > from).then(|| 100.0 * m.busy_between(0, from, to, None) as f64 / (to - from) as f64)
+}
+
+fn main() {
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_else(|| fail("where am I"));
+    let mut configs =
+        vec![Config { name: "no library".into(), lib: None }, Config { name: "vgpu".into(), lib: Some(exe_dir.join("libvgpu.so")) }];
+    let (mut quick, mut out_dir) = (false, repo_root().join("target/compare"));
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out_dir = PathBuf::from(args.next().unwrap_or_else(|| fail("--out needs a directory"))),
+            "--lib" => {
+                let v = args.next().unwrap_or_else(|| fail("--lib needs NAME=PATH"));
+                let (name, path) = v.split_once('=').unwrap_or_else(|| fail(format_args!("--lib {v:?}: expected NAME=PATH")));
+                let path = std::path::absolute(path).unwrap_or_else(|e| fail(format_args!("--lib {path}: {e}")));
+                if !path.is_file() {
+                    fail(format_args!("--lib {name}: {} is not a file", path.display()));
+                }
+                configs.push(Config { name: name.to_string(), lib: Some(path) });
+            }
+            _ => fail("usage: compare [--quick] [--out DIR] [--lib NAME=PATH]..."),
+        }
+    }
+    if !exe_dir.join("libvgpu.so").is_file() {
+        fail("libvgpu.so is missing beside this binary: cargo build --workspace first");
+    }
+    std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| fail(format_args!("mkdir {}: {e}", out_dir.display())));
+    let lib_dir = simgpu::layout::layout(&exe_dir, &out_dir.join("lib")).unwrap_or_else(|e| fail(format_args!("laying out simgpu: {e}")));
+    let bin = out_dir.join("bin");
+    let built = Command::new("bash").arg(repo_root().join("examples/c/build.sh")).arg(&bin).arg(&lib_dir).stdout(Stdio::null()).status();
+    if !built.is_ok_and(|s| s.success()) {
+        fail("examples/c/build.sh failed");
+    }
+    let ex = repo_root().join("examples/c");
+    for (name, src) in
+        [("launch_cost", repo_root().join("bench/sm/c/launch_cost.c")), ("alloc_cost", repo_root().join("bench/compare/c/alloc_cost.c"))]
+    {
+        let ok = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()))
+            .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-I"])
+            .arg(&ex)
+            .arg("-o")
+            .arg(bin.join(name))
+            .arg(&src)
+            .arg(ex.join("driver.c"))
+            .arg("-ldl")
+            .status();
+        if !ok.is_ok_and(|s| s.success()) {
+            fail(format_args!("gcc {}", src.display()));
+        }
+    }
+    let scratch = out_dir.join("runs");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let env = Env { lib_dir, bin, scratch, n: std::cell::Cell::new(0) };
+
+    let rounds = if quick { 2 } else { 7 };
+    let race_rounds = if quick { 3 } else { 30 };
+    let (launches, allocs) = if quick { ("3000", "1000") } else { ("20000", "5000") };
+    let k = configs.len();
+    let (mut over, mut held_max) = (vec![0u32; k], vec![0u64; k]);
+    for r in 0..race_rounds {
+        for (i, c) in configs.iter().enumerate() {
+            let held = quota_race(&env, c);
+            held_max[i] = held_max[i].max(held);
+            if held > 1024 * MIB {
+                over[i] += 1;
+            }
+        }
+        if r % 10 == 9 {
+            eprintln!("compare: quota race, {} rounds", r + 1);
+        }
+    }
+    let (mut launch, mut alloc, mut share) = (vec![Vec::new(); k], vec![Vec::new(); k], vec![Vec::new(); k]);
+    for r in 0..rounds {
+        eprintln!("compare: costs, round {} of {rounds}", r + 1);
+        for (i, c) in configs.iter().enumerate() {
+            launch[i].extend(cost(&env, c, "launch_cost", &["--count", launches, "--warmup", "500", "--period-us", "20"]));
+            alloc[i].extend(cost(&env, c, "alloc_cost", &["--count", allocs, "--warmup", "200"]));
+        }
+    }
+    for r in 0..(if quick { 1 } else { 2 }) {
+        eprintln!("compare: SM share, round {}", r + 1);
+        for (i, c) in configs.iter().enumerate() {
+            share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }));
+        }
+    }
+    let base_launch = median(&mut launch[0].clone());
+    let base_alloc = median(&mut alloc[0].clone());
+    let mut md = format!(
+        "simgpu, {race_rounds} quota-race rounds, {rounds} alternating cost rounds (medians of per-run p50s), configurations alternating.\n\n| measure | {} |\n|---|{}|\n",
+        configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" | "),
+        configs.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    let row = |name: &str, cells: Vec<String>| format!("| {name} | {} |\n", cells.join(" | "));
+    md += &row(
+        "quota race: 32 processes, 1 GiB, rounds over the quota (most held)",
+        (0..k)
+            .map(|i| {
+                if configs[i].lib.is_none() {
+                    format!("no limit ({} MiB)", held_max[i] / MIB)
+                } else {
+                    format!("{}/{race_rounds} ({} MiB)", over[i], held_max[i] / MIB)
+                }
+            })
+            .collect(),
+    );
+    let delta = |v: &mut Vec<f64>, base: f64, unit: f64, suffix: &str| {
+        let m = median(v);
+        if m.is_nan() { "failed".to_string() } else { format!("{:.0} {suffix} ({:+.0})", m / unit, (m - base) / unit) }
+    };
+    md += &row("`cuLaunchKernel`, whole process, p50 (added)", (0..k).map(|i| delta(&mut launch[i], base_launch, 1.0, "ns")).collect());
+    md += &row("`cuMemAlloc_v2`+`cuMemFree_v2` 2 MiB, p50 (added)", (0..k).map(|i| delta(&mut alloc[i], base_alloc, 1.0, "ns")).collect());
+    md += &row(
+        "SM share at a 30 % cap, open loop of 1 ms kernels",
+        (0..k)
+            .map(|i| {
+                let m = median(&mut share[i]);
+                if m.is_nan() { "failed".into() } else { format!("{m:.1} %") }
+            })
+            .collect(),
+    );
+    std::fs::write(out_dir.join("report.md"), &md).unwrap_or_else(|e| fail(format_args!("write report: {e}")));
+    print!("{md}");
+}

@@ -1,0 +1,30 @@
+//! The compare bench runs end to end against vgpu alone (`--quick`): its table has every row,
+//! the bare driver has no limit in the quota race, and vgpu is never over the quota. Costs and
+//! shares are reported, not asserted (shared, noisy machines).
+use std::process::Command;
+use std::time::Duration;
+
+use vgpu_tests::*;
+
+#[test]
+fn compare_quick_against_vgpu_alone() {
+    let out = std::env::temp_dir().join(format!("vgpu-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut c = Command::new(cargo_program("compare"));
+    c.args(["--quick", "--out"]).arg(&out).env_remove("LD_PRELOAD");
+    let run = run(&mut c, Duration::from_secs(600));
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", text(&run.stderr));
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("| measure | no library | vgpu |"), "{md}");
+    let race = md.lines().find(|l| l.starts_with("| quota race")).unwrap_or_else(|| panic!("{md}"));
+    let cells: Vec<&str> = race.split('|').map(str::trim).collect();
+    assert!(cells[2].starts_with("no limit"), "{race}");
+    assert!(cells[3].starts_with("0/"), "vgpu is never over the quota: {race}");
+    for row in ["| `cuLaunchKernel`", "| `cuMemAlloc_v2`", "| SM share at a 30 % cap"] {
+        let line = md.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} in\n{md}"));
+        assert!(!line.contains("failed"), "{line}");
+    }
+    println!("{md}");
+    let _ = std::fs::remove_dir_all(&out);
+}
