@@ -21,6 +21,8 @@ fn compare_quick_against_vgpu_alone() {
     let cells: Vec<&str> = race.split('|').map(str::trim).collect();
     assert!(cells[2].starts_with("no limit"), "{race}");
     assert!(cells[3].starts_with("0/"), "vgpu is never over the quota: {race}");
+    let families = md.lines().find(|l| l.starts_with("| allocation families")).unwrap_or_else(|| panic!("{md}"));
+    assert!(families.ends_with("| no limit | 9 of 9 |"), "vgpu holds every family to the quota: {families}");
     for row in ["| `cuLaunchKernel`", "| `cuMemAlloc_v2`", "| SM share at a 30 % cap"] {
         let line = md.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} in\n{md}"));
         assert!(!line.contains("failed"), "{line}");

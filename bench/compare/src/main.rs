@@ -8,6 +8,7 @@
 //! | launch added | `launch_cost` (bench/sm/c): p50 of 20 000 timed `cuLaunchKernel` calls, a whole process, minus the same without a library |
 //! | alloc+free added | `alloc_cost` (bench/compare/c): p50 of 5 000 timed `cuMemAlloc_v2` + `cuMemFree_v2` pairs of 2 MiB, minus the same without |
 //! | SM share at 30 % | `launch --mode open` of 1 ms kernels at `CUDA_DEVICE_SM_LIMIT=30`, policy force: the device timeline's share over the steady part |
+//! | allocation families | `alloc_families`: each of nine families asks for 6 × 256 MiB under a 1 GiB quota; held when it got no more than the quota |
 //!
 //! ```text
 //! cargo build --release --workspace && target/release/compare --lib hami=/path/to/HAMi-core/build/libvgpu.so
@@ -15,7 +16,7 @@
 //! ```
 //! Output: the table on stdout and in `--out` (default `target/compare`) as `report.md`.
 //! Not yet here: contention p99 across processes, a kill during start-up, views past the
-//! quota, the allocation families and graph replays (see bench/README.md for those figures,
+//! quota and graph replays (see bench/README.md for those figures,
 //! measured by hand).
 #![deny(unsafe_code)]
 
@@ -118,6 +119,43 @@ fn quota_race(env: &Env, config: &Config) -> u64 {
                 .sum::<u64>()
         })
         .sum()
+}
+
+/// The allocation families `alloc_families` knows.
+const FAMILIES: [&str; 9] = [
+    "cuMemAlloc_v2",
+    "cuMemAllocPitch_v2",
+    "cuMemAllocManaged",
+    "cuMemAllocAsync",
+    "cuMemAllocFromPoolAsync",
+    "cuMemCreate",
+    "cuArrayCreate_v2",
+    "cuArray3DCreate_v2",
+    "cuMipmappedArrayCreate",
+];
+
+/// The families that got more than a 1 GiB quota when asking for 1.5 GiB (`None`: the run
+/// failed).
+fn families_over(env: &Env, config: &Config) -> Option<Vec<&'static str>> {
+    let mut over = Vec::new();
+    for f in FAMILIES {
+        let dir = env.fresh();
+        let out = env
+            .command(&dir, config, "alloc_families", &[("CUDA_DEVICE_MEMORY_LIMIT", "1g".to_string())])
+            .args(["--family", f, "--size", "256m", "--hold", "6", "--no-copy"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let got: u64 = text
+            .lines()
+            .filter(|l| field(l, "op") == Some("alloc") && field(l, "rc") == Some("0"))
+            .filter_map(|l| field(l, "bytes")?.parse::<u64>().ok())
+            .sum();
+        if got > 1024 * MIB {
+            over.push(f);
+        }
+    }
+    Some(over)
 }
 
 /// p50 in ns of a cost program's timed calls.
@@ -238,6 +276,8 @@ fn main() {
             share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }));
         }
     }
+    eprintln!("compare: allocation families");
+    let families: Vec<Option<Vec<&str>>> = configs.iter().map(|c| families_over(&env, c)).collect();
     let base_launch = median(&mut launch[0].clone());
     let base_alloc = median(&mut alloc[0].clone());
     let mut md = format!(
@@ -270,6 +310,17 @@ fn main() {
             .map(|i| {
                 let m = median(&mut share[i]);
                 if m.is_nan() { "failed".into() } else { format!("{m:.1} %") }
+            })
+            .collect(),
+    );
+    md += &row(
+        "allocation families held to the quota (of 9; those that were not)",
+        (0..k)
+            .map(|i| match (&families[i], &configs[i].lib) {
+                (_, None) => "no limit".to_string(),
+                (None, _) => "failed".to_string(),
+                (Some(o), _) if o.is_empty() => "9 of 9".to_string(),
+                (Some(o), _) => format!("{} of 9 (not {})", 9 - o.len(), o.join(", ")),
             })
             .collect(),
     );
