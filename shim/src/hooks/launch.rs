@@ -20,8 +20,9 @@ use super::{Driver, Enforce};
 
 use CUresult as R;
 
-/// The per-thread default stream, for timing `_ptsz` launches on their own stream.
-fn timing_stream(stream: CUstream, per_thread: bool) -> CUstream {
+/// The stream a call really names: under `_ptsz` (`per_thread`) the null stream is the
+/// per-thread default stream (used for timing launches and by the priority hooks).
+pub(super) fn named_stream(stream: CUstream, per_thread: bool) -> CUstream {
     if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream }
 }
 
@@ -170,7 +171,7 @@ fn throttled<D: Driver>(
     }
     if launch.timed {
         let charged = if !enforcing || launch.defaulted { None } else { Some(launch.cost) };
-        timed(e, timing_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
+        timed(e, named_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
     } else {
         call()
     }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
-use cuda_sys::driver::{CU_STREAM_PER_THREAD, CUresult, CUstream};
+use cuda_sys::driver::{CUresult, CUstream};
 use vgpu_limiter::config::{Config, MAX_DEVICES, Priority};
 use vgpu_limiter::priority::board::{Board, device_key, guard_fired};
 use vgpu_limiter::priority::{Gate, MAX_WAIT_NS, Streams, Synced, gate, idle_after, now_ns};
@@ -270,10 +270,9 @@ impl PriorityState {
     }
 }
 
-/// The stream a launch or synchronisation really names (`_ptsz`: the null stream is the
-/// per-thread default stream).
+/// The stream a launch or synchronisation names, as a key.
 fn stream_key(stream: CUstream, per_thread: bool) -> u64 {
-    if per_thread && stream.is_null() { CU_STREAM_PER_THREAD as u64 } else { stream as u64 }
+    super::launch::named_stream(stream, per_thread) as u64
 }
 
 /// What [`after_launch`] must do: record the completion event on this device.
@@ -306,8 +305,7 @@ pub(super) fn after_launch<D: Driver>(e: &Enforce<D>, ticket: Ticket, stream: CU
     if let Ticket(Some(device)) = ticket
         && rc == R::CUDA_SUCCESS
     {
-        let stream = if per_thread && stream.is_null() { CU_STREAM_PER_THREAD } else { stream };
-        e.shim.priority.recorded(&e.driver, device, stream);
+        e.shim.priority.recorded(&e.driver, device, super::launch::named_stream(stream, per_thread));
     }
 }
 
