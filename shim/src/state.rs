@@ -117,21 +117,14 @@ fn default_region_path() -> PathBuf {
     PathBuf::from(format!("/tmp/vgpu-{}.region", unsafe { libc::geteuid() }))
 }
 
-/// KAI Scheduler's resource isolator sets no `CUDA_DEVICE_MEMORY_SHARED_CACHE`; it mounts
-/// the node's `/usr/local/vgpu/containers` and sets `CONTAINER_VGPU_MOUNT`, `POD_UID` and
-/// `CONTAINER_NAME`, so the region goes where HAMi-core puts it there, beside every other
-/// container's, when that directory can be made (else the default path, as HAMi-core falls
-/// back to /tmp).
+/// KAI Scheduler's isolator's region path (`config::kai_region_path`), when its variables
+/// are set and the directory can be made (else the default path, as HAMi-core falls back to
+/// /tmp).
 fn kai_region_path() -> Option<PathBuf> {
-    let mount = std::env::var_os("CONTAINER_VGPU_MOUNT")?;
-    let (uid, name) = (std::env::var("POD_UID").ok()?, std::env::var("CONTAINER_NAME").ok()?);
-    let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
-    if !plain(&uid) || !plain(&name) || !std::path::Path::new(&mount).is_absolute() {
-        return None;
-    }
-    let dir = PathBuf::from(mount).join("containers").join(format!("{uid}_{name}"));
-    std::fs::create_dir_all(&dir).ok()?;
-    Some(dir.join("usage.cache"))
+    let var = |k| std::env::var(k).ok();
+    let path = config::kai_region_path(&var("CONTAINER_VGPU_MOUNT")?, &var("POD_UID")?, &var("CONTAINER_NAME")?)?;
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    Some(path)
 }
 
 fn init() -> Mode {

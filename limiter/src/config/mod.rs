@@ -339,6 +339,17 @@ pub fn parse_log_level(text: &str) -> Result<u8, ValueError> {
     parse_small(text, MAX_LOG_LEVEL, LOG_LEVEL_SYNTAX)
 }
 
+/// Where the region goes under KAI Scheduler's resource isolator, which sets no
+/// `CUDA_DEVICE_MEMORY_SHARED_CACHE` but `CONTAINER_VGPU_MOUNT` (the node's shared directory,
+/// absolute), `POD_UID` and `CONTAINER_NAME`: HAMi-core's per-container layout,
+/// `<mount>/containers/<pod uid>_<container>/usage.cache`. `None` unless all three are usable
+/// (no separators or dot names that would leave the layout).
+pub fn kai_region_path(mount: &str, pod_uid: &str, container: &str) -> Option<PathBuf> {
+    let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+    (mount.starts_with('/') && plain(pod_uid) && plain(container))
+        .then(|| PathBuf::from(mount).join("containers").join(format!("{pod_uid}_{container}")).join("usage.cache"))
+}
+
 /// Parses `CUDA_TASK_PRIORITY`: `0` (high) or `1` (low).
 pub fn parse_priority(text: &str) -> Result<Priority, ValueError> {
     match text.trim() {

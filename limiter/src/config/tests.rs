@@ -460,3 +460,14 @@ fn priority_floor_and_board_are_checked() {
     assert_eq!(cfg(&[(VAR_PRIORITY_BOARD, "/run/b")]).priority_board, Some(std::path::PathBuf::from("/run/b")));
     assert_eq!(err(&[(VAR_PRIORITY_BOARD, "board")]).var, VAR_PRIORITY_BOARD);
 }
+
+#[test]
+fn kais_layout_is_hami_cores_per_container_one() {
+    assert_eq!(
+        kai_region_path("/usr/local/vgpu", "9f8e-01", "cuda"),
+        Some(std::path::PathBuf::from("/usr/local/vgpu/containers/9f8e-01_cuda/usage.cache"))
+    );
+    for (m, u, c) in [("rel", "u", "c"), ("/m", "", "c"), ("/m", "u", ".."), ("/m", "a/b", "c"), ("/m", "u", "c/d")] {
+        assert_eq!(kai_region_path(m, u, c), None, "{m} {u} {c}");
+    }
+}
