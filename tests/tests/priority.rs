@@ -129,7 +129,9 @@ fn busy_high(sim: &Sim) -> Background {
 fn low_run(sim: &Sim, count: u32) -> String {
     let mut low = tenant(sim, "low", Some("1"));
     low.args(["--mode", "sync", "--kernel", "spin_100us", "--count", &count.to_string()]);
-    let out = run(&mut low, Duration::from_secs(60));
+    // Each launch waits at most 2 s (its previous launch, then high-priority work): a run that
+    // is not held for ever ends within that bound, whatever the machine's load.
+    let out = run(&mut low, Duration::from_secs(u64::from(count) * 2 + 30));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     stdout
