@@ -575,9 +575,12 @@ fn run_child(kind: &str, shim: &Path, lib: &Path, scratch: &Path, criterion_home
     let region = scratch.join(format!("region-{kind}"));
     let paired = scratch.join(format!("paired-{kind}"));
     // A quota, so allocations go through the region.
+    // simgpu's one-queue model: the time-slicing model's bookkeeping adds to the driver's side
+    // of every call, noise the shim's added cost is measured against.
     cmd.env("LD_LIBRARY_PATH", lib)
         .env("LD_PRELOAD", shim)
         .env("SIMGPU_STATE", scratch.join(format!("machine-{kind}")))
+        .env("SIMGPU_TIMESLICE", "off")
         .env("CUDA_DEVICE_MEMORY_LIMIT", "8g")
         .env("CUDA_DEVICE_MEMORY_SHARED_CACHE", &region)
         .env(PAIRED_VAR, &paired);

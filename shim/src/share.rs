@@ -11,6 +11,7 @@ use cuda_sys::nvml::nvmlProcessInfo_t;
 use vgpu_limiter::config::{Config, MAX_DEVICES, UtilizationPolicy};
 use vgpu_limiter::region::Region;
 use vgpu_limiter::sm::controller::{Controller, Reading, UtilEntry, container_share};
+use vgpu_limiter::sm::tsc::{Calibrator, LAUNCH_CLOCK};
 use vgpu_limiter::sm::{Bucket, Clock, CostModel, MonotonicClock};
 
 use crate::hooks::context::nvml_device;
@@ -86,6 +87,16 @@ impl SmState {
         }
     }
 
+    /// Whether the process sees one device (known after its first launch).
+    pub fn single_device(&self) -> bool {
+        self.devices.load(Relaxed) == 1
+    }
+
+    /// Whether `device`'s bucket was configured and the controller started ([`SmState::start`]).
+    pub fn started(&self, device: usize) -> bool {
+        self.configured.get(device).is_some_and(|c| c.load(Acquire)) && self.thread.load(Acquire)
+    }
+
     /// Whether any device has a limit.
     pub fn limited(&self) -> bool {
         self.any
@@ -146,8 +157,12 @@ fn controller(shim: &'static crate::state::Shim) {
     let clock = MonotonicClock;
     let mut controllers: [Controller; MAX_DEVICES] = std::array::from_fn(|_| Controller::default());
     let mut last_tick = clock.now_ns();
+    // The launch path's clock is calibrated here, renewed every tick (`vgpu_limiter::sm::tsc`).
+    let mut calibrator = Calibrator::default();
+    calibrator.tick(&LAUNCH_CLOCK);
     loop {
         std::thread::sleep(TICK);
+        calibrator.tick(&LAUNCH_CLOCK);
         // A thread stalled past its lease may have lost and regained leadership unseen: what
         // it knew is stale.
         let now = clock.now_ns();

@@ -110,6 +110,7 @@ extern "C" fn after_fork_in_child() {
         unsafe { libc::close(fd) };
     }
     FORKED.store(true, Release);
+    crate::hooks::fast::after_fork_in_child();
 }
 
 fn default_region_path() -> PathBuf {

@@ -46,6 +46,8 @@
  *   module=SIZE         cuModuleLoadData of a PTX module with a SIZE-byte .global array (kept):
  *                       op=module bytes= rc= free= total=
  *   module_unload       cuModuleUnload of the newest kept module: op=module_unload rc= free= total=
+ *   launch=N            N launches of the newest kept module's probe_spin_2000us (2 ms of GPU each
+ *                       on simgpu), then cuCtxSynchronize: op=launch n= rc= ms=
  *   deep=SIZE           loads a kernel whose frame is SIZE bytes of .local memory per thread and
  *                       launches it once (the driver grows the context's stack for it), then
  *                       synchronises: op=deep bytes= rc= stack= free= total= (stack: cuCtxGetLimit)
@@ -304,7 +306,8 @@ static size_t module_ptx(const char *arg, char *ptx, size_t len, int n) {
     snprintf(ptx, len,
              ".version 7.0\n.target sm_70\n.address_size 64\n"
              ".visible .global .align 8 .b8 probe_buffer_%d[%zu];\n"
-             ".visible .entry probe_noop()\n{\n\tret;\n}\n",
+             ".visible .entry probe_noop()\n{\n\tret;\n}\n"
+             ".visible .entry probe_spin_2000us()\n{\n\tret;\n}\n",
              n, size);
     return size;
 }
@@ -319,6 +322,24 @@ static void op_module(const char *arg) {
     char mi[128];
     meminfo_suffix(mi, sizeof mi);
     printf("op=module who=%s bytes=%zu rc=%d %s\n", who, size, rc, mi);
+}
+
+static double now_s(void);
+
+/* launch=N: N launches of the last module's probe_spin_2000us (2 ms each on simgpu) on the null
+ * stream, then a context synchronisation; reports how long they took. */
+static void op_launch(const char *arg) {
+    CUresult (*get)(void **, void *, const char *) = dlsym(lookup_handle, "cuModuleGetFunction");
+    CUresult (*launch)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *, void **,
+                       void **) = dlsym(lookup_handle, "cuLaunchKernel");
+    CUresult (*sync)(void) = dlsym(lookup_handle, "cuCtxSynchronize");
+    long n = strtol(arg, NULL, 10);
+    void *fn = NULL;
+    CUresult rc = nmodules == 0 ? -1 : get && launch && sync ? get(&fn, modules[nmodules - 1], "probe_spin_2000us") : NOT_FOUND;
+    double t0 = now_s();
+    for (long i = 0; i < n && rc == 0; i++) rc = launch(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL);
+    if (rc == 0) rc = sync();
+    printf("op=launch who=%s n=%ld rc=%d ms=%.1f\n", who, n, rc, (now_s() - t0) * 1e3);
 }
 
 static void op_library(const char *arg) {
@@ -898,6 +919,8 @@ int main(int argc, char **argv) {
             op_graph_trim();
         } else if (IS("alloc32") && arg) {
             op_alloc32(arg);
+        } else if (IS("launch") && arg) {
+            op_launch(arg);
         } else if (IS("module") && arg) {
             op_module(arg);
         } else if (IS("module_unload")) {

@@ -239,3 +239,42 @@ fn contexts_are_charged_what_they_cost_while_other_processes_allocate() {
         );
     }
 }
+
+/// A forked child of an SM-limited process whose launches took the fast path (which keeps the
+/// parent's bucket) goes the whole way again: its launches are throttled like the parent's,
+/// and neither process is harmed. The same program without a limit is the control.
+#[test]
+fn a_forked_child_of_a_throttled_process_is_throttled_too() {
+    let sim = Sim::with_64m_contexts();
+    let probe = build_c_helper("probe", false);
+    #[rustfmt::skip]
+    let ops_list = ["init", "ctx", "module=1k", "launch=10", "fork", "launch=40", "exit=0", "launch=40"];
+    let ms = |limit: Option<&str>| -> (f64, f64, String) {
+        let mut cmd = sim.shimmed(&probe);
+        cmd.env("CUDA_DEVICE_MEMORY_LIMIT", "1g").env("GPU_CORE_UTILIZATION_POLICY", "force");
+        if let Some(l) = limit {
+            cmd.env("CUDA_DEVICE_SM_LIMIT", l);
+        }
+        let out = run(cmd.args(ops_list), Duration::from_secs(60));
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+        let recs = records(&stdout, "op");
+        let launches = ops(&recs, "launch");
+        assert_eq!(launches.len(), 3, "{stdout}");
+        assert!(launches.iter().all(|r| field(r, "rc") == "0"), "{stdout}");
+        let of = |who: &str| {
+            launches
+                .iter()
+                .filter(|r| field(r, "who") == who && field(r, "n") == "40")
+                .map(|r| field(r, "ms").parse::<f64>().unwrap())
+                .next()
+        };
+        (of("child").expect("the child launched"), of("parent").expect("the parent launched again"), stdout)
+    };
+    let (free_child, free_parent, _) = ms(None);
+    let (child, parent, stdout) = ms(Some("20"));
+    eprintln!("fork throttle: child {child:.0} ms (free {free_child:.0}), parent {parent:.0} ms (free {free_parent:.0})");
+    // 40 launches of 2 ms: 80 ms of GPU time, 400 ms at a 20 % share (less the 8 ms burst).
+    assert!(child > 2.5 * free_child && child > 250.0, "child {child} ms throttled vs {free_child} ms free: {stdout}");
+    assert!(parent > 2.5 * free_parent && parent > 250.0, "parent {parent} ms throttled vs {free_parent} ms free: {stdout}");
+}

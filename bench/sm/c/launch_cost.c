@@ -8,11 +8,20 @@
  *
  *   launch_cost count=<n> period_us=<p> p50_ns=<..> p90_ns=<..> p99_ns=<..> mean_ns=<..> rc=<first error or 0>
  *
+ * --pair (under a preloaded library): every period makes two launches, one through the entry
+ * the program resolved (the library's) and one through the driver's own function (found with
+ * libc's versioned dlsym, which no library interposes), in alternating order, each timed.
+ * Both see the same process, caches and driver state, so their difference is the library's
+ * cost with the noise between processes taken out. Adds to the line:
+ *
+ *   pair_p50_ns=<median of (library - driver) per period> direct_p50_ns=<driver's p50> pair_mean_ns=<..>
+ *
  * The same program runs on simgpu and on a real GPU (it loads examples/ptx/spin.ptx, embedded).
  * Built by sm-harness from this file and examples/c/driver.c; it reaches the driver through
  * `--path` (default dlopen), so no libcuda is needed at build time.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +41,11 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
 static CUresult check(const char *what, CUresult rc) {
     if (rc != CUDA_SUCCESS) printf("error step=%s rc=%d name=%s\n", what, rc, drv_err_name(rc));
     return rc;
@@ -39,11 +53,15 @@ static CUresult check(const char *what, CUresult rc) {
 
 int main(int argc, char **argv) {
     unsigned long count = 20000, warmup = 2000, period_us = 40;
-    int path = DRV_PATH_DLOPEN;
+    int path = DRV_PATH_DLOPEN, pair = 0;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--pair") == 0) {
+            pair = 1;
+            continue;
+        }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
-            fprintf(stderr, "usage: launch_cost [--count N] [--warmup N] [--period-us P] [--path linked|dlopen|gpa]\n");
+            fprintf(stderr, "usage: launch_cost [--count N] [--warmup N] [--period-us P] [--path linked|dlopen|gpa] [--pair]\n");
             return 2;
         }
         if (strcmp(argv[i], "--count") == 0) count = strtoul(v, NULL, 10);
@@ -75,8 +93,23 @@ int main(int argc, char **argv) {
         check("cuStreamCreate", CU(cuStreamCreate, &stream, CU_STREAM_DEFAULT)))
         return 1;
 
-    unsigned long long *ns = calloc(count, sizeof *ns);
-    if (!ns) return 1;
+    typedef CUresult (*launch_fn)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                  CUstream, void **, void **);
+    launch_fn direct = NULL;
+    if (pair) {
+        /* libc's own dlsym, by version: a library that interposes dlsym does not see this. */
+        void *(*libc_dlsym)(void *, const char *) = (void *(*)(void *, const char *))dlvsym(RTLD_DEFAULT, "dlsym", "GLIBC_2.34");
+        if (!libc_dlsym) libc_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_DEFAULT, "dlsym", "GLIBC_2.2.5");
+        void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (libc_dlsym && h) direct = (launch_fn)libc_dlsym(h, "cuLaunchKernel");
+        if (!direct) {
+            printf("launch_cost error=pair (the driver's own cuLaunchKernel not found)\n");
+            return 1;
+        }
+    }
+    unsigned long long *ns = calloc(count, sizeof *ns), *dns = calloc(count, sizeof *dns);
+    long long *diff = calloc(count, sizeof *diff);
+    if (!ns || !dns || !diff) return 1;
     unsigned long long zero = 0;
     void *params[] = {&zero};
     CUresult first = CUDA_SUCCESS;
@@ -84,21 +117,46 @@ int main(int argc, char **argv) {
     for (unsigned long i = 0; i < warmup + count && first == CUDA_SUCCESS; i++) {
         while (now_ns() < next) {
         }
-        unsigned long long t0 = now_ns();
-        CUresult rc = CU(cuLaunchKernel, fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
-        unsigned long long t1 = now_ns();
+        unsigned long long t0 = 0, t1 = 0, d0 = 0, d1 = 0;
+        CUresult rc = CUDA_SUCCESS, drc = CUDA_SUCCESS;
+        if (pair && (i & 1)) {
+            d0 = now_ns();
+            drc = direct(fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+            d1 = now_ns();
+        }
+        t0 = now_ns();
+        rc = CU(cuLaunchKernel, fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+        t1 = now_ns();
+        if (pair && !(i & 1)) {
+            d0 = now_ns();
+            drc = direct(fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+            d1 = now_ns();
+        }
         if (rc != CUDA_SUCCESS) first = rc;
-        if (i >= warmup) ns[i - warmup] = t1 - t0;
-        next = t0 + period_us * 1000ULL;
+        else if (drc != CUDA_SUCCESS) first = drc;
+        if (i >= warmup) {
+            ns[i - warmup] = t1 - t0;
+            dns[i - warmup] = d1 - d0;
+            diff[i - warmup] = (long long)(t1 - t0) - (long long)(d1 - d0);
+        }
+        next = (pair && (i & 1) ? d0 : t0) + period_us * 1000ULL;
     }
     if (first == CUDA_SUCCESS) first = CU(cuStreamSynchronize, stream);
 
-    double sum = 0;
-    for (unsigned long i = 0; i < count; i++) sum += (double)ns[i];
+    double sum = 0, dsum = 0;
+    for (unsigned long i = 0; i < count; i++) sum += (double)ns[i], dsum += (double)diff[i];
     qsort(ns, count, sizeof *ns, cmp_u64);
-    printf("launch_cost count=%lu period_us=%lu p50_ns=%llu p90_ns=%llu p99_ns=%llu mean_ns=%.1f rc=%d\n", count,
-           period_us, ns[count / 2], ns[count * 9 / 10], ns[count * 99 / 100], sum / (double)count, first);
+    printf("launch_cost count=%lu period_us=%lu p50_ns=%llu p90_ns=%llu p99_ns=%llu mean_ns=%.1f", count, period_us,
+           ns[count / 2], ns[count * 9 / 10], ns[count * 99 / 100], sum / (double)count);
+    if (pair) {
+        qsort(dns, count, sizeof *dns, cmp_u64);
+        qsort(diff, count, sizeof *diff, cmp_i64);
+        printf(" pair_p50_ns=%lld direct_p50_ns=%llu pair_mean_ns=%.1f", diff[count / 2], dns[count / 2], dsum / (double)count);
+    }
+    printf(" rc=%d\n", first);
     free(ns);
+    free(dns);
+    free(diff);
     CU(cuStreamDestroy, stream);
     CU(cuModuleUnload, mod);
     CU(cuDevicePrimaryCtxRelease, dev);

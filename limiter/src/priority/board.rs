@@ -297,6 +297,12 @@ impl Board {
         }
     }
 
+    /// Section `sec`'s hint word, for a caller that checks [`Board::quiet`] itself (the launch
+    /// fast path keeps the reference instead of finding the section on every launch).
+    pub fn hint(&self, sec: usize) -> Option<&AtomicU64> {
+        self.layout.sections.get(sec).map(|s| &s.hint)
+    }
+
     /// Whether section `sec` has had no high-priority work since readers last cleared it: one
     /// load, no clock (the launch path's fast check).
     pub fn quiet(&self, sec: usize) -> bool {

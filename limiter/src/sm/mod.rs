@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use crate::region::layout::SmBucket;
 
 pub mod controller;
+pub mod tsc;
 pub use controller::next_scale;
 
 /// A source of nanoseconds on a clock every process of the machine shares.
@@ -155,6 +156,13 @@ impl<'a> Bucket<'a> {
     fn wall_cost(&self, gpu_ns: u64) -> u64 {
         let limit = self.w[word::LIMIT].load(Relaxed).max(1);
         let scale = self.w[word::SCALE].load(Relaxed).max(1);
+        // In 64 bits when nothing overflows (a launch's cost always fits): a 128-bit division
+        // is a library call on the launch path.
+        if let Some(p) = gpu_ns.checked_mul(scale)
+            && let Some(q) = (p >> 16).checked_mul(1000)
+        {
+            return (q / limit).min(u64::MAX / 4);
+        }
         let scaled = (u128::from(gpu_ns) * u128::from(scale)) >> 16;
         (scaled * 1000 / u128::from(limit)).min(u128::from(u64::MAX / 4)) as u64
     }
@@ -269,36 +277,39 @@ pub struct Launch {
 pub const DEFAULT_KERNEL_NS: u64 = 1_000_000;
 /// GPU time assumed for a graph never measured.
 pub const DEFAULT_GRAPH_NS: u64 = 5_000_000;
-thread_local! {
-    /// This thread's launches past the first four of their kernel (for 1-in-N timing).
-    static LAUNCHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
+/// The process's launches past the first four of their kernel (for 1-in-N timing). A plain
+/// load and store, not a read-modify-write: two threads racing may count one launch, which
+/// only moves which launch is timed (a thread-local costs a call into the loader per launch
+/// in a shared library).
+static LAUNCHES: AtomicU32 = AtomicU32::new(0);
 
 /// After its first four launches, about one launch of a kernel in this many is timed.
 pub const TIME_ONE_IN: u32 = 128;
 const TABLE: usize = 4096;
 const PROBE: usize = 32;
 
+/// One kernel shape's (or graph's) place in the [`CostModel`]: what a launch reads is in one
+/// cache line.
+#[derive(Default)]
+#[repr(C, align(32))]
+struct Slot {
+    key: AtomicU64,
+    estimate: AtomicU64,
+    launches: AtomicU32,
+    /// Launches charged the default before the first measurement came back.
+    defaulted: AtomicU32,
+    /// Timings learned from.
+    observed: AtomicU32,
+}
+
 /// Learned GPU time per kernel shape or graph, and which launches to time. Lock-free.
 pub struct CostModel {
-    keys: Box<[AtomicU64]>,
-    estimates: Box<[AtomicU64]>,
-    launches: Box<[AtomicU32]>,
-    /// Launches charged the default before the first measurement came back.
-    defaulted: Box<[AtomicU32]>,
-    /// Timings learned from.
-    observed: Box<[AtomicU32]>,
+    slots: Box<[Slot]>,
 }
 
 impl Default for CostModel {
     fn default() -> Self {
-        CostModel {
-            keys: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
-            estimates: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
-            launches: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
-            defaulted: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
-            observed: (0..TABLE).map(|_| AtomicU32::new(0)).collect(),
-        }
+        CostModel { slots: (0..TABLE).map(|_| Slot::default()).collect() }
     }
 }
 
@@ -322,7 +333,7 @@ impl CostModel {
         let home = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
         for i in 0..PROBE {
             let s = (home + i) % TABLE;
-            let k = self.keys[s].load(Acquire);
+            let k = self.slots[s].key.load(Acquire);
             if k == key {
                 return Some(s);
             }
@@ -330,7 +341,7 @@ impl CostModel {
                 if !insert {
                     return None;
                 }
-                match self.keys[s].compare_exchange(0, key, AcqRel, Acquire) {
+                match self.slots[s].key.compare_exchange(0, key, AcqRel, Acquire) {
                     Ok(_) => return Some(s),
                     Err(k) if k == key => return Some(s),
                     Err(_) => continue,
@@ -343,7 +354,7 @@ impl CostModel {
     /// The learned GPU time of `key`, if measured.
     pub fn estimate(&self, key: u64) -> Option<u64> {
         let s = self.slot(key, false)?;
-        Some(self.estimates[s].load(Acquire)).filter(|e| *e > 0)
+        Some(self.slots[s].estimate.load(Acquire)).filter(|e| *e > 0)
     }
 
     /// A launch of `key`: what to charge (its estimate, or `default`, remembered so that the
@@ -356,20 +367,18 @@ impl CostModel {
             return Launch { cost: default, defaulted: false, timed: false };
         };
         // The first four launches of a key are counted exactly (and timed); after that a
-        // per-thread counter picks one in TIME_ONE_IN, sparing the launch a shared
+        // process-wide counter picks one in TIME_ONE_IN, sparing the launch a shared
         // read-modify-write.
-        let timed = if self.launches[s].load(Relaxed) < 4 {
-            self.launches[s].fetch_add(1, Relaxed) < 4
+        let timed = if self.slots[s].launches.load(Relaxed) < 4 {
+            self.slots[s].launches.fetch_add(1, Relaxed) < 4
         } else {
-            LAUNCHES.with(|c| {
-                let n = c.get().wrapping_add(1);
-                c.set(n);
-                n.is_multiple_of(TIME_ONE_IN)
-            })
+            let n = LAUNCHES.load(Relaxed).wrapping_add(1);
+            LAUNCHES.store(n, Relaxed);
+            n.is_multiple_of(TIME_ONE_IN)
         };
-        match self.estimates[s].load(Acquire) {
+        match self.slots[s].estimate.load(Acquire) {
             0 => {
-                self.defaulted[s].fetch_add(1, AcqRel);
+                self.slots[s].defaulted.fetch_add(1, AcqRel);
                 Launch { cost: default, defaulted: true, timed }
             }
             e => Launch { cost: e, defaulted: false, timed },
@@ -388,10 +397,11 @@ impl CostModel {
     pub fn observe(&self, key: u64, measured_ns: u64) -> (u64, u32) {
         let Some(s) = self.slot(key, true) else { return (measured_ns, 0) };
         let measured = measured_ns.max(1);
-        let prev = self.estimates[s].fetch_update(AcqRel, Acquire, |e| Some(if e == 0 { measured } else { e.min(measured) })).unwrap_or(0);
+        let prev =
+            self.slots[s].estimate.fetch_update(AcqRel, Acquire, |e| Some(if e == 0 { measured } else { e.min(measured) })).unwrap_or(0);
         let now = if prev == 0 { measured } else { prev.min(measured) };
-        let seen = self.observed[s].fetch_add(1, AcqRel) + 1;
-        (now, if seen >= 2 { self.defaulted[s].swap(0, AcqRel) } else { 0 })
+        let seen = self.slots[s].observed.fetch_add(1, AcqRel) + 1;
+        (now, if seen >= 2 { self.slots[s].defaulted.swap(0, AcqRel) } else { 0 })
     }
 }
 

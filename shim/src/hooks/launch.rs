@@ -12,9 +12,11 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_uint, c_void};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use cuda_sys::driver::*;
-use vgpu_limiter::sm::{self, Admission, Bucket, Clock, MonotonicClock};
+use vgpu_limiter::sm::tsc::LAUNCH_CLOCK;
+use vgpu_limiter::sm::{self, Admission, Bucket, Clock, Launch};
 
 use super::{Driver, Enforce};
 
@@ -44,13 +46,15 @@ const PENDING: usize = 16;
 
 thread_local! {
     static PENDING_SAMPLES: RefCell<[Option<Sample>; PENDING]> = const { RefCell::new([None; PENDING]) };
-    /// How many timings this thread has pending (so the hot path skips [`poll`] when none).
-    static PENDING_COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
+
+/// How many timings the process's threads have pending: the hot path skips [`poll`] when
+/// none, without touching a thread-local (a call into the loader in a shared library).
+static PENDING_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// Reads every finished timing of this thread: the model learns, the bucket is corrected.
 pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
-    if PENDING_COUNT.with(|c| c.get()) == 0 {
+    if PENDING_COUNT.load(Relaxed) == 0 {
         return;
     }
     PENDING_SAMPLES.with(|p| {
@@ -79,7 +83,7 @@ pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
             e.driver.event_destroy(s.start);
             e.driver.event_destroy(s.end);
             *slot = None;
-            PENDING_COUNT.with(|c| c.set(c.get().saturating_sub(1)));
+            PENDING_COUNT.fetch_sub(1, Relaxed);
         }
     });
 }
@@ -113,7 +117,7 @@ pub(super) fn timed<D: Driver>(
             match pending.iter_mut().find(|s| s.is_none()) {
                 Some(slot) => {
                     *slot = Some(Sample { key, device, charged, enforced, default, start, end });
-                    PENDING_COUNT.with(|c| c.set(c.get() + 1));
+                    PENDING_COUNT.fetch_add(1, Relaxed);
                     true
                 }
                 None => false,
@@ -132,7 +136,7 @@ fn throttled<D: Driver>(
     e: &Enforce<'static, D>,
     stream: CUstream,
     per_thread: bool,
-    key: u64,
+    key: impl FnOnce() -> u64,
     default_ns: u64,
     call: impl FnOnce() -> R,
 ) -> R {
@@ -147,34 +151,156 @@ fn throttled<D: Driver>(
         rc
     };
     if !shim.sm.limited() {
-        return call();
+        let rc = call();
+        super::fast::arm(e);
+        return rc;
     }
     let Ok(device) = shim.sm.launch_device(&e.driver) else { return call() };
     let Some(limit) = shim.sm.limit(device) else { return call() };
     shim.sm.start(shim, region, device, limit);
-    let clock = MonotonicClock;
     let bucket = Bucket::new(region.sm_bucket(device));
-    let started = clock.now_ns();
+    let started = LAUNCH_CLOCK.now_ns();
     poll(e, started);
     let enforcing = bucket.enforcing();
+    let key = key();
     let launch = shim.sm.model().launch(key, default_ns);
-    if enforcing {
-        let mut now = started;
-        while let Admission::Wait(ns) = bucket.admit(now, launch.cost) {
+    let charge = Charge { device, key, launch, default_ns, started, enforcing, admitted: false };
+    let rc = admit_and_run(e, bucket, charge, named_stream(stream, per_thread), call);
+    super::fast::arm(e);
+    rc
+}
+
+/// A launch's charge, once its cost is looked up.
+#[derive(Clone, Copy)]
+struct Charge {
+    device: usize,
+    key: u64,
+    launch: Launch,
+    default_ns: u64,
+    /// When the launch came.
+    started: u64,
+    /// Whether the bucket throttles now.
+    enforcing: bool,
+    /// Whether the bucket already admitted it.
+    admitted: bool,
+}
+
+/// Waits for the bucket to admit the launch (unless it already did), then runs it, timing it
+/// if the model picked it. `stream` is the one the launch really names.
+fn admit_and_run<D: Driver>(e: &Enforce<'static, D>, bucket: Bucket, c: Charge, stream: CUstream, call: impl FnOnce() -> R) -> R {
+    if c.enforcing && !c.admitted {
+        let mut now = c.started;
+        while let Admission::Wait(ns) = bucket.admit(now, c.launch.cost) {
             std::thread::sleep(std::time::Duration::from_nanos(ns));
-            now = clock.now_ns();
+            now = LAUNCH_CLOCK.now_ns();
             poll(e, now);
         }
-        if now > started {
-            bucket.add_throttled(now - started);
+        if now > c.started {
+            bucket.add_throttled(now - c.started);
         }
     }
-    if launch.timed {
-        let charged = if !enforcing || launch.defaulted { None } else { Some(launch.cost) };
-        timed(e, named_stream(stream, per_thread), (key, device, charged, default_ns, enforcing), call)
+    if c.launch.timed {
+        let charged = if !c.enforcing || c.launch.defaulted { None } else { Some(c.launch.cost) };
+        timed(e, stream, (c.key, c.device, charged, c.default_ns, c.enforcing), call)
     } else {
         call()
     }
+}
+
+/// The kernel-launch exports' fast path (`hooks::fast`): `Some` when the launch was handled
+/// here, `None` (nothing done) for the whole path. With an SM limit: the clock, the bucket's
+/// line and the model's slot; a launch that must wait or is timed continues on the whole
+/// path's code from where this one stopped, so nothing is charged twice.
+#[inline(always)]
+fn fast_launch(key: impl FnOnce() -> u64, stream: CUstream, per_thread: bool, default_ns: u64, call: impl FnOnce() -> R) -> Option<R> {
+    fast_charge(super::fast::throttle()?, key, stream, per_thread, default_ns, call)
+}
+
+/// The fast path with an SM limit (its own function: the forwarding one stays a few
+/// instructions).
+#[inline(never)]
+fn fast_charge(
+    s: &super::fast::SmFast,
+    key: impl FnOnce() -> u64,
+    stream: CUstream,
+    per_thread: bool,
+    default_ns: u64,
+    call: impl FnOnce() -> R,
+) -> Option<R> {
+    if s.sm.any_capture() || PENDING_COUNT.load(Relaxed) != 0 {
+        return None; // which stream is captured, and finished timings: the whole path
+    }
+    let started = LAUNCH_CLOCK.now_ns();
+    let enforcing = s.bucket.enforcing();
+    let key = key();
+    let launch = s.model.launch(key, default_ns);
+    let admitted = !enforcing || s.bucket.admit(started, launch.cost) == Admission::Admitted;
+    if admitted && !launch.timed {
+        return Some(call());
+    }
+    Some(continued(Charge { device: 0, key, launch, default_ns, started, enforcing, admitted }, named_stream(stream, per_thread), call))
+}
+
+/// A fast-path launch that must wait or be timed: the rest of the whole path.
+#[cold]
+#[inline(never)]
+fn continued(c: Charge, stream: CUstream, call: impl FnOnce() -> R) -> R {
+    match super::gate() {
+        super::Gate::Enforce(e) => admit_and_run(&e, Bucket::new(e.region.sm_bucket(c.device)), c, stream, call),
+        _ => call(),
+    }
+}
+
+/// `cuLaunchKernel`'s fast path, and `_ptsz`'s.
+#[inline(always)]
+pub fn fast_kernel<const PER_THREAD: bool>(
+    call: impl FnOnce() -> R,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    stream: CUstream,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> Option<R> {
+    fast_launch(|| kernel(f, [gx, gy, gz], [bx, by, bz]), stream, PER_THREAD, sm::DEFAULT_KERNEL_NS, call)
+}
+
+/// `cuLaunchCooperativeKernel`'s fast path, and `_ptsz`'s: a kernel launch's.
+#[inline(always)]
+pub fn fast_cooperative<const PER_THREAD: bool>(
+    call: impl FnOnce() -> R,
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared: c_uint,
+    stream: CUstream,
+    params: *mut *mut c_void,
+) -> Option<R> {
+    fast_kernel::<PER_THREAD>(call, f, gx, gy, gz, bx, by, bz, shared, stream, params, std::ptr::null_mut())
+}
+
+/// `cuLaunchKernelEx`'s fast path, and `_ptsz`'s (no config: the whole path, the driver
+/// reports it).
+#[inline(always)]
+pub fn fast_kernel_ex<const PER_THREAD: bool>(
+    call: impl FnOnce() -> R,
+    config: Option<&CUlaunchConfig>,
+    f: CUfunction,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> Option<R> {
+    let c = config?;
+    let key = || kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
+    fast_launch(key, c.hStream, PER_THREAD, sm::DEFAULT_KERNEL_NS, call)
 }
 
 /// The key of a kernel launch: the function and its grid and block shape.
@@ -199,7 +325,7 @@ pub fn launch_kernel<const PER_THREAD: bool>(
     _params: *mut *mut c_void,
     _extra: *mut *mut c_void,
 ) -> R {
-    throttled(e, stream, PER_THREAD, kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
+    throttled(e, stream, PER_THREAD, || kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
 }
 
 /// `cuLaunchCooperativeKernel`, and `_ptsz`.
@@ -217,7 +343,7 @@ pub fn launch_cooperative<const PER_THREAD: bool>(
     stream: CUstream,
     _params: *mut *mut c_void,
 ) -> R {
-    throttled(e, stream, PER_THREAD, kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
+    throttled(e, stream, PER_THREAD, || kernel(f, [gx, gy, gz], [bx, by, bz]), sm::DEFAULT_KERNEL_NS, call)
 }
 
 /// `cuLaunchKernelEx`, and `_ptsz`: the shape and stream are in the config.
@@ -232,7 +358,7 @@ pub fn launch_kernel_ex<const PER_THREAD: bool>(
     let Some(c) = config else {
         return call(); // the driver reports it
     };
-    let key = kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
+    let key = || kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
     throttled(e, c.hStream, PER_THREAD, key, sm::DEFAULT_KERNEL_NS, call)
 }
 
@@ -245,7 +371,7 @@ pub fn graph_launch<const PER_THREAD: bool>(
 ) -> R {
     // The first launch maps the graph's memory: room is found in the quota before anything
     // is throttled or forwarded.
-    super::graphs::launching(e, exec, || throttled(e, stream, PER_THREAD, sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, call))
+    super::graphs::launching(e, exec, || throttled(e, stream, PER_THREAD, || sm::graph_key(exec as u64), sm::DEFAULT_GRAPH_NS, call))
 }
 
 /// `cuStreamBeginCapture_v2` (and `_ptsz`): launches captured into a graph are not run now,

@@ -12,6 +12,7 @@
 pub mod args;
 pub mod context;
 pub mod driver;
+pub mod fast;
 pub mod graphs;
 pub mod hostpid;
 pub mod init;

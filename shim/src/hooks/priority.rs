@@ -91,6 +91,18 @@ impl PriorityState {
         }
     }
 
+    /// This process's priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// `device`'s hint word on the board, for the launch fast path (`None`: priority has no
+    /// effect on that device).
+    pub(super) fn hint_word<D: Driver>(&'static self, driver: &D, device: usize) -> Option<&'static AtomicU64> {
+        let (board, sec) = self.section(driver, device)?;
+        board.hint(sec)
+    }
+
     /// In a child after `fork`: its own token and entries (the parent's stay the parent's).
     pub fn after_fork(&self) {
         self.token.store(new_token(), Relaxed);
@@ -210,8 +222,10 @@ impl PriorityState {
             return None;
         }
         if !board.owns(sec, self.keys[device].load(Relaxed)) {
-            // A tenant rewrote the section's key: look it up again next time.
+            // A tenant rewrote the section's key: look it up again next time (the fast path's
+            // kept hint may be the wrong one now).
             self.sections[device].store(UNKNOWN, Release);
+            super::fast::never();
             return None;
         }
         let start = now_ns();
@@ -282,6 +296,9 @@ pub(super) struct Ticket(Option<usize>);
 /// Before a launch on `stream`: publish (high) or wait (low).
 pub(super) fn before_launch<D: Driver>(e: &Enforce<D>, stream: CUstream, per_thread: bool) -> Ticket {
     let p = &e.shim.priority;
+    if p.priority == Priority::Low && super::fast::quiet_known() {
+        return Ticket(None); // the kept hints: nothing of higher priority is active
+    }
     let Ok(device) = e.shim.sm.launch_device(&e.driver) else { return Ticket(None) };
     let Some((board, sec)) = p.section(&e.driver, device) else { return Ticket(None) };
     match p.priority {
