@@ -1,6 +1,7 @@
 //! The compare bench runs end to end against vgpu alone (`--quick`): its table has every row,
-//! the bare driver has no limit in the quota race, and vgpu is never over the quota. Costs and
-//! shares are reported, not asserted (shared, noisy machines).
+//! the bare driver has no limit in the quota race, and vgpu is never over the quota, never held
+//! back by a process killed during start-up, and tells the quota past it. Costs and shares are
+//! reported, not asserted (shared, noisy machines).
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,10 +24,18 @@ fn compare_quick_against_vgpu_alone() {
     assert!(cells[3].starts_with("0/"), "vgpu is never over the quota: {race}");
     let families = md.lines().find(|l| l.starts_with("| allocation families")).unwrap_or_else(|| panic!("{md}"));
     assert!(families.ends_with("| no limit | 9 of 9 |"), "vgpu holds every family to the quota: {families}");
-    for row in ["| `cuLaunchKernel`", "| `cuMemAlloc_v2`", "| SM share at a 30 % cap"] {
-        let line = md.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} in\n{md}"));
-        assert!(!line.contains("failed"), "{line}");
+    for row in ["| `cuLaunchKernel`", "| `cuMemAlloc_v2`", "| alloc+free p99", "| SM share at a 30 % cap"] {
+        for line in md.lines().filter(|l| l.starts_with(row)) {
+            assert!(!line.contains("failed"), "{line}");
+        }
+        assert!(md.lines().any(|l| l.starts_with(row)), "no {row} in\n{md}");
     }
+    // A process killed during start-up never holds the next one back, and the next one works.
+    let killed = md.lines().find(|l| l.starts_with("| a process SIGKILLed during start-up")).unwrap_or_else(|| panic!("{md}"));
+    assert!(!killed.contains("waited") && !killed.contains("failed"), "{killed}");
+    // Past the quota (contexts the shim cannot refuse), both views stay the quota, nothing free.
+    let views = md.lines().find(|l| l.starts_with("| views when contexts")).unwrap_or_else(|| panic!("{md}"));
+    assert!(views.ends_with("| cuMemGetInfo 1024 total / 0 free; NVML 1024 total / 0 free MiB |"), "vgpu's views past the quota: {views}");
     println!("{md}");
     let _ = std::fs::remove_dir_all(&out);
 }
