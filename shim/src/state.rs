@@ -111,6 +111,7 @@ extern "C" fn after_fork_in_child() {
     }
     FORKED.store(true, Release);
     crate::hooks::fast::after_fork_in_child();
+    vgpu_limiter::sm::tsc::LAUNCH_CLOCK.reset_after_fork();
 }
 
 fn default_region_path() -> PathBuf {

@@ -64,8 +64,9 @@ macro_rules! pfn {
 }
 
 /// An export's body. When its line names a fast path (`Some`: handled there; `None`: nothing
-/// done), the export tries it first, once the symbol's slot is resolved (nothing in it can
-/// panic), and the whole path is a separate function, so the fast one sets up no frame for it.
+/// done), the export tries it first, once the symbol's slot is resolved (loads, a clock read
+/// and a CAS, nothing that panics; what continues on the whole path's code has its own
+/// guard), and the whole path is a separate function, so the fast one sets up no frame for it.
 macro_rules! export_body {
     (; $lib:ident, $name:ident; $($arg:ident : $ty:ty),*; $ret:ty; $slow:block) => {
         $slow

@@ -3,12 +3,15 @@
 //! every tick. `clock_gettime` costs about twice as much on the machines measured (40 ns
 //! against 21 ns in a KVM guest), and an SM-limited launch reads the clock once.
 //!
-//! Used only where the counter is invariant (x86-64 with `constant_tsc` and `nonstop_tsc`:
-//! one rate on every core, running in every power state). Until two samples a tick apart have
-//! agreed, and whenever a renewal finds the converted counter more than [`MAX_DRIFT_NS`] away
-//! from `clock_gettime` (a migrated virtual machine, a counter that stopped), the clock is
-//! `clock_gettime` itself. Buckets are shared between processes, each with its own
-//! calibration: they agree to within the drift bound, far below the bucket's 8 ms burst.
+//! Used only where the counter is invariant and the kernel trusts it (x86-64 with
+//! `constant_tsc` and `nonstop_tsc`, and `tsc` as the kernel's clocksource, which the kernel
+//! keeps only while the cores' counters agree). The clock is `clock_gettime` itself until two
+//! samples at least [`MIN_SPAN_NS`] apart give a plausible rate; whenever a renewal finds the
+//! converted counter more than [`MAX_DRIFT_NS`] away from `clock_gettime` (a migrated virtual
+//! machine, a counter that stopped), until the next good pair; and whenever the calibration
+//! in use is more than [`MAX_AGE_NS`] old (the controller stalled). Buckets are shared between
+//! processes, each with its own calibration: they agree to within the drift bound, far below
+//! the bucket's 8 ms burst.
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -18,6 +21,8 @@ use super::{Clock, MonotonicClock};
 pub const MAX_DRIFT_NS: u64 = 50_000;
 /// Shortest interval two samples must span to calibrate from.
 pub const MIN_SPAN_NS: u64 = 1_000_000;
+/// Oldest a calibration may be when read (the controller renews it every 100 ms).
+pub const MAX_AGE_NS: u64 = 1_000_000_000;
 
 /// A conversion from counter ticks to nanoseconds: `ns + (tsc' - tsc) * mult / 2^32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,13 @@ impl TscClock {
         None
     }
 
+    /// In a child right after `fork` (async-signal-safe): back to `clock_gettime`, with the
+    /// sequence even again (the parent's controller may have been mid-publication).
+    pub fn reset_after_fork(&self) {
+        self.mult.store(0, Release);
+        self.seq.store(0, Release);
+    }
+
     /// Publishes `c` (`None`: back to `clock_gettime`). One writer at a time (the controller).
     pub fn publish(&self, c: Option<Calibration>) {
         let c = c.unwrap_or(Calibration { tsc: 0, ns: 0, mult: 0 });
@@ -105,10 +117,13 @@ impl TscClock {
 
 impl Clock for TscClock {
     fn now_ns(&self) -> u64 {
-        match (self.calibration(), counter()) {
-            (Some(c), Some(tsc)) => c.ns_at(tsc),
-            _ => MonotonicClock.now_ns(),
+        if let (Some(c), Some(tsc)) = (self.calibration(), counter()) {
+            let ns = c.ns_at(tsc);
+            if ns - c.ns <= MAX_AGE_NS {
+                return ns;
+            }
         }
+        MonotonicClock.now_ns()
     }
 }
 
@@ -146,9 +161,12 @@ pub struct Calibrator {
 impl Calibrator {
     /// One tick: a new sample, compared with the calibration in use, and a renewed one.
     pub fn tick(&mut self, clock: &TscClock) {
-        let usable = *self
-            .usable
-            .get_or_insert_with(|| counter().is_some() && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| invariant(&s)));
+        let usable = *self.usable.get_or_insert_with(|| {
+            counter().is_some()
+                && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| invariant(&s))
+                && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                    .is_ok_and(|s| s.trim() == "tsc")
+        });
         if !usable {
             return;
         }
@@ -161,15 +179,15 @@ impl Calibrator {
             self.last = Some(sample);
             return;
         }
-        let next = self.last.and_then(|a| Calibration::between(a, sample));
-        match next {
-            Some(c) => {
-                clock.publish(Some(c));
-                self.last = Some(sample);
-            }
-            None if self.last.is_none_or(|a| sample.0 < a.0 || sample.1 < a.1) => self.last = Some(sample),
-            None => {} // too short a span yet: keep the older sample
+        match self.last.map(|a| (a, Calibration::between(a, sample))) {
+            Some((_, Some(c))) => clock.publish(Some(c)),
+            // Too short a span yet: keep the older sample.
+            Some((a, None)) if sample.0 > a.0 && sample.1 >= a.1 && sample.1 - a.1 < MIN_SPAN_NS => return,
+            // A rate no CPU has (the counter stopped or jumped): withdraw, start again here.
+            Some((_, None)) => clock.publish(None),
+            None => {}
         }
+        self.last = Some(sample);
     }
 }
 
@@ -225,6 +243,28 @@ mod tests {
         assert_eq!(clock.calibration(), Some(c));
         clock.publish(None);
         assert_eq!(clock.calibration(), None);
+    }
+
+    #[test]
+    fn a_fork_mid_publication_leaves_a_usable_clock() {
+        let clock = TscClock::new();
+        clock.publish(Some(Calibration { tsc: 7, ns: 9, mult: 1 << 32 }));
+        clock.seq.fetch_add(1, AcqRel); // the parent's writer was between its two increments
+        clock.reset_after_fork();
+        assert_eq!(clock.calibration(), None);
+        clock.publish(Some(Calibration { tsc: 1, ns: 2, mult: 1 << 32 }));
+        assert_eq!(clock.calibration().map(|c| c.ns), Some(2), "the child's publications are read");
+    }
+
+    #[test]
+    fn an_old_calibration_is_not_extrapolated() {
+        // Anchored an hour before now: the launch clock is clock_gettime, not the counter.
+        let clock = TscClock::new();
+        let (tsc, ns) = (counter().unwrap_or(0), MonotonicClock.now_ns());
+        let hour = 3_600 * 1_000_000_000u64;
+        clock.publish(Some(Calibration { tsc: tsc.saturating_sub(hour), ns: ns.saturating_sub(hour), mult: 1 << 31 }));
+        let (a, b) = (clock.now_ns(), MonotonicClock.now_ns());
+        assert!(b >= a && b - a < 1_000_000_000, "{a} vs {b}");
     }
 
     #[test]

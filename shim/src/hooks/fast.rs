@@ -9,8 +9,8 @@
 //! Why it exists: measured as a whole process (a program preloaded or not, each launch timed),
 //! every cache line and branch the hook touches is cold again by the next launch, because the
 //! driver's own launch work evicts it; the full path touched about twenty lines across the
-//! shim's state for what is, in this case, a plain call. This path touches two: [`FAST`] and
-//! the hint word.
+//! shim's state for what is, in this case, a plain call. This path touches two: the first
+//! line of [`FAST`] and the hint word.
 //!
 //! Armed only from the whole path, by a low-priority (default) process; never in a
 //! high-priority one (its launches publish on the board). Disarmed for good when a device's
@@ -34,7 +34,7 @@ const ARMED: u8 = 1;
 /// An SM limit on the one device the process sees: launches are charged to the kept bucket.
 const SM_ARMED: u8 = 2;
 /// Never again in this process (a section changed, high priority, or a child after `fork`
-/// that had kept its parent's bucket).
+/// whose parent had kept a bucket: it is in the parent's region mapping).
 const NEVER: u8 = 3;
 
 /// What the SM-limited fast path needs, found once.
@@ -47,20 +47,25 @@ pub struct SmFast {
     pub model: &'static CostModel,
 }
 
-/// The fast path's state, in one cache line: whether it is armed, and the hint words a launch
-/// must find quiet (the first device's, and the others' if the process sees several).
+/// The hint words a launch must find quiet: the first device's, and the others' when the
+/// process sees several (published together, so no launch sees half of them).
+struct Hints {
+    first: Option<&'static AtomicU64>,
+    rest: &'static [&'static AtomicU64],
+}
+
+/// The fast path's state: whether it is armed, and the hint words (the first line), then the
+/// kept bucket.
 #[repr(C, align(64))]
 struct Fast {
     state: AtomicU8,
     /// The hints are this process's sections' (the SM-limited path checks them too).
     known: AtomicBool,
-    first: OnceLock<&'static AtomicU64>,
-    rest: OnceLock<&'static [&'static AtomicU64]>,
+    hints: OnceLock<Hints>,
     sm: OnceLock<SmFast>,
 }
 
-static FAST: Fast =
-    Fast { state: AtomicU8::new(OFF), known: AtomicBool::new(false), first: OnceLock::new(), rest: OnceLock::new(), sm: OnceLock::new() };
+static FAST: Fast = Fast { state: AtomicU8::new(OFF), known: AtomicBool::new(false), hints: OnceLock::new(), sm: OnceLock::new() };
 
 /// Whether a kernel launch may be forwarded at once (the exports' first check).
 #[inline(always)]
@@ -83,7 +88,7 @@ pub(super) fn quiet_known() -> bool {
 
 #[inline(always)]
 fn hints_quiet() -> bool {
-    FAST.first.get().is_none_or(|w| w.load(Acquire) == 0) && FAST.rest.get().is_none_or(|r| r.is_empty() || all_quiet(r))
+    FAST.hints.get().is_some_and(|h| h.first.is_none_or(|w| w.load(Acquire) == 0) && (h.rest.is_empty() || all_quiet(h.rest)))
 }
 
 /// Whether every one of several devices' hints is quiet.
@@ -96,7 +101,7 @@ fn all_quiet(words: &[&AtomicU64]) -> bool {
 /// path if it has no SM limit (once; later calls cost two loads). Never in a high-priority
 /// process (its launches publish on the board).
 pub(super) fn arm<D: Driver>(e: &Enforce<'static, D>) {
-    if FAST.known.load(Relaxed) || FAST.state.load(Relaxed) == NEVER {
+    if FAST.known.load(Acquire) || FAST.state.load(Acquire) == NEVER {
         return;
     }
     let p = &e.shim.priority;
@@ -105,42 +110,39 @@ pub(super) fn arm<D: Driver>(e: &Enforce<'static, D>) {
         return;
     }
     let Some(count) = e.driver.device_count().and_then(|n| usize::try_from(n).ok()) else { return };
-    if FAST.first.get().is_none() && FAST.rest.get().is_none() {
+    // A child after `fork` keeps its parent's hints (the same board mapping).
+    FAST.hints.get_or_init(|| {
         let mut words = (0..count.min(MAX_DEVICES)).filter_map(|device| p.hint_word(&e.driver, device));
-        if let Some(first) = words.next() {
-            let _ = FAST.first.set(first);
-        }
-        let rest: Vec<&'static AtomicU64> = words.collect();
-        if !rest.is_empty() {
-            let _ = FAST.rest.set(Vec::leak(rest));
-        }
-    }
-    // A child after `fork` keeps its parent's hints (the same board mapping); a process whose
-    // sections changed meanwhile is `NEVER` and stays so.
-    if FAST.state.load(Acquire) == NEVER {
+        Hints { first: words.next(), rest: Vec::leak(words.collect()) }
+    });
+    // Known, unless a section changed meanwhile (`never` stores the state, then `known`; this
+    // stores `known`, then reads the state: one of the two sees the other's first store).
+    FAST.known.store(true, SeqCst);
+    if FAST.state.load(SeqCst) == NEVER {
+        FAST.known.store(false, SeqCst);
         return;
     }
-    FAST.known.store(true, Release);
     let sm = &e.shim.sm;
     if !sm.limited() {
         let _ = FAST.state.compare_exchange(OFF, ARMED, AcqRel, Relaxed);
     } else if sm.single_device() && sm.limit(0).is_some() && sm.started(0) {
-        let kept = FAST.sm.get_or_init(|| SmFast { sm, bucket: Bucket::new(e.region.sm_bucket(0)), model: sm.model() });
-        // Only this process's own region's bucket (a child after `fork` never comes here).
-        if std::ptr::eq(kept.sm, sm) {
-            let _ = FAST.state.compare_exchange(OFF, SM_ARMED, AcqRel, Relaxed);
-        }
+        // The region is this process's own: a child after `fork` (whose region is renewed)
+        // never arms this (`after_fork_in_child`).
+        FAST.sm.get_or_init(|| SmFast { sm, bucket: Bucket::new(e.region.sm_bucket(0)), model: sm.model() });
+        let _ = FAST.state.compare_exchange(OFF, SM_ARMED, AcqRel, Relaxed);
     }
 }
 
 /// A device's section on the board changed: the kept hints may be the wrong ones.
 pub(super) fn never() {
-    FAST.state.store(NEVER, Release);
-    FAST.known.store(false, Release);
+    FAST.state.store(NEVER, SeqCst);
+    FAST.known.store(false, SeqCst);
 }
 
-/// In a child right after `fork` (async-signal-safe: one store): its first launch goes the
-/// whole way, renewing the region.
+/// In a child right after `fork` (async-signal-safe: atomic operations only): its first launch
+/// goes the whole way, renewing the region. A `fork` while another thread was arming (inside
+/// one of the `OnceLock`s) would leave the child's first launch waiting on it; CUDA does not
+/// support a child of an initialised parent using the driver at all.
 pub fn after_fork_in_child() {
     let _ = FAST.state.compare_exchange(ARMED, OFF, AcqRel, Relaxed);
     // The kept bucket is in the parent's region: the child renews its own, and its launches

@@ -44,8 +44,22 @@ struct Sample {
 
 const PENDING: usize = 16;
 
+/// A thread's timings not read yet. A thread that ends with some destroys their events and
+/// takes them off [`PENDING_COUNT`] (else the fast path would wait for them for good).
+struct Pending([Option<Sample>; PENDING]);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for s in self.0.iter_mut().filter_map(Option::take) {
+            super::Real.event_destroy(s.start);
+            super::Real.event_destroy(s.end);
+            PENDING_COUNT.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 thread_local! {
-    static PENDING_SAMPLES: RefCell<[Option<Sample>; PENDING]> = const { RefCell::new([None; PENDING]) };
+    static PENDING_SAMPLES: RefCell<Pending> = const { RefCell::new(Pending([None; PENDING])) };
 }
 
 /// How many timings the process's threads have pending: the hot path skips [`poll`] when
@@ -59,7 +73,7 @@ pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
     }
     PENDING_SAMPLES.with(|p| {
         let Ok(mut pending) = p.try_borrow_mut() else { return };
-        for slot in pending.iter_mut() {
+        for slot in pending.0.iter_mut() {
             let Some(s) = *slot else { continue };
             let rc = e.driver.event_query(s.end);
             if rc == R::CUDA_ERROR_NOT_READY {
@@ -114,7 +128,7 @@ pub(super) fn timed<D: Driver>(
     let kept = recorded
         && PENDING_SAMPLES.with(|p| {
             let Ok(mut pending) = p.try_borrow_mut() else { return false };
-            match pending.iter_mut().find(|s| s.is_none()) {
+            match pending.0.iter_mut().find(|s| s.is_none()) {
                 Some(slot) => {
                     *slot = Some(Sample { key, device, charged, enforced, default, start, end });
                     PENDING_COUNT.fetch_add(1, Relaxed);
@@ -245,10 +259,12 @@ fn fast_charge(
 #[cold]
 #[inline(never)]
 fn continued(c: Charge, stream: CUstream, call: impl FnOnce() -> R) -> R {
-    match super::gate() {
+    // Outside the export's own guard (the fast path has none): a panic is the driver's
+    // "unknown error" here too, never an unwind into C.
+    crate::table::guard(|| match super::gate() {
         super::Gate::Enforce(e) => admit_and_run(&e, Bucket::new(e.region.sm_bucket(c.device)), c, stream, call),
         _ => call(),
-    }
+    })
 }
 
 /// `cuLaunchKernel`'s fast path, and `_ptsz`'s.
