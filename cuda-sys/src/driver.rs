@@ -144,6 +144,7 @@ opaque_handles! {
     CUkernel => CUkern_st,
     CUgreenCtx => CUgreenCtx_st,
     CUdevResourceDesc => CUdevResourceDesc_st,
+    CUlinkState => CUlinkState_st,
 }
 
 /// `CUexecAffinityParam`: an execution-affinity request of `cuCtxCreate_v3` (never read here).
@@ -720,13 +721,26 @@ int_newtype! {
 }
 
 int_newtype! {
-    /// `CUjit_option` (only the type is needed: options are accepted and ignored).
+    /// `CUjit_option`: a JIT compiler or linker option (the log buffers are the ones read).
     CUjit_option(u32) {
         CU_JIT_MAX_REGISTERS = 0,
         CU_JIT_INFO_LOG_BUFFER = 3,
         CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4,
         CU_JIT_ERROR_LOG_BUFFER = 5,
         CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
+        CU_JIT_LOG_VERBOSE = 12,
+    }
+}
+
+int_newtype! {
+    /// `CUjitInputType`: what a `cuLinkAddData` input is.
+    CUjitInputType(u32) {
+        CU_JIT_INPUT_CUBIN = 0,
+        CU_JIT_INPUT_PTX = 1,
+        CU_JIT_INPUT_FATBINARY = 2,
+        CU_JIT_INPUT_OBJECT = 3,
+        CU_JIT_INPUT_LIBRARY = 4,
+        CU_JIT_INPUT_NVVM = 5,
     }
 }
 
@@ -830,6 +844,11 @@ entry_points! { SIGNATURES;
     fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void) -> CUresult;
     fn cuModuleGetFunction(hfunc: *mut CUfunction, hmod: CUmodule, name: *const c_char) -> CUresult;
     fn cuModuleUnload(hmod: CUmodule) -> CUresult;
+    fn cuLinkCreate_v2(numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void, stateOut: *mut CUlinkState) -> CUresult;
+    fn cuLinkAddData_v2(state: CUlinkState, inputType: CUjitInputType, data: *mut c_void, size: usize, name: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void) -> CUresult;
+    fn cuLinkAddFile_v2(state: CUlinkState, inputType: CUjitInputType, path: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void) -> CUresult;
+    fn cuLinkComplete(state: CUlinkState, cubinOut: *mut *mut c_void, sizeOut: *mut usize) -> CUresult;
+    fn cuLinkDestroy(state: CUlinkState) -> CUresult;
     fn cuDeviceGetDevResource(device: CUdevice, resource: *mut CUdevResource, type_: CUdevResourceType) -> CUresult;
     fn cuDevSmResourceSplitByCount(result: *mut CUdevResource, nbGroups: *mut c_uint, input: *const CUdevResource, remaining: *mut CUdevResource, useFlags: c_uint, minCount: c_uint) -> CUresult;
     fn cuDevResourceGenerateDesc(phDesc: *mut CUdevResourceDesc, resources: *mut CUdevResource, nbResources: c_uint) -> CUresult;
@@ -843,6 +862,7 @@ entry_points! { SIGNATURES;
     fn cuLibraryGetModule(pMod: *mut CUmodule, library: CUlibrary) -> CUresult;
     fn cuKernelGetFunction(pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult;
     fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, hfunc: CUfunction) -> CUresult;
+    fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, kernel: CUkernel, dev: CUdevice) -> CUresult;
 
     fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult;
     fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult;

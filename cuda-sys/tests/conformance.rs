@@ -249,6 +249,7 @@ fn opaques() -> Vec<Opaque> {
         driver::CUgraphExec_st = "struct CUgraphExec_st",
         driver::CUgraphNode_st = "struct CUgraphNode_st",
         driver::CUlib_st = "struct CUlib_st",
+        driver::CUlinkState_st = "struct CUlinkState_st",
         driver::CUkern_st = "struct CUkern_st",
         driver::CUgreenCtx_st = "struct CUgreenCtx_st",
         driver::CUdevResourceDesc_st = "struct CUdevResourceDesc_st",
@@ -293,6 +294,7 @@ fn aliases() -> Vec<Alias> {
         driver::CUgraphExec = *mut CUgraphExec_st,
         driver::CUgraphNode = *mut CUgraphNode_st,
         driver::CUlibrary = *mut CUlib_st,
+        driver::CUlinkState = *mut CUlinkState_st,
         driver::CUkernel = *mut CUkern_st,
         driver::CUgreenCtx = *mut CUgreenCtx_st,
         driver::CUdevResourceDesc = *mut CUdevResourceDesc_st,
@@ -348,6 +350,7 @@ fn newtypes() -> Vec<Newtype> {
         driver::CUgraphInstantiateResult(u32),
         driver::CUdriverProcAddress_flags(u32),
         driver::CUjit_option(u32),
+        driver::CUjitInputType(u32),
         nvml::nvmlReturn_t(u32),
     }
 }

@@ -46,6 +46,9 @@
  *   module=SIZE         cuModuleLoadData of a PTX module with a SIZE-byte .global array (kept):
  *                       op=module bytes= rc= free= total=
  *   module_unload       cuModuleUnload of the newest kept module: op=module_unload rc= free= total=
+ *   link                the driver's JIT linker: two PTX inputs (1 MiB global each), a bad one, a
+ *                       fatbinary, a missing file, complete, load the image (kept), launch, destroy
+ *                       twice: op=link step= rc= (see op_link)
  *   launch=N            N launches of the newest kept module's probe_spin_2000us (2 ms of GPU each
  *                       on simgpu), then cuCtxSynchronize: op=launch n= rc= ms=
  *   deep=SIZE           loads a kernel whose frame is SIZE bytes of .local memory per thread and
@@ -340,6 +343,63 @@ static void op_launch(const char *arg) {
     for (long i = 0; i < n && rc == 0; i++) rc = launch(fn, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL);
     if (rc == 0) rc = sync();
     printf("op=launch who=%s n=%ld rc=%d ms=%.1f\n", who, n, rc, (now_s() - t0) * 1e3);
+}
+
+/* link: the driver's JIT linker, step by step (one line each):
+ *   op=link step=create|add_a|add_b|add_bad|add_fatbin|add_missing|complete|load|kernel_a|kernel_b|launch|destroy|destroy_again rc=
+ * complete also prints the image's size and the info log; add_bad the error log. Two PTX
+ * inputs, each with a 1 MiB global, are linked into one image and loaded. */
+static void op_link(void) {
+    CUresult (*create)(unsigned, int *, void **, void **) = dlsym(lookup_handle, "cuLinkCreate_v2");
+    CUresult (*add)(void *, int, void *, size_t, const char *, unsigned, int *, void **) = dlsym(lookup_handle, "cuLinkAddData_v2");
+    CUresult (*add_file)(void *, int, const char *, unsigned, int *, void **) = dlsym(lookup_handle, "cuLinkAddFile_v2");
+    CUresult (*complete)(void *, void **, size_t *) = dlsym(lookup_handle, "cuLinkComplete");
+    CUresult (*destroy)(void *) = dlsym(lookup_handle, "cuLinkDestroy");
+    CUresult (*load)(void **, const void *) = dlsym(lookup_handle, "cuModuleLoadData");
+    CUresult (*get)(void **, void *, const char *) = dlsym(lookup_handle, "cuModuleGetFunction");
+    CUresult (*launch)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *, void **,
+                       void **) = dlsym(lookup_handle, "cuLaunchKernel");
+    CUresult (*sync)(void) = dlsym(lookup_handle, "cuCtxSynchronize");
+    if (!create || !add || !add_file || !complete || !destroy || !load || !get || !launch || !sync) {
+        printf("op=link who=%s step=resolve rc=%d\n", who, NOT_FOUND);
+        return;
+    }
+    static char info[256], error[256];
+    int opts[] = {3, 4, 5, 6}; /* CU_JIT_INFO_LOG_BUFFER(_SIZE_BYTES), CU_JIT_ERROR_LOG_BUFFER(_SIZE_BYTES) */
+    void *vals[] = {info, (void *)(uintptr_t)sizeof info, error, (void *)(uintptr_t)sizeof error};
+    void *state = NULL;
+    CUresult rc = create(4, opts, vals, &state);
+    printf("op=link who=%s step=create rc=%d\n", who, rc);
+    if (rc) return;
+    const char *a = ".version 7.0\n.target sm_70\n.address_size 64\n.visible .global .align 8 .b8 link_a_buf[1048576];\n"
+                    ".visible .entry link_a_100us()\n{\n\tret;\n}\n";
+    const char *b = ".version 7.0\n.target sm_70\n.address_size 64\n.visible .global .align 8 .b8 link_b_buf[1048576];\n"
+                    ".visible .entry link_b()\n{\n\tret;\n}\n";
+    printf("op=link who=%s step=add_a rc=%d\n", who, add(state, 1, (void *)a, strlen(a) + 1, "a.ptx", 0, NULL, NULL));
+    printf("op=link who=%s step=add_b rc=%d\n", who, add(state, 1, (void *)b, strlen(b), "b.ptx", 0, NULL, NULL));
+    rc = add(state, 1, (void *)"not ptx", 8, "bad.ptx", 0, NULL, NULL);
+    for (char *c = error; *c; c++) if (*c == ' ') *c = '_';
+    printf("op=link who=%s step=add_bad rc=%d error_log=%s error_size=%zu\n", who, rc, error, (size_t)(uintptr_t)vals[3]);
+    printf("op=link who=%s step=add_fatbin rc=%d\n", who, add(state, 2, (void *)b, strlen(b), "x.fatbin", 0, NULL, NULL));
+    printf("op=link who=%s step=add_missing rc=%d\n", who, add_file(state, 1, "/nonexistent/x.ptx", 0, NULL, NULL));
+    void *image = NULL;
+    size_t size = 0;
+    rc = complete(state, &image, &size);
+    for (char *c = info; *c; c++) if (*c == ' ') *c = '_';
+    printf("op=link who=%s step=complete rc=%d size=%zu info_log=%s\n", who, rc, size, info);
+    void *m = NULL, *fa = NULL, *fb = NULL;
+    char mi[128];
+    rc = rc ? rc : load(&m, image);
+    meminfo_suffix(mi, sizeof mi);
+    printf("op=link who=%s step=load rc=%d %s\n", who, rc, mi);
+    printf("op=link who=%s step=kernel_a rc=%d\n", who, m ? get(&fa, m, "link_a_100us") : -1);
+    printf("op=link who=%s step=kernel_b rc=%d\n", who, m ? get(&fb, m, "link_b") : -1);
+    rc = fa ? launch(fa, 1, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL) : -1;
+    if (!rc) rc = sync();
+    printf("op=link who=%s step=launch rc=%d\n", who, rc);
+    printf("op=link who=%s step=destroy rc=%d\n", who, destroy(state));
+    printf("op=link who=%s step=destroy_again rc=%d\n", who, destroy(state));
+    if (m) modules[nmodules++] = m;
 }
 
 static void op_library(const char *arg) {
@@ -919,6 +979,8 @@ int main(int argc, char **argv) {
             op_graph_trim();
         } else if (IS("alloc32") && arg) {
             op_alloc32(arg);
+        } else if (IS("link")) {
+            op_link();
         } else if (IS("launch") && arg) {
             op_launch(arg);
         } else if (IS("module") && arg) {

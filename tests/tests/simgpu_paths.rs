@@ -140,3 +140,39 @@ fn rust_launch_program_through_dlopen_and_gpa() {
         }
     }
 }
+
+/// The driver's JIT linker (what numba-cuda and cuda.core use without nvJitLink): two PTX
+/// inputs link into one image that loads with both kernels and both globals; a bad input is
+/// refused with the reason in the error log; kinds simgpu cannot hold are refused as not
+/// supported; the state's handle dies with `cuLinkDestroy`. Under the shim, the linked
+/// module's globals are charged to the quota like any module's.
+#[test]
+fn the_jit_linker_links_ptx_into_an_image_that_loads() {
+    let probe = vgpu_tests::build_c_helper("probe", false);
+    for shimmed in [false, true] {
+        let sim = Sim::new().with("SIMGPU_MEMORY", "4g").with("SIMGPU_CONTEXT_MEMORY", "0");
+        let mut cmd = if shimmed { sim.shimmed(&probe) } else { sim.command(&probe) };
+        if shimmed {
+            cmd.env("CUDA_DEVICE_MEMORY_LIMIT", "1g");
+        }
+        let stdout = run_ok(cmd.args(["init", "ctx", "info", "link"]));
+        let recs = records(&stdout, "op");
+        let step = |s: &str| {
+            recs.iter().find(|r| r.get("step").map(String::as_str) == Some(s)).unwrap_or_else(|| panic!("no step {s}:\n{stdout}"))
+        };
+        let rc = |s: &str| step(s)["rc"].clone();
+        for ok in ["create", "add_a", "add_b", "complete", "load", "kernel_a", "kernel_b", "launch", "destroy"] {
+            assert_eq!(rc(ok), "0", "{ok} (shimmed {shimmed}):\n{stdout}");
+        }
+        assert_eq!(rc("add_bad"), "218", "CUDA_ERROR_INVALID_PTX:\n{stdout}");
+        assert!(step("add_bad")["error_log"].contains("bad.ptx"), "the error log names the input:\n{stdout}");
+        assert!(num(step("add_bad"), "error_size") > 1.0, "the log's size is written back:\n{stdout}");
+        assert_eq!(rc("add_fatbin"), "801", "CUDA_ERROR_NOT_SUPPORTED:\n{stdout}");
+        assert_eq!(rc("add_missing"), "301", "CUDA_ERROR_FILE_NOT_FOUND:\n{stdout}");
+        assert!(step("complete")["info_log"].contains("linked_2_input"), "{stdout}");
+        assert_eq!(rc("destroy_again"), "400", "CUDA_ERROR_INVALID_HANDLE:\n{stdout}");
+        // Both inputs' globals (1 MiB each) are taken when the image loads.
+        let before = num(recs.iter().find(|r| r["op"] == "info").expect("info"), "free");
+        assert_eq!(before - num(step("load"), "free"), 2.0 * MIB, "shimmed {shimmed}:\n{stdout}");
+    }
+}

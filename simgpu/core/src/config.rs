@@ -11,6 +11,7 @@
 //! | `SIMGPU_QUEUE_DEPTH` | launches a stream may have pending before a launch blocks | 1024 |
 //! | `SIMGPU_TIMESLICE` | time-slice the device between processes' contexts with this quantum (`2ms`, `500us`); `off`: one FIFO timeline | `2ms` |
 //! | `SIMGPU_CONTEXT_SWITCH` | time lost per switch between contexts when time-slicing | `25us` |
+//! | `SIMGPU_KERNEL_COSTS` | cost per wave of kernels whose names contain a text: `text=duration`, comma-separated (`add_one=200us,saxpy=1ms`); the first match wins, before the name's `_<N>us` suffix (for third-party kernels, whose names a compiler mangles) | none |
 //! | `SIMGPU_NVML_PERIOD` | NVML's utilisation sample period, `1/6s` to `1s` (`167ms`, `500ms`, `1s`, `250000us`), or `ideal` | `1/6s` |
 //!
 //! NVIDIA documents the utilisation sample period as "between 1 second and 1/6 second depending
@@ -51,6 +52,26 @@ pub struct SimConfig {
     /// Time-slicing between processes' contexts (`SIMGPU_TIMESLICE`, 2 ms by default); `None`
     /// (`off`): one FIFO timeline for every process.
     pub timeslice: Option<crate::timeslice::Params>,
+    /// Cost per wave of kernels whose names contain a text (`SIMGPU_KERNEL_COSTS`), in order.
+    pub kernel_costs: Vec<(String, u64)>,
+}
+
+/// Parses `SIMGPU_KERNEL_COSTS`: `text=duration` pairs, comma-separated.
+pub fn parse_kernel_costs(v: &str) -> Result<Vec<(String, u64)>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (text, d) = p
+                .split_once('=')
+                .ok_or_else(|| format!("SIMGPU_KERNEL_COSTS={v:?}: {p:?} is not text=duration (such as add_one=200us)"))?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(format!("SIMGPU_KERNEL_COSTS={v:?}: {p:?} names no kernel text"));
+            }
+            Ok((text.to_string(), parse_duration("SIMGPU_KERNEL_COSTS", d, 1, 10_000_000_000)?))
+        })
+        .collect()
 }
 
 /// Parses a duration of `name`: a number with a unit `s`, `ms`, `us` or `ns`, from `lo` to `hi`
@@ -151,6 +172,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
             },
         }),
     };
+    let kernel_costs = get("SIMGPU_KERNEL_COSTS").map_or(Ok(Vec::new()), |v| parse_kernel_costs(&v))?;
     let state_path = match get("SIMGPU_STATE") {
         Some(p) if p.trim().is_empty() => {
             return Err("SIMGPU_STATE is empty: expected a file path".into());
@@ -158,7 +180,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<SimConfig, St
         Some(p) => PathBuf::from(p),
         None => default_state_dir(&get).join(format!("machine-{devices}x{memory}-{sms}sm")),
     };
-    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns, timeslice })
+    Ok(SimConfig { devices, memory, sms, state_path, context_memory, memory_pools, queue_depth, nvml_period_ns, timeslice, kernel_costs })
 }
 
 #[allow(unsafe_code)]
@@ -178,6 +200,19 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<SimConfig, String> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn kernel_costs_are_read_in_order_or_refused_in_one_line() {
+        assert_eq!(cfg(&[]).unwrap().kernel_costs, Vec::new());
+        assert_eq!(
+            cfg(&[("SIMGPU_KERNEL_COSTS", "add_one=200us, saxpy = 1ms,")]).unwrap().kernel_costs,
+            vec![("add_one".to_string(), 200_000), ("saxpy".to_string(), 1_000_000)]
+        );
+        for v in ["add_one", "=5us", "add_one=5", "add_one=0us", "a=5us,b"] {
+            let e = cfg(&[("SIMGPU_KERNEL_COSTS", v)]).unwrap_err();
+            assert!(e.starts_with("SIMGPU_KERNEL_COSTS=") && !e.contains('\n'), "{v}: {e}");
+        }
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub fn wave_cost_ns(name: &str) -> u64 {
     }
 }
 
+/// Cost per wave of kernel `name`: the first entry of `table` (`SIMGPU_KERNEL_COSTS`) whose
+/// text the name contains, else [`wave_cost_ns`].
+pub fn wave_cost_with(name: &str, table: &[(String, u64)]) -> u64 {
+    table.iter().find(|(text, _)| name.contains(text.as_str())).map_or_else(|| wave_cost_ns(name), |(_, ns)| *ns)
+}
+
 /// Simulated duration of a launch of `blocks` blocks on `sms` SMs at `wave_ns` per wave.
 pub fn kernel_ns(wave_ns: u64, blocks: u64, sms: u32) -> u64 {
     let sms = u64::from(sms.max(1));
@@ -40,6 +46,16 @@ pub fn kernel_ns(wave_ns: u64, blocks: u64, sms: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cost_table_names_mangled_kernels() {
+        let table = vec![("add_one".to_string(), 200_000), ("add".to_string(), 7)];
+        // numba's mangling of `add_one` keeps the name inside.
+        assert_eq!(wave_cost_with("_ZN8__main__7add_oneB2v1B94cw51cXTLSUwv1sDUxKAxE5ArrayIfLi1E1C7mutable7alignedE", &table), 200_000);
+        assert_eq!(wave_cost_with("vector_add", &table), 7, "the first match wins");
+        assert_eq!(wave_cost_with("spin_100us", &table), 100_000, "else the name's suffix");
+        assert_eq!(wave_cost_with("spin_100us", &[]), 100_000);
+    }
 
     #[test]
     fn names_carry_their_cost() {

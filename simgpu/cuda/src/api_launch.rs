@@ -59,7 +59,8 @@ fn duration(f: CUfunction, stream: CUstream, shape: &Shape) -> Result<u64, R> {
     let d = driver()?;
     let mut inner = d.lock();
     state::current(&inner)?;
-    let func = inner.functions.get(&id(f)).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+    let f = crate::api_library::launched_function(d, &mut inner, id(f))?;
+    let func = inner.functions.get(&f).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
     let s = inner.stream(stream)?;
     if func.ctx != inner.stream_ctx(s) {
         return Err(R::CUDA_ERROR_INVALID_HANDLE);

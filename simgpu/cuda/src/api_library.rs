@@ -8,9 +8,11 @@
 //! asked for there (it does not read `CUDA_MODULE_LOADING`). Each context's copy is a module of
 //! that context, charged its globals like any module (see `api_module`).
 #![allow(unsafe_code)] // exported driver entry points (no_mangle) over the caller's pointers
-use std::ffi::{CStr, c_char, c_uint, c_void};
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
-use cuda_sys::driver::{CUfunction, CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUresult};
+use cuda_sys::driver::{
+    CUdevice, CUfunction, CUfunction_attribute, CUjit_option, CUkernel, CUlibrary, CUlibraryOption, CUmodule, CUresult,
+};
 
 use crate::api_module::{function, image_bytes, load_into, parse, unload};
 use crate::state::{self, Driver, Inner, Library, driver, handle, id};
@@ -46,6 +48,18 @@ fn load(d: &Driver, library: *mut CUlibrary, img: Vec<u8>, options: *mut CUlibra
 }
 
 /// The module of `library` in the current context, loaded there now if it is not yet.
+/// The function a launch names: a `CUfunction`, or a `CUkernel`, which the CUDA 12 driver
+/// API accepts in its place (`cuLaunchKernel`: "f - Function CUfunction or Kernel CUkernel to
+/// launch"), meaning its function in the current context.
+pub(crate) fn launched_function(d: &Driver, inner: &mut Inner, f: u64) -> Result<u64, R> {
+    if inner.functions.contains_key(&f) {
+        return Ok(f);
+    }
+    let (library, name) = inner.kernels.get(&f).cloned().ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
+    let m = module_here(d, inner, library)?;
+    function(d, inner, m, &name)
+}
+
 fn module_here(d: &Driver, inner: &mut Inner, library: u64) -> Result<u64, R> {
     let ctx = state::current(inner)?;
     let lib = inner.libraries.get(&library).ok_or(R::CUDA_ERROR_INVALID_HANDLE)?;
@@ -134,6 +148,19 @@ exports! {
         }
         let m = module_here(d, &mut d.lock(), id(library))?;
         out(module, handle(m))
+    }
+
+    /// The kernel's attribute on device `dev` (every kernel answers alike: see
+    /// `cuFuncGetAttribute`).
+    fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, kernel: CUkernel, dev: CUdevice) {
+        let d = driver()?;
+        if !d.lock().kernels.contains_key(&id(kernel)) {
+            return Err(R::CUDA_ERROR_INVALID_HANDLE);
+        }
+        if usize::try_from(dev).ok().filter(|i| *i < d.visible.len()).is_none() {
+            return Err(R::CUDA_ERROR_INVALID_DEVICE);
+        }
+        out(pi, crate::api_module::attribute(attrib)?)
     }
 
     fn cuKernelGetFunction(func: *mut CUfunction, kernel: CUkernel) {

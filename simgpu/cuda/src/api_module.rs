@@ -298,7 +298,7 @@ pub(crate) fn function(d: &Driver, inner: &mut Inner, module: u64, name: &str) -
     }
     let local_bytes = m.locals.get(name).copied().unwrap_or(0);
     let h = d.new_id();
-    let wave_ns = simgpu::cost::wave_cost_ns(name);
+    let wave_ns = simgpu::cost::wave_cost_with(name, &d.cfg.kernel_costs);
     inner.functions.insert(h, Func { module, ctx, name: name.to_owned(), wave_ns, local_bytes });
     Ok(h)
 }
@@ -360,16 +360,21 @@ exports! {
         if !d.lock().functions.contains_key(&id(hfunc)) {
             return Err(R::CUDA_ERROR_INVALID_HANDLE);
         }
-        let v = match attrib {
-            FA::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK => 1024,
-            FA::CU_FUNC_ATTRIBUTE_NUM_REGS => 32,
-            FA::CU_FUNC_ATTRIBUTE_PTX_VERSION | FA::CU_FUNC_ATTRIBUTE_BINARY_VERSION => 90,
-            FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES => 49152,
-            FA::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES | FA::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES | FA::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES => 0,
-            _ => return Err(R::CUDA_ERROR_INVALID_VALUE),
-        };
-        out(pi, v)
+        out(pi, attribute(attrib)?)
     }
+}
+
+/// A kernel's attribute, the same for every kernel (simgpu does not compile them): what
+/// `cuFuncGetAttribute` and `cuKernelGetAttribute` answer.
+pub(crate) fn attribute(attrib: FA) -> Result<c_int, R> {
+    Ok(match attrib {
+        FA::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK => 1024,
+        FA::CU_FUNC_ATTRIBUTE_NUM_REGS => 32,
+        FA::CU_FUNC_ATTRIBUTE_PTX_VERSION | FA::CU_FUNC_ATTRIBUTE_BINARY_VERSION => 90,
+        FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES => 49152,
+        FA::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES | FA::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES | FA::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES => 0,
+        _ => return Err(R::CUDA_ERROR_INVALID_VALUE),
+    })
 }
 
 #[cfg(test)]

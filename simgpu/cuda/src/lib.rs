@@ -24,6 +24,7 @@ mod api_green;
 mod api_launch;
 mod api_legacy;
 mod api_library;
+mod api_link;
 mod api_memory;
 mod api_module;
 mod api_stream;
