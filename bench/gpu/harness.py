@@ -44,6 +44,7 @@ SHIM_VARS = (
     "VGPU_REAL_LIBCUDA",
     "VGPU_REAL_LIBNVML",
     "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ALLOC_CONF",  # the newer name (PyTorch 2.9+); either would change the variants below
 )
 SM_TARGETS = (10, 30, 50, 70, 90)
 QUOTA_MIB = 4096  # the quota of the quota sections
@@ -297,6 +298,11 @@ class Harness:
             data = s.data
         data["seconds"] = round(time.monotonic() - start, 2)
         self.report["sections"][key] = data
+        # On disk after every section: a call cut short still brings back what was measured.
+        try:
+            self.write()
+        except Exception as e:  # noqa: BLE001 - the run goes on; the final write reports it
+            print(f"harness: writing the report after {key}: {e}", file=sys.stderr)
         note = data.get("reason", "")
         print(f"harness: {key}: {data['status']} ({data['seconds']} s){' - ' + note if note else ''}", file=sys.stderr, flush=True)
 
@@ -336,8 +342,10 @@ class Harness:
         'with the shim' figure would silently be a figure without it."""
         prog, paths = self.alloc_program()
         if not prog:
+            # Without proof the shim loads, no "with the shim" figure means anything: every
+            # section that needs the shim is skipped, loudly, instead of running unproven.
             self.report["shim"]["preflight"] = "not run: no examples/c programs"
-            return None
+            return "shim not proven to load: the examples/c programs did not build (see the build section)"
         r = self.run([prog] + paths[0][1] + ["--family", "cuMemAlloc_v2", "--size", "1m", "--no-copy"],
                      self.env(shim=True, quota_mib=QUOTA_MIB), 60)
         first = kv(r.out.splitlines()[0]) if r.out else {}
@@ -556,6 +564,10 @@ class Harness:
             s.check(f"{name}: chunks stop at the quota with OutOfMemoryError", chunks.get("stopped_by") == "OutOfMemoryError" and inum(chunks, "held", QUOTA + 1) <= QUOTA,
                     held=chunks.get("held"), reserved=chunks.get("reserved"), stopped_by=chunks.get("stopped_by"))
             s.check(f"{name}: after freeing, half the quota allocates again", rec.get("ok") == "1", error=rec.get("error"), free=rec.get("free"))
+            if name == "cudaMallocAsync":
+                # Else the variant silently measured the default allocator.
+                backend = st.get("init", {}).get("backend")
+                s.check(f"{name}: PyTorch used the cudaMallocAsync backend", backend == "cudaMallocAsync", backend=backend)
 
     # ---- cudart samples: vector add, matmul ----
 
@@ -736,7 +748,7 @@ class Harness:
                     s.check(f"{label}: script ran to the end", False, rc=r.rc, stdout=tail(r.out, 600), stderr=tail(r.err, 600))
                     continue
                 runs[label].append({p: num(ph[p], "step_ms") for p in ("train", "infer")})
-        s.data["runs"] = runs
+        s.data["step_ms"] = runs  # not "runs": section() sets that to the commands run
         s.data["quota"] = "65536m, no SM limit"
         for phase in ("train", "infer"):
             a = [x[phase] for x in runs["no_shim"] if x.get(phase)]
@@ -811,6 +823,15 @@ class Harness:
         self.report["runtime_s"] = round(time.time() - self.started_wall, 2)
         statuses = [v.get("status") for v in self.report["sections"].values()]
         self.report["ok"] = not any(x in ("fail", "error", "timeout") for x in statuses) and not self.shim_problem
+        # A skip is not a pass: the verdict names every skipped section and why.
+        skipped = {k: v.get("reason", "") for k, v in self.report["sections"].items() if v.get("status") == "skipped"}
+        self.report["skipped"] = skipped
+        if not self.report["ok"]:
+            self.report["verdict"] = "FAIL"
+        elif skipped:
+            self.report["verdict"] = f"PASS with {len(skipped)} section(s) skipped: " + "; ".join(f"{k} ({r})" for k, r in skipped.items())
+        else:
+            self.report["verdict"] = "PASS, nothing skipped"
         if self.shim_problem:
             self.report["shim"]["problem"] = self.shim_problem
         os.makedirs(self.out, exist_ok=True)
@@ -881,6 +902,8 @@ def markdown(rep):
                + (f", nvcc {m['nvcc']}" if m.get("nvcc") else "") + f"; {m.get('cpus')} CPUs, {m.get('hostname')}\n")
     shim = rep.get("shim", {})
     out.append(f"- shim: `{shim.get('path')}` ({shim.get('source')}" + (f", sha256 {shim['sha256'][:16]}…" if shim.get("sha256") else "") + ")\n")
+    if rep.get("verdict"):
+        out.append(f"- verdict: {rep['verdict']}\n")
     if rep.get("ok"):
         out.append("- overall: OK (no section failed, errored or timed out)\n")
     elif shim.get("problem"):

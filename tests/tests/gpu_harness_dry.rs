@@ -111,6 +111,15 @@ fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones()
         assert!(reason.starts_with(why), "{key}: reason {reason:?} should start with {why:?}");
     }
     assert!(md.contains("skipped: no nvcc"), "report.md lacks the skipped nvcc entry:\n{md}");
+    // A skip is not a pass: the verdict names every skipped section (issue 17).
+    let verdict = report["verdict"].as_str().unwrap_or_else(|| panic!("no verdict in the report\n{ctx}"));
+    if report["ok"] == true {
+        assert!(verdict.starts_with("PASS with"), "{verdict}");
+        for key in ["cuda_samples", "quota_torch", "overhead_torch", "quota_nvidia_smi"] {
+            assert!(verdict.contains(key) && report["skipped"][key].is_string(), "{key} missing from the verdict: {verdict}");
+        }
+    }
+    assert!(md.contains(&format!("- verdict: {verdict}")), "report.md gives the verdict:\n{md}");
     assert!(md.contains("| open | 10 |"), "report.md lacks the SM table:\n{md}");
 
     // Targets are listed, each with what was measured (or nothing, when its section was skipped).
