@@ -203,7 +203,7 @@ class Harness:
         self.physical = None  # the device's memory as seen without the shim (bytes)
         self.shim_problem = None
         env_s = os.environ.get("VGPU_BENCH_SM_SECONDS")
-        self.sm_seconds = float(env_s) if env_s else (0.5 if self.dry else 3.0)
+        self.sm_seconds = float(env_s) if env_s else (0.5 if self.dry else 2.5)
         env_c = os.environ.get("VGPU_BENCH_CALIBRATION_SECONDS")
         self.calib_seconds = float(env_c) if env_c else (0.5 if self.dry else 2.0)
         self.report = {
@@ -220,7 +220,14 @@ class Harness:
 
     # -- processes --
 
+    def left(self, want):
+        """`want` seconds, or what the run's deadline leaves (at least 1 s: a wait that must end
+        something, such as a holder's release, still gets a moment)."""
+        return max(1.0, min(want, self.deadline - time.monotonic()))
+
     def run(self, argv, env, timeout, stdin=None):
+        # No wait outlives the run's deadline (the preflight, the PyTorch probe, nvidia-smi).
+        timeout = self.left(timeout)
         start = time.monotonic()
         try:
             p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -457,7 +464,7 @@ class Harness:
         h = Holder([prog, "--family", "cuMemAlloc_v2", "--size", "1g", "--hold", "1", "--no-copy", "--wait-stdin"]
                    + ([] if prog.endswith("alloc_families") else ["--path", "gpa"]),
                    self.env(shim=True, quota_mib=QUOTA_MIB, region=region))
-        line = h.wait_for("op=hold", 30)
+        line = h.wait_for("op=hold", self.left(30))
         return h, (kv(line) if line else None)
 
     def quota_nvml(self, s):
@@ -487,7 +494,7 @@ class Harness:
             s.data["physical_view"] = {"total": total}
             s.check("without the shim NVML shows the physical card", total is not None and total > QUOTA, total=total)
         finally:
-            rc, _, err = h.release()
+            rc, _, err = h.release(self.left(20))
             s.check("holder exited cleanly", rc == 0, rc=rc, stderr=tail(err, 400))
 
     def quota_nvidia_smi(self, s):
@@ -517,7 +524,7 @@ class Harness:
             total = int(vals[0]) if vals and vals[0].isdigit() else None
             s.check("without the shim nvidia-smi shows the physical card", total is not None and total > QUOTA_MIB, total_mib=total)
         finally:
-            rc, _, err = h.release()
+            rc, _, err = h.release(self.left(20))
             s.check("holder exited cleanly", rc == 0, rc=rc, stderr=tail(err, 400))
 
     # ---- quota: PyTorch ----
@@ -857,19 +864,19 @@ class Harness:
         no_nvcc = "no nvcc" + (" (dry mode)" if self.dry else "") if not cu_ok else None
         dry = self.dry
         self.section("quota_driver_api", "Quota through the driver API (examples/c alloc_families, every family and path)",
-                     40 if dry else 60, self.quota_driver, skip=no_shim)
+                     40, self.quota_driver, skip=no_shim)
         nvml_skip = no_shim or (None if self.nvml_client and os.access(self.nvml_client, os.X_OK) else "no nvml_client (cargo build -p vgpu-cudarc-client)")
-        self.section("quota_nvml", "Quota in NVML's view (nvml_client, nvml-wrapper) while a process holds 1 GiB", 20, self.quota_nvml, skip=nvml_skip)
+        self.section("quota_nvml", "Quota in NVML's view (nvml_client, nvml-wrapper) while a process holds 1 GiB", 15, self.quota_nvml, skip=nvml_skip)
         smi_skip = "no nvidia-smi (dry mode)" if dry else ("no nvidia-smi" if not shutil.which("nvidia-smi") else no_shim)
-        self.section("quota_nvidia_smi", "Quota in nvidia-smi's memory line while a process holds 1 GiB", 30, self.quota_nvidia_smi, skip=smi_skip)
+        self.section("quota_nvidia_smi", "Quota in nvidia-smi's memory line while a process holds 1 GiB", 20, self.quota_nvidia_smi, skip=smi_skip)
         torch_skip = self.torch_skip() or no_shim
-        self.section("quota_torch", "Quota in PyTorch: mem_get_info, OutOfMemoryError, expandable_segments, cudaMallocAsync", 100,
+        self.section("quota_torch", "Quota in PyTorch: mem_get_info, OutOfMemoryError, expandable_segments, cudaMallocAsync", 70,
                      self.quota_torch, skip=torch_skip)
         sm_skip = (None if dry else no_nvcc) or no_shim
         self.section("sm_accuracy", "SM share accuracy at 10/30/50/70/90 % (open loop, big kernel + sync, graph replay)",
-                     40 if dry else 170, self.sm_accuracy, skip=sm_skip)
-        self.section("cuda_samples", "cudart programs under the shim (vector add, matmul loop)", 50, self.cuda_samples, skip=no_nvcc or no_shim)
-        self.section("overhead_torch", "End-to-end overhead at 100 % limits (PyTorch training step and inference loops)", 90,
+                     40 if dry else 85, self.sm_accuracy, skip=sm_skip)
+        self.section("cuda_samples", "cudart programs under the shim (vector add, matmul loop)", 30, self.cuda_samples, skip=no_nvcc or no_shim)
+        self.section("overhead_torch", "End-to-end overhead at 100 % limits (PyTorch training step and inference loops)", 40,
                      self.overhead_torch, skip=torch_skip)
         self.targets()
         return self.write()
@@ -973,7 +980,7 @@ def main():
     ap.add_argument("--nvml-client", default="")
     ap.add_argument("--steps", default="")
     ap.add_argument("--started", type=float, default=time.time())
-    ap.add_argument("--budget", type=float, default=450.0)
+    ap.add_argument("--budget", type=float, default=300.0)
     ap.add_argument("--command", default="bench/gpu/run.sh")
     a = ap.parse_args()
     h = Harness(a)

@@ -21,7 +21,7 @@
 # --artifacts    cargo's output directory to take libvgpu.so, simgpu and nvml_client from
 #                (default target/debug with --dry, target/release otherwise)
 # --no-build     do not run cargo: use what --artifacts / --shim hold
-# --budget S     the whole run's time budget in seconds (default 460 on a GPU, 55 with --dry);
+# --budget S     the whole run's time budget in seconds (default 300 on a GPU, 55 with --dry);
 #                sections left when it is spent are reported as skipped
 # --strict       exit 1 when a section failed, errored or timed out (default: 0 once the
 #                report is written; the report says what failed)
@@ -186,7 +186,7 @@ fi
 
 # ---- 4. the sections ---------------------------------------------------------------------
 if [[ -z "$budget" ]]; then
-    budget=460
+    budget=300
     ((dry)) && budget=55
 fi
 set +e
