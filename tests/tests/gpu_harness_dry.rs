@@ -133,3 +133,44 @@ fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones()
 fn remove(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The prepared device check (`bench/gpu/device-check.sh`, issue 17) in its dry mode: at most
+/// 8 files in `$OUT`, each named as the device tool brings files back, the sandbox checks all
+/// passing here, the harness's report copied out, a log archive of text only (well under the
+/// 16 MiB a file may be), and a one-line verdict that names what was skipped.
+#[test]
+fn the_device_check_runs_dry_and_leaves_at_most_eight_files() {
+    shim_path();
+    let out = std::env::temp_dir().join(format!("vgpu-device-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("bench/gpu/device-check.sh"))
+        .arg("--dry")
+        .arg("--artifacts")
+        .arg(artifacts_dir())
+        .env("OUT", &out)
+        .env_remove("LD_PRELOAD")
+        .env_remove("VGPU_BENCH_SM_SECONDS")
+        .env_remove("VGPU_BENCH_CALIBRATION_SECONDS");
+    let res = run(&mut cmd, Duration::from_secs(200));
+    let (stdout, stderr) = (text(&res.stdout), text(&res.stderr));
+    assert!(res.status.success(), "device-check.sh --dry: {}\n{stdout}\n{stderr}", res.status);
+    let files: Vec<String> =
+        std::fs::read_dir(&out).expect("OUT").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(files.len() <= 8, "{files:?}");
+    for want in ["environment.txt", "sandbox.json", "report.json", "report.md", "logs.tar.gz", "verdict.txt"] {
+        assert!(files.iter().any(|f| f == want), "no {want} in {files:?}\n{stdout}\n{stderr}");
+    }
+    for f in &files {
+        assert!(f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "{f}");
+        let len = std::fs::metadata(out.join(f)).expect("stat").len();
+        assert!(len < 4 << 20, "{f} is {len} bytes");
+    }
+    let sandbox: Value = serde_json::from_str(&std::fs::read_to_string(out.join("sandbox.json")).expect("sandbox.json")).expect("json");
+    for check in ["ofd_lock", "link", "memfd", "shared_mmap", "futex"] {
+        assert_eq!(sandbox[check]["ok"], true, "{check}: {}", sandbox[check]);
+    }
+    let verdict = std::fs::read_to_string(out.join("verdict.txt")).expect("verdict.txt");
+    assert!(verdict.starts_with("PASS with") && verdict.contains("skipped") && verdict.contains("sandbox ok"), "{verdict}");
+    let _ = std::fs::remove_dir_all(&out);
+}
