@@ -21,6 +21,10 @@
 //! driver's behaviour: NVML then answers exactly for any window, at the instant of the call
 //! (for experiments only).
 //!
+//! Where each default comes from, and how a device check is to measure it on a real GPU, is
+//! `simgpu/CALIBRATION.md` (until a GPU has been lent: documentation or an assumption, each
+//! row says which).
+//!
 //! The default state path names the machine's shape, so differently shaped machines never share
 //! a file by accident.
 use std::path::PathBuf;
