@@ -60,6 +60,20 @@ struct Header {
     _reserved: [u32; 11],
 }
 
+/// A section's hint word: the latest busy-until a high-priority process wrote, 0 once readers
+/// found nothing counting.
+#[derive(Clone, Copy)]
+pub struct Hint<'a>(&'a AtomicU64);
+
+impl Hint<'_> {
+    /// Whether nothing of high priority was active since readers last cleared the hint: one
+    /// load.
+    #[inline(always)]
+    pub fn quiet(self) -> bool {
+        self.0.load(Acquire) == 0
+    }
+}
+
 #[repr(C)]
 struct Entry {
     owner: AtomicU64,
@@ -297,16 +311,16 @@ impl Board {
         }
     }
 
-    /// Section `sec`'s hint word, for a caller that checks [`Board::quiet`] itself (the launch
-    /// fast path keeps the reference instead of finding the section on every launch).
-    pub fn hint(&self, sec: usize) -> Option<&AtomicU64> {
-        self.layout.sections.get(sec).map(|s| &s.hint)
+    /// Section `sec`'s hint, for a caller that keeps it instead of finding the section on every
+    /// launch (the launch fast path).
+    pub fn hint(&self, sec: usize) -> Option<Hint<'_>> {
+        self.layout.sections.get(sec).map(|s| Hint(&s.hint))
     }
 
     /// Whether section `sec` has had no high-priority work since readers last cleared it: one
     /// load, no clock (the launch path's fast check).
     pub fn quiet(&self, sec: usize) -> bool {
-        self.layout.sections.get(sec).is_none_or(|s| s.hint.load(Acquire) == 0)
+        self.hint(sec).is_none_or(Hint::quiet)
     }
 
     /// The latest instant a counting entry of section `sec` is busy until at `now`, if any.

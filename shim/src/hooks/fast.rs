@@ -19,9 +19,10 @@
 //! whose parent had kept a bucket (in the parent's region) stays on the whole path.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
 
 use vgpu_limiter::config::{MAX_DEVICES, Priority};
+use vgpu_limiter::priority::board::Hint;
 use vgpu_limiter::sm::{Bucket, CostModel};
 
 use super::{Driver, Enforce};
@@ -50,8 +51,8 @@ pub struct SmFast {
 /// The hint words a launch must find quiet: the first device's, and the others' when the
 /// process sees several (published together, so no launch sees half of them).
 struct Hints {
-    first: Option<&'static AtomicU64>,
-    rest: &'static [&'static AtomicU64],
+    first: Option<Hint<'static>>,
+    rest: &'static [Hint<'static>],
 }
 
 /// The fast path's state: whether it is armed, and the hint words (the first line), then the
@@ -88,13 +89,13 @@ pub(super) fn quiet_known() -> bool {
 
 #[inline(always)]
 fn hints_quiet() -> bool {
-    FAST.hints.get().is_some_and(|h| h.first.is_none_or(|w| w.load(Acquire) == 0) && (h.rest.is_empty() || all_quiet(h.rest)))
+    FAST.hints.get().is_some_and(|h| h.first.is_none_or(Hint::quiet) && (h.rest.is_empty() || all_quiet(h.rest)))
 }
 
 /// Whether every one of several devices' hints is quiet.
 #[cold]
-fn all_quiet(words: &[&AtomicU64]) -> bool {
-    words.iter().all(|w| w.load(Acquire) == 0)
+fn all_quiet(hints: &[Hint<'_>]) -> bool {
+    hints.iter().all(|h| h.quiet())
 }
 
 /// After a launch that went the whole way: keeps this process's hint words, and arms the fast

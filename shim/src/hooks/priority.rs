@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*
 
 use cuda_sys::driver::{CUresult, CUstream};
 use vgpu_limiter::config::{Config, MAX_DEVICES, Priority};
-use vgpu_limiter::priority::board::{Board, device_key, guard_fired};
+use vgpu_limiter::priority::board::{Board, Hint, device_key, guard_fired};
 use vgpu_limiter::priority::{Gate, MAX_WAIT_NS, Streams, Synced, gate, idle_after, now_ns};
 
 use super::{Driver, Enforce};
@@ -98,7 +98,7 @@ impl PriorityState {
 
     /// `device`'s hint word on the board, for the launch fast path (`None`: priority has no
     /// effect on that device).
-    pub(super) fn hint_word<D: Driver>(&'static self, driver: &D, device: usize) -> Option<&'static AtomicU64> {
+    pub(super) fn hint_word<D: Driver>(&'static self, driver: &D, device: usize) -> Option<Hint<'static>> {
         let (board, sec) = self.section(driver, device)?;
         board.hint(sec)
     }
