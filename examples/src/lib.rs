@@ -18,6 +18,20 @@ pub mod driver;
 /// `cuModuleLoadData`.
 pub const SPIN_PTX: &str = concat!(include_str!("../ptx/spin.ptx"), "\0");
 
+/// The allocation families `examples/c/alloc_families.c` knows, in the order
+/// `alloc_families --family all` runs them (the tests and the compare bench go through them).
+pub const ALLOC_FAMILIES: [&str; 9] = [
+    "cuMemAlloc_v2",
+    "cuMemAllocPitch_v2",
+    "cuMemAllocManaged",
+    "cuMemAllocAsync",
+    "cuMemAllocFromPoolAsync",
+    "cuMemCreate",
+    "cuArrayCreate_v2",
+    "cuArray3DCreate_v2",
+    "cuMipmappedArrayCreate",
+];
+
 /// Kernels in [`SPIN_PTX`].
 pub const SPIN_KERNELS: &[&str] = &["spin_10us", "spin_50us", "spin_100us", "spin_200us", "spin_500us", "spin_1000us", "noop"];
 

@@ -258,18 +258,7 @@ fn compile_c(source: &Path, out: &Path, shared: bool) {
     built.push(out.to_path_buf());
 }
 
-/// The allocation families, in the order `alloc_families --family all` runs them.
-pub const ALLOC_FAMILIES: [&str; 9] = [
-    "cuMemAlloc_v2",
-    "cuMemAllocPitch_v2",
-    "cuMemAllocManaged",
-    "cuMemAllocAsync",
-    "cuMemAllocFromPoolAsync",
-    "cuMemCreate",
-    "cuArrayCreate_v2",
-    "cuArray3DCreate_v2",
-    "cuMipmappedArrayCreate",
-];
+pub use vgpu_examples::ALLOC_FAMILIES;
 
 /// Waits (bounded) until `alloc_families`, writing to `stdout`, has made `blocks` successful
 /// allocations; its stdout keeps being drained afterwards, so it never dies of SIGPIPE. False

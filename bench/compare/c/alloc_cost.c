@@ -15,17 +15,7 @@
 #include <time.h>
 
 #include "driver.h"
-
-static unsigned long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
-    return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 int main(int argc, char **argv) {
     unsigned long count = 5000, warmup = 500, size = 2ul << 20;

@@ -127,18 +127,7 @@ fn quota_race(env: &Env, config: &Config) -> u64 {
         .sum()
 }
 
-/// The allocation families `alloc_families` knows.
-const FAMILIES: [&str; 9] = [
-    "cuMemAlloc_v2",
-    "cuMemAllocPitch_v2",
-    "cuMemAllocManaged",
-    "cuMemAllocAsync",
-    "cuMemAllocFromPoolAsync",
-    "cuMemCreate",
-    "cuArrayCreate_v2",
-    "cuArray3DCreate_v2",
-    "cuMipmappedArrayCreate",
-];
+use vgpu_examples::ALLOC_FAMILIES as FAMILIES;
 
 /// The families that got more than a 1 GiB quota when asking for 1.5 GiB (`None`: the run
 /// failed).
@@ -362,32 +351,22 @@ fn main() {
     if !built.is_ok_and(|s| s.success()) {
         fail("examples/c/build.sh failed");
     }
+    // The cost programs reach the driver through examples/c/driver.c; probe needs nothing more.
     let ex = repo_root().join("examples/c");
-    for (name, src) in
-        [("launch_cost", repo_root().join("bench/sm/c/launch_cost.c")), ("alloc_cost", repo_root().join("bench/compare/c/alloc_cost.c"))]
-    {
-        let ok = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()))
-            .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-I"])
-            .arg(&ex)
-            .arg("-o")
-            .arg(bin.join(name))
-            .arg(&src)
-            .arg(ex.join("driver.c"))
-            .arg("-ldl")
-            .status();
-        if !ok.is_ok_and(|s| s.success()) {
+    for (name, src, driver) in [
+        ("launch_cost", "bench/sm/c/launch_cost.c", true),
+        ("alloc_cost", "bench/compare/c/alloc_cost.c", true),
+        ("probe", "tests/c/probe.c", false),
+    ] {
+        let src = repo_root().join(src);
+        let mut gcc = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()));
+        gcc.args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-I"]).arg(&ex).arg("-o").arg(bin.join(name)).arg(&src);
+        if driver {
+            gcc.arg(ex.join("driver.c"));
+        }
+        if !gcc.arg("-ldl").status().is_ok_and(|s| s.success()) {
             fail(format_args!("gcc {}", src.display()));
         }
-    }
-    let probe = repo_root().join("tests/c/probe.c");
-    let ok = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()))
-        .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-o"])
-        .arg(bin.join("probe"))
-        .arg(&probe)
-        .arg("-ldl")
-        .status();
-    if !ok.is_ok_and(|s| s.success()) {
-        fail(format_args!("gcc {}", probe.display()));
     }
     let scratch = out_dir.join("runs");
     let _ = std::fs::remove_dir_all(&scratch);

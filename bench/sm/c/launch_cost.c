@@ -33,18 +33,8 @@
 #include <time.h>
 
 #include "driver.h"
+#include "timing.h"
 #include "spin_ptx.h"
-
-static unsigned long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
-    return x < y ? -1 : x > y;
-}
 
 static CUresult check(const char *what, CUresult rc) {
     if (rc != CUDA_SUCCESS) printf("error step=%s rc=%d name=%s\n", what, rc, drv_err_name(rc));
