@@ -118,17 +118,19 @@ impl SmState {
         self.captures.load(Acquire) > 0
     }
 
-    /// Marks `stream` as capturing or not.
-    pub fn set_capturing(&self, stream: *mut cuda_sys::driver::CUstream_st, on: bool) {
+    /// Marks `stream` as capturing or not: whether that changed anything.
+    pub fn set_capturing(&self, stream: *mut cuda_sys::driver::CUstream_st, on: bool) -> bool {
         let key = stream as u64 + 1;
         let (from, to) = if on { (0, key) } else { (key, 0) };
-        if self.capturing.iter().any(|s| s.compare_exchange(from, to, AcqRel, Acquire).is_ok()) {
+        let changed = self.capturing.iter().any(|s| s.compare_exchange(from, to, AcqRel, Acquire).is_ok());
+        if changed {
             if on {
                 self.captures.fetch_add(1, AcqRel);
             } else {
                 self.captures.fetch_sub(1, AcqRel);
             }
         }
+        changed
     }
 
     /// First throttled launch on `device`: writes the limit into the container's bucket and

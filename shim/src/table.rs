@@ -13,7 +13,8 @@
 //! * an entry of [`HOOKS`], which the `dlsym` and `cuGetProcAddress` hooks consult.
 //!
 //! A line may name a `fast` path (the kernel launches: [`crate::hooks::fast`]), tried before the
-//! gate: it handles the call when the body would only forward it or charge the SM bucket.
+//! gate: first whether the launch is paid already (no SM limit, or paid from the process's
+//! prepaid GPU time), then, in a function of its own, the charge on the SM bucket.
 //!
 //! `uses` lines make only the typed real slot: functions the hooks call but do not replace.
 //!
@@ -63,42 +64,59 @@ macro_rules! pfn {
     };
 }
 
-/// An export's body. When its line names a fast path (`Some`: handled there; `None`: nothing
-/// done), the export tries it first, once the symbol's slot is resolved (loads, a clock read
-/// and a CAS, nothing that panics; what continues on the whole path's code has its own
-/// guard), and the whole path is a separate function, so the fast one sets up no frame for it.
+/// An export's body. When its line names a fast path (`paid`: whether the launch may be
+/// forwarded now; `fast`: `Some` when handled there, `None` when nothing was done), the export
+/// tries them first, once the symbol's slot is resolved (loads, a clock read and atomic
+/// operations, nothing that panics; what continues on the whole path's code has its own
+/// guard). What follows `paid` is a separate function, so a paid launch sets up no frame for
+/// it, and the whole path another.
 macro_rules! export_body {
     (; $lib:ident, $name:ident; $($arg:ident : $ty:ty),*; $ret:ty; $slow:block) => {
         $slow
     };
-    ($fast:path; $lib:ident, $name:ident; $($arg:ident : $ty:ty),*; $ret:ty; $slow:block) => {{
+    ($paid:path, $fast:path; $lib:ident, $name:ident; $($arg:ident : $ty:ty),*; $ret:ty; $slow:block) => {{
         let p = slots::$name.load(std::sync::atomic::Ordering::Relaxed);
-        if !p.is_null() {
+        let paid = || {
+            $paid($(
+                // SAFETY: each pointer is null or valid for this call, as the caller's contract
+                // with the driver requires (see `FromCaller`).
+                unsafe { FromCaller::from_caller($arg) }
+            ),*)
+        };
+        if !p.is_null() && (crate::hooks::fast::forward_at_once() || paid()) {
             // SAFETY: the slot holds the real library's symbol of this name, which has this C
             // signature.
             let real = unsafe { std::mem::transmute::<*mut c_void, pfn!($lib, $name)>(p) };
-            if crate::hooks::fast::forward_at_once() {
-                // SAFETY: the caller's arguments, passed on unchanged (a plain tail call).
-                return unsafe { real($($arg),*) };
-            }
             // SAFETY: the caller's arguments, passed on unchanged.
-            let call = move || unsafe { real($($arg),*) };
-            // SAFETY: each pointer is null or valid for this call, as the caller's contract
-            // with the driver requires (see `FromCaller`).
-            if let Some(rc) = $fast(call, $( unsafe { FromCaller::from_caller($arg) } ),*) {
-                return rc;
-            }
+            return unsafe { real($($arg),*) };
         }
+        /// The fast path past the credit, then the whole path (the same arguments).
         #[inline(never)]
-        unsafe extern "C" fn slow($($arg: $ty),*) -> $ret $slow
+        unsafe extern "C" fn charged($($arg: $ty),*) -> $ret {
+            let p = slots::$name.load(std::sync::atomic::Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: as above.
+                let real = unsafe { std::mem::transmute::<*mut c_void, pfn!($lib, $name)>(p) };
+                // SAFETY: the caller's arguments, passed on unchanged.
+                let call = move || unsafe { real($($arg),*) };
+                // SAFETY: as above.
+                if let Some(rc) = $fast(call, $( unsafe { FromCaller::from_caller($arg) } ),*) {
+                    return rc;
+                }
+            }
+            #[inline(never)]
+            unsafe extern "C" fn slow($($arg: $ty),*) -> $ret $slow
+            // SAFETY: the caller's arguments, passed on unchanged (the same contract).
+            unsafe { slow($($arg),*) }
+        }
         // SAFETY: the caller's arguments, passed on unchanged (the same contract).
-        unsafe { slow($($arg),*) }
+        unsafe { charged($($arg),*) }
     }};
 }
 
 macro_rules! hook_table {
     (
-        hooks { $( $lib:ident fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty => $body:path $(, missing $missing:expr)? $(, fast $fast:path)?; )* }
+        hooks { $( $lib:ident fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty => $body:path $(, missing $missing:expr)? $(, fast $paid:path, $fast:path)?; )* }
         uses { $( $ulib:ident fn $uname:ident; )* }
     ) => {
         /// Cached addresses of the real functions, one per hooked or used symbol.
@@ -145,7 +163,7 @@ macro_rules! hook_table {
             /// The driver's own contract for this function: pointers null or valid for the call.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-                export_body!($($fast)?; $lib, $name; $($arg: $ty),*; $ret; {
+                export_body!($($paid, $fast)?; $lib, $name; $($arg: $ty),*; $ret; {
                 guard(|| {
                     let Some(real) = real::$name() else {
                         #[allow(unused_variables)]
@@ -225,12 +243,12 @@ hook_table! {
         Cuda fn cuMipmappedArrayCreate(handle: *mut CUmipmappedArray, desc: *const CUDA_ARRAY3D_DESCRIPTOR, levels: c_uint) -> CUresult => memory::mipmapped_create;
         Cuda fn cuMipmappedArrayDestroy(handle: CUmipmappedArray) -> CUresult => memory::mipmapped_destroy;
 
-        Cuda fn cuLaunchKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<false>, fast launch::fast_kernel::<false>;
-        Cuda fn cuLaunchKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<true>, fast launch::fast_kernel::<true>;
-        Cuda fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<false>, fast launch::fast_kernel_ex::<false>;
-        Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<true>, fast launch::fast_kernel_ex::<true>;
-        Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<false>, fast launch::fast_cooperative::<false>;
-        Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<true>, fast launch::fast_cooperative::<true>;
+        Cuda fn cuLaunchKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<false>, fast launch::paid_kernel::<false>, launch::fast_kernel::<false>;
+        Cuda fn cuLaunchKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel::<true>, fast launch::paid_kernel::<true>, launch::fast_kernel::<true>;
+        Cuda fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<false>, fast launch::paid_kernel_ex::<false>, launch::fast_kernel_ex::<false>;
+        Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<true>, fast launch::paid_kernel_ex::<true>, launch::fast_kernel_ex::<true>;
+        Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<false>, fast launch::paid_cooperative::<false>, launch::fast_cooperative::<false>;
+        Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<true>, fast launch::paid_cooperative::<true>, launch::fast_cooperative::<true>;
         Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<false>;
         Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<true>;
         Cuda fn cuCtxSynchronize() -> CUresult => priority::ctx_synchronize;

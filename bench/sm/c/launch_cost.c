@@ -21,6 +21,10 @@
  * (the first call of a period is the slower one, so a median of per-period differences would
  * land between the two orders' modes).
  *
+ * --shapes N: period i launches grid 1 + (i mod N) instead of always 1, so consecutive launches
+ * are of different shapes (a library that keeps the last shape's cost sees a miss every time,
+ * as with a real workload's mix of kernels).
+ *
  * The same program runs on simgpu and on a real GPU (it loads examples/ptx/spin.ptx, embedded).
  * Built by sm-harness from this file and examples/c/driver.c; it reaches the driver through
  * `--path` (default dlopen), so no libcuda is needed at build time.
@@ -42,7 +46,7 @@ static CUresult check(const char *what, CUresult rc) {
 }
 
 int main(int argc, char **argv) {
-    unsigned long count = 20000, warmup = 2000, period_us = 40;
+    unsigned long count = 20000, warmup = 2000, period_us = 40, shapes = 1;
     int path = DRV_PATH_DLOPEN, pair = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--pair") == 0) {
@@ -51,12 +55,13 @@ int main(int argc, char **argv) {
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
-            fprintf(stderr, "usage: launch_cost [--count N] [--warmup N] [--period-us P] [--path linked|dlopen|gpa] [--pair]\n");
+            fprintf(stderr, "usage: launch_cost [--count N] [--warmup N] [--period-us P] [--path linked|dlopen|gpa] [--pair] [--shapes N]\n");
             return 2;
         }
         if (strcmp(argv[i], "--count") == 0) count = strtoul(v, NULL, 10);
         else if (strcmp(argv[i], "--warmup") == 0) warmup = strtoul(v, NULL, 10);
         else if (strcmp(argv[i], "--period-us") == 0) period_us = strtoul(v, NULL, 10);
+        else if (strcmp(argv[i], "--shapes") == 0) shapes = strtoul(v, NULL, 10);
         else if (strcmp(argv[i], "--path") == 0) path = drv_parse_path(v);
         else {
             fprintf(stderr, "error: unknown argument %s\n", argv[i]);
@@ -64,8 +69,8 @@ int main(int argc, char **argv) {
         }
         i++;
     }
-    if (count < (pair ? 2ul : 1ul) || path < 0) {
-        fprintf(stderr, "error: --count must be positive (2 or more with --pair) and --path linked|dlopen|gpa\n");
+    if (count < (pair ? 2ul : 1ul) || shapes < 1 || path < 0) {
+        fprintf(stderr, "error: --count must be positive (2 or more with --pair), --shapes 1 or more, and --path linked|dlopen|gpa\n");
         return 2;
     }
     if (drv_load(path, 0) != 0) return 1;
@@ -107,18 +112,19 @@ int main(int argc, char **argv) {
         while (now_ns() < next) {
         }
         unsigned long long t0 = 0, t1 = 0, d0 = 0, d1 = 0;
+        unsigned grid = 1 + (unsigned)(i % shapes);
         CUresult rc = CUDA_SUCCESS, drc = CUDA_SUCCESS;
         if (pair && (i & 1)) {
             d0 = now_ns();
-            drc = direct(fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+            drc = direct(fn, grid, 1, 1, 32, 1, 1, 0, stream, params, NULL);
             d1 = now_ns();
         }
         t0 = now_ns();
-        rc = CU(cuLaunchKernel, fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+        rc = CU(cuLaunchKernel, fn, grid, 1, 1, 32, 1, 1, 0, stream, params, NULL);
         t1 = now_ns();
         if (pair && !(i & 1)) {
             d0 = now_ns();
-            drc = direct(fn, 1, 1, 1, 32, 1, 1, 0, stream, params, NULL);
+            drc = direct(fn, grid, 1, 1, 32, 1, 1, 0, stream, params, NULL);
             d1 = now_ns();
         }
         if (rc != CUDA_SUCCESS) first = rc;
@@ -134,8 +140,8 @@ int main(int argc, char **argv) {
     double sum = 0, dsum = 0;
     for (unsigned long i = 0; i < count; i++) sum += (double)ns[i], dsum += (double)ns[i] - (double)dns[i];
     qsort(ns, count, sizeof *ns, cmp_u64);
-    printf("launch_cost count=%lu period_us=%lu p50_ns=%llu p90_ns=%llu p99_ns=%llu mean_ns=%.1f", count, period_us,
-           ns[count / 2], ns[count * 9 / 10], ns[count * 99 / 100], sum / (double)count);
+    printf("launch_cost count=%lu period_us=%lu shapes=%lu p50_ns=%llu p90_ns=%llu p99_ns=%llu mean_ns=%.1f", count, period_us,
+           shapes, ns[count / 2], ns[count * 9 / 10], ns[count * 99 / 100], sum / (double)count);
     if (pair) {
         /* By order: i odd, the driver's call came first. Re-derived from the unsorted times. */
         unsigned long half = (count + 1) / 2;

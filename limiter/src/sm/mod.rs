@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use crate::region::layout::SmBucket;
 
 pub mod controller;
+pub mod credit;
 pub mod tsc;
 pub use controller::next_scale;
 
@@ -165,6 +166,15 @@ impl<'a> Bucket<'a> {
         }
         let scaled = (u128::from(gpu_ns) * u128::from(scale)) >> 16;
         (scaled * 1000 / u128::from(limit)).min(u128::from(u64::MAX / 4)) as u64
+    }
+
+    /// GPU nanoseconds that `wall_ns` of wall time buys at this share and factor (the inverse
+    /// of the charge).
+    pub fn gpu_worth(&self, wall_ns: u64) -> u64 {
+        let limit = self.w[word::LIMIT].load(Relaxed).max(1);
+        let scale = self.w[word::SCALE].load(Relaxed).max(1);
+        let gpu = u128::from(wall_ns) * u128::from(limit) * u128::from(SCALE_ONE) / (1000 * u128::from(scale));
+        u64::try_from(gpu).unwrap_or(u64::MAX / 4).max(1)
     }
 
     /// Admits a launch costing `gpu_ns` of GPU time at `now`, or says how long to wait.
@@ -313,13 +323,17 @@ impl Default for CostModel {
     }
 }
 
-/// A key for a kernel launch: the function and its grid and block shape.
+/// A key for a kernel launch: the function and its grid and block shape. Computed on every
+/// launch: three independent multiplications and one to mix (a chain of six would be the
+/// longest part of a launch's charge).
+#[inline]
 pub fn kernel_key(function: u64, grid: [u32; 3], block: [u32; 3]) -> u64 {
-    let mut h = function ^ 0x9E37_79B9_7F4A_7C15;
-    for v in grid.iter().chain(block.iter()) {
-        h = (h ^ u64::from(*v)).wrapping_mul(0x1000_0000_01B3).rotate_left(17);
-    }
-    h | 1
+    let pair = |lo: u32, hi: u32, k: u64| (u64::from(lo) | u64::from(hi) << 32).wrapping_mul(k);
+    let a = pair(grid[0], grid[1], 0x9E37_79B9_7F4A_7C15);
+    let b = pair(grid[2], block[0], 0xC2B2_AE3D_27D4_EB4F);
+    let c = pair(block[1], block[2], 0x1656_67B1_9E37_79F9);
+    let h = (function ^ a.rotate_left(21) ^ b.rotate_left(42) ^ c).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (h ^ h >> 29) | 1
 }
 
 /// A key for a graph replay.
@@ -527,6 +541,20 @@ mod tests {
         let m = CostModel::default();
         let k = kernel_key(0x1234, [132, 1, 1], [256, 1, 1]);
         assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
+        // Every dimension and the function count, in the high half too (the launch path's
+        // one-entry cache compares it).
+        let shapes = [
+            ([132, 1, 1], [256, 1, 1]),
+            ([1, 132, 1], [256, 1, 1]),
+            ([1, 1, 132], [256, 1, 1]),
+            ([132, 1, 1], [1, 256, 1]),
+            ([132, 1, 1], [1, 1, 256]),
+        ];
+        let mut highs: Vec<u64> =
+            shapes.iter().flat_map(|(g, b)| [kernel_key(0x1234, *g, *b), kernel_key(0x1238, *g, *b)]).map(|k| k >> 32).collect();
+        highs.sort_unstable();
+        highs.dedup();
+        assert_eq!(highs.len(), 2 * shapes.len());
         assert_eq!(m.estimate(k), None);
         let first = m.launch(k, 20_000);
         assert_eq!(first, Launch { cost: 20_000, defaulted: true, timed: true });

@@ -2,15 +2,17 @@
 //! a launch hook decides nothing: it only forwards. Once a first launch has gone the whole
 //! way (the mode, region, limits and priority sections are known), the kernel-launch exports
 //! check one process-local word and each device's priority hint on the board, and forward.
-//! With an SM limit on the one device a process sees, they charge the kept bucket
-//! (`hooks::launch`), and go the whole way only to wait, to time a launch, to read finished
-//! timings, or while a stream is captured.
+//! With an SM limit on the one device a process sees, a launch of the shape launched last is
+//! paid from the process's prepaid GPU time ([`Credit`], leases taken from the container's
+//! bucket), in the same line; another shape, a new lease, a wait, a timed launch, finished
+//! timings to read, or a stream being captured take the kept bucket's path (`hooks::launch`)
+//! or the whole one.
 //!
 //! Why it exists: measured as a whole process (a program preloaded or not, each launch timed),
 //! every cache line and branch the hook touches is cold again by the next launch, because the
 //! driver's own launch work evicts it; the full path touched about twenty lines across the
 //! shim's state for what is, in this case, a plain call. This path touches two: the first
-//! line of [`FAST`] and the hint word.
+//! line of [`FAST`] (with the credit) and the hint word.
 //!
 //! Armed only from the whole path, by a low-priority (default) process; never in a
 //! high-priority one (its launches publish on the board). Disarmed for good when a device's
@@ -23,10 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
 
 use vgpu_limiter::config::{MAX_DEVICES, Priority};
 use vgpu_limiter::priority::board::Hint;
+use vgpu_limiter::sm::credit::Credit;
 use vgpu_limiter::sm::{Bucket, CostModel};
 
 use super::{Driver, Enforce};
-use crate::share::SmState;
 
 /// Not armed yet: launches take the whole path.
 const OFF: u8 = 0;
@@ -40,8 +42,6 @@ const NEVER: u8 = 3;
 
 /// What the SM-limited fast path needs, found once.
 pub struct SmFast {
-    /// The process's SM state (its capture count).
-    pub sm: &'static SmState,
     /// The bucket of the one device.
     pub bucket: Bucket<'static>,
     /// The learned costs.
@@ -55,18 +55,23 @@ struct Hints {
     rest: &'static [Hint<'static>],
 }
 
-/// The fast path's state: whether it is armed, and the hint words (the first line), then the
-/// kept bucket.
+/// The fast path's state: whether it is armed, the prepaid GPU time and the hint words (the
+/// first line), then the kept bucket.
 #[repr(C, align(64))]
 struct Fast {
     state: AtomicU8,
     /// The hints are this process's sections' (the SM-limited path checks them too).
     known: AtomicBool,
+    credit: Credit,
     hints: OnceLock<Hints>,
     sm: OnceLock<SmFast>,
 }
 
-static FAST: Fast = Fast { state: AtomicU8::new(OFF), known: AtomicBool::new(false), hints: OnceLock::new(), sm: OnceLock::new() };
+// What a launch of the cached shape reads is in the first line.
+const _: () = assert!(std::mem::offset_of!(Fast, sm) <= 64);
+
+static FAST: Fast =
+    Fast { state: AtomicU8::new(OFF), known: AtomicBool::new(false), credit: Credit::new(), hints: OnceLock::new(), sm: OnceLock::new() };
 
 /// Whether a kernel launch may be forwarded at once (the exports' first check).
 #[inline(always)]
@@ -74,10 +79,22 @@ pub fn forward_at_once() -> bool {
     FAST.state.load(Acquire) == ARMED && hints_quiet()
 }
 
-/// The kept bucket, when a launch may be charged to it on the fast path.
+/// The process's prepaid GPU time, when a launch may be paid from it on the fast path.
+#[inline(always)]
+pub fn credit() -> Option<&'static Credit> {
+    (FAST.state.load(Acquire) == SM_ARMED && hints_quiet()).then_some(&FAST.credit)
+}
+
+/// The kept bucket (once [`credit`] said the SM-limited fast path is armed).
 #[inline(always)]
 pub fn throttle() -> Option<&'static SmFast> {
-    if FAST.state.load(Acquire) == SM_ARMED && hints_quiet() { FAST.sm.get() } else { None }
+    FAST.sm.get()
+}
+
+/// One more (`true`) or one fewer reason for launches to leave the SM-limited fast path (a
+/// stream being captured, a timing not read yet).
+pub(super) fn divert(on: bool) {
+    FAST.credit.divert(on);
 }
 
 /// Whether the kept hints are known and quiet: a low-priority launch waits for nothing (the
@@ -129,7 +146,7 @@ pub(super) fn arm<D: Driver>(e: &Enforce<'static, D>) {
     } else if sm.single_device() && sm.limit(0).is_some() && sm.started(0) {
         // The region is this process's own: a child after `fork` (whose region is renewed)
         // never arms this (`after_fork_in_child`).
-        FAST.sm.get_or_init(|| SmFast { sm, bucket: Bucket::new(e.region.sm_bucket(0)), model: sm.model() });
+        FAST.sm.get_or_init(|| SmFast { bucket: Bucket::new(e.region.sm_bucket(0)), model: sm.model() });
         let _ = FAST.state.compare_exchange(OFF, SM_ARMED, AcqRel, Relaxed);
     }
 }
@@ -149,5 +166,6 @@ pub fn after_fork_in_child() {
     // The kept bucket is in the parent's region: the child renews its own, and its launches
     // take the whole path.
     let _ = FAST.state.compare_exchange(SM_ARMED, NEVER, AcqRel, Relaxed);
+    FAST.credit.reset();
     FAST.known.store(false, Release);
 }

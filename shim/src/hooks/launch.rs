@@ -15,6 +15,7 @@ use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use cuda_sys::driver::*;
+use vgpu_limiter::sm::credit::Credit;
 use vgpu_limiter::sm::tsc::LAUNCH_CLOCK;
 use vgpu_limiter::sm::{self, Admission, Bucket, Clock, Launch};
 
@@ -53,7 +54,7 @@ impl Drop for Pending {
         for s in self.0.iter_mut().filter_map(Option::take) {
             super::Real.event_destroy(s.start);
             super::Real.event_destroy(s.end);
-            PENDING_COUNT.fetch_sub(1, Relaxed);
+            count_pending(false);
         }
     }
 }
@@ -65,6 +66,16 @@ thread_local! {
 /// How many timings the process's threads have pending: the hot path skips [`poll`] when
 /// none, without touching a thread-local (a call into the loader in a shared library).
 static PENDING_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// One more (`true`) or one fewer timing pending: counted here and on the fast path's line.
+fn count_pending(on: bool) {
+    if on {
+        PENDING_COUNT.fetch_add(1, Relaxed);
+    } else {
+        PENDING_COUNT.fetch_sub(1, Relaxed);
+    }
+    super::fast::divert(on);
+}
 
 /// Reads every finished timing of this thread: the model learns, the bucket is corrected.
 pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
@@ -97,7 +108,7 @@ pub(super) fn poll<D: Driver>(e: &Enforce<D>, now: u64) {
             e.driver.event_destroy(s.start);
             e.driver.event_destroy(s.end);
             *slot = None;
-            PENDING_COUNT.fetch_sub(1, Relaxed);
+            count_pending(false);
         }
     });
 }
@@ -131,7 +142,7 @@ pub(super) fn timed<D: Driver>(
             match pending.0.iter_mut().find(|s| s.is_none()) {
                 Some(slot) => {
                     *slot = Some(Sample { key, device, charged, enforced, default, start, end });
-                    PENDING_COUNT.fetch_add(1, Relaxed);
+                    count_pending(true);
                     true
                 }
                 None => false,
@@ -221,34 +232,48 @@ fn admit_and_run<D: Driver>(e: &Enforce<'static, D>, bucket: Bucket, c: Charge, 
     }
 }
 
-/// The kernel-launch exports' fast path (`hooks::fast`): `Some` when the launch was handled
-/// here, `None` (nothing done) for the whole path. With an SM limit: the clock, the bucket's
-/// line and the model's slot; a launch that must wait or is timed continues on the whole
-/// path's code from where this one stopped, so nothing is charged twice.
+/// The kernel-launch exports' fast path (`hooks::fast`), its second part: `Some` when the
+/// launch was handled here, `None` (nothing done) for the whole path. With an SM limit, a
+/// launch the credit did not pay for ([`paid`]): the cost model, then the credit or a lease.
 #[inline(always)]
 fn fast_launch(key: impl FnOnce() -> u64, stream: CUstream, per_thread: bool, default_ns: u64, call: impl FnOnce() -> R) -> Option<R> {
-    fast_charge(super::fast::throttle()?, key, stream, per_thread, default_ns, call)
+    let credit = super::fast::credit()?;
+    fast_charge(credit, key(), stream, per_thread, default_ns, call)
 }
 
-/// The fast path with an SM limit (its own function: the forwarding one stays a few
-/// instructions).
+/// Whether a launch of `key` is paid from the process's credit (the fast path's first part).
+#[inline(always)]
+fn paid(key: impl FnOnce() -> u64) -> bool {
+    super::fast::credit().is_some_and(|c| c.spend(key()))
+}
+
+/// The SM-limited fast path past the credit: the cost model's estimate paid from the credit,
+/// or a lease taken (the clock and the bucket), or, for a launch to time or one of a shape not
+/// measured yet, a charge on the bucket alone. Its own function: the first part stays a few
+/// instructions.
 #[inline(never)]
-fn fast_charge(
-    s: &super::fast::SmFast,
-    key: impl FnOnce() -> u64,
-    stream: CUstream,
-    per_thread: bool,
-    default_ns: u64,
-    call: impl FnOnce() -> R,
-) -> Option<R> {
-    if s.sm.any_capture() || PENDING_COUNT.load(Relaxed) != 0 {
+fn fast_charge(credit: &Credit, key: u64, stream: CUstream, per_thread: bool, default_ns: u64, call: impl FnOnce() -> R) -> Option<R> {
+    let s = super::fast::throttle()?;
+    if credit.diverted() {
         return None; // which stream is captured, and finished timings: the whole path
+    }
+    let mut launch = s.model.launch(key, default_ns);
+    launch.timed |= credit.timing_due();
+    let charged_alone = launch.timed || launch.defaulted;
+    if !charged_alone {
+        credit.remember(key, launch.cost);
+        if credit.take(launch.cost) {
+            return Some(call());
+        }
     }
     let started = LAUNCH_CLOCK.now_ns();
     let enforcing = s.bucket.enforcing();
-    let key = key();
-    let launch = s.model.launch(key, default_ns);
-    let admitted = !enforcing || s.bucket.admit(started, launch.cost) == Admission::Admitted;
+    let admitted = if charged_alone {
+        // A timing corrects its own charge, a default is corrected in bulk.
+        !enforcing || s.bucket.admit(started, launch.cost) == Admission::Admitted
+    } else {
+        credit.charge(&s.bucket, started, launch.cost) == Admission::Admitted
+    };
     if admitted && !launch.timed {
         return Some(call());
     }
@@ -267,7 +292,53 @@ fn continued(c: Charge, stream: CUstream, call: impl FnOnce() -> R) -> R {
     })
 }
 
-/// `cuLaunchKernel`'s fast path, and `_ptsz`'s.
+/// `cuLaunchKernel`'s first fast check, and `_ptsz`'s: paid from the credit.
+#[inline(always)]
+pub fn paid_kernel<const PER_THREAD: bool>(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    _stream: CUstream,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> bool {
+    paid(|| kernel(f, [gx, gy, gz], [bx, by, bz]))
+}
+
+/// `cuLaunchCooperativeKernel`'s first fast check, and `_ptsz`'s.
+#[inline(always)]
+pub fn paid_cooperative<const PER_THREAD: bool>(
+    f: CUfunction,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    _shared: c_uint,
+    _stream: CUstream,
+    _params: *mut *mut c_void,
+) -> bool {
+    paid(|| kernel(f, [gx, gy, gz], [bx, by, bz]))
+}
+
+/// `cuLaunchKernelEx`'s first fast check, and `_ptsz`'s (no config: not paid).
+#[inline(always)]
+pub fn paid_kernel_ex<const PER_THREAD: bool>(
+    config: Option<&CUlaunchConfig>,
+    f: CUfunction,
+    _params: *mut *mut c_void,
+    _extra: *mut *mut c_void,
+) -> bool {
+    config.is_some_and(|c| paid(|| kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ])))
+}
+
+/// `cuLaunchKernel`'s fast path past the credit, and `_ptsz`'s.
 #[inline(always)]
 pub fn fast_kernel<const PER_THREAD: bool>(
     call: impl FnOnce() -> R,
@@ -286,7 +357,7 @@ pub fn fast_kernel<const PER_THREAD: bool>(
     fast_launch(|| kernel(f, [gx, gy, gz], [bx, by, bz]), stream, PER_THREAD, sm::DEFAULT_KERNEL_NS, call)
 }
 
-/// `cuLaunchCooperativeKernel`'s fast path, and `_ptsz`'s: a kernel launch's.
+/// `cuLaunchCooperativeKernel`'s fast path past the credit, and `_ptsz`'s: a kernel launch's.
 #[inline(always)]
 pub fn fast_cooperative<const PER_THREAD: bool>(
     call: impl FnOnce() -> R,
@@ -304,8 +375,8 @@ pub fn fast_cooperative<const PER_THREAD: bool>(
     fast_kernel::<PER_THREAD>(call, f, gx, gy, gz, bx, by, bz, shared, stream, params, std::ptr::null_mut())
 }
 
-/// `cuLaunchKernelEx`'s fast path, and `_ptsz`'s (no config: the whole path, the driver
-/// reports it).
+/// `cuLaunchKernelEx`'s fast path past the credit, and `_ptsz`'s (no config: the whole path,
+/// the driver reports it).
 #[inline(always)]
 pub fn fast_kernel_ex<const PER_THREAD: bool>(
     call: impl FnOnce() -> R,
@@ -394,8 +465,8 @@ pub fn graph_launch<const PER_THREAD: bool>(
 /// so they are not throttled; the graph's launch is.
 pub fn begin_capture<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, stream: CUstream, _mode: CUstreamCaptureMode) -> R {
     let rc = call();
-    if rc == R::CUDA_SUCCESS {
-        e.shim.sm.set_capturing(stream, true);
+    if rc == R::CUDA_SUCCESS && e.shim.sm.set_capturing(stream, true) {
+        super::fast::divert(true);
     }
     rc
 }
@@ -403,6 +474,8 @@ pub fn begin_capture<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, stream
 /// `cuStreamEndCapture` (and `_ptsz`): whatever the driver answers, the capture has ended.
 pub fn end_capture<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, stream: CUstream, _graph: *mut CUgraph) -> R {
     let rc = call();
-    e.shim.sm.set_capturing(stream, false);
+    if e.shim.sm.set_capturing(stream, false) {
+        super::fast::divert(false);
+    }
     rc
 }
