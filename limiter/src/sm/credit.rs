@@ -9,11 +9,15 @@
 //! reads nothing else.
 //!
 //! What a lease changes: a process is charged up to one lease before it launches, so the
-//! container runs at most one lease per process ahead of its share (well inside the bucket's
-//! [`super::BURST_NS`]); a process that exits with credit left has paid for GPU time it did
-//! not use (at most one lease). Credit taken at one share or factor is spent at the next (at
-//! most one lease late). While the bucket is not enforcing, a lease is free (nothing charged)
-//! and the flag is read again when it runs out.
+//! container may run one lease per process ahead of its share, on top of the bucket's
+//! [`super::BURST_NS`]; a process that exits with credit left has paid for GPU time it did
+//! not use (at most one lease). Credit is bought at the share and controller factor of its
+//! lease and spent at that price: a share lowered (or a factor raised) takes effect once the
+//! credit in hand is spent, so a process may run its last lease's GPU time at the new price
+//! (an operator's 100 % → 10 % lets 1 ms of GPU through in what is now 10 ms of share; the
+//! controller moves its factor at most 2× a tick); NVML's measured share then corrects it.
+//! While the bucket is not enforcing, a lease is free (nothing charged) and the flag is read
+//! again when it runs out.
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering::*};
 
 use super::{Admission, Bucket, TIME_ONE_IN};
@@ -106,20 +110,35 @@ impl Credit {
     /// else by a new lease from `bucket` (a lease covers at least the launch). `Wait` when the
     /// bucket has no lease to give yet (nothing charged: the caller waits on the bucket for
     /// the launch alone). A bucket that is not enforcing gives a lease for free.
+    ///
+    /// Never more than one lease prepaid: threads that ran dry together each take a lease, and
+    /// what the last of them finds above one lease goes back to the bucket (or, free, is not
+    /// kept).
     pub fn charge(&self, bucket: &Bucket<'_>, now: u64, cost: u64) -> Admission {
         if self.take(cost) {
             return Admission::Admitted;
         }
+        self.lease(bucket, now, cost)
+    }
+
+    /// [`Credit::charge`] once the credit was found short (by this thread; others may have
+    /// found it short at the same moment and be here too).
+    fn lease(&self, bucket: &Bucket<'_>, now: u64, cost: u64) -> Admission {
         let lease = bucket.gpu_worth(LEASE_WALL_NS).max(cost);
-        if bucket.enforcing() {
-            if let wait @ Admission::Wait(_) = bucket.admit(now, lease) {
-                return wait;
-            }
-        } else if self.gpu_ns.load(Relaxed) >= i64::try_from(lease).unwrap_or(i64::MAX) {
-            // Free credit does not pile up while idle: one lease at most.
+        let (lease_i, rest) = (i64::try_from(lease).unwrap_or(i64::MAX / 2), i64::try_from(lease - cost).unwrap_or(i64::MAX / 2));
+        if !bucket.enforcing() {
+            // Free while idle: topped up to one lease, never piled up.
+            let _ = self.gpu_ns.fetch_update(Relaxed, Relaxed, |g| Some(g.max(rest)));
             return Admission::Admitted;
         }
-        self.gpu_ns.fetch_add(i64::try_from(lease - cost).unwrap_or(i64::MAX), Relaxed);
+        if let wait @ Admission::Wait(_) = bucket.admit(now, lease) {
+            return wait;
+        }
+        let excess = self.gpu_ns.fetch_add(rest, Relaxed).saturating_add(rest) - lease_i;
+        if excess > 0 {
+            self.gpu_ns.fetch_sub(excess, Relaxed);
+            bucket.correct(now, -excess);
+        }
         Admission::Admitted
     }
 
@@ -276,6 +295,29 @@ mod tests {
         }
         assert_eq!(line.words[word::TAT].load(Relaxed), 0, "nothing charged while idle");
         assert!(credit.left_ns() <= b.gpu_worth(LEASE_WALL_NS) as i64);
+    }
+
+    #[test]
+    fn threads_running_dry_together_keep_one_lease_at_most() {
+        for enforcing in [true, false] {
+            let line = line(50);
+            let b = Bucket::new(&line);
+            b.set_enforcing(enforcing);
+            let credit = Credit::new();
+            let now = 1_000_000_000;
+            let lease = b.gpu_worth(LEASE_WALL_NS) as i64;
+            // Three threads found the credit short at once: each takes a lease.
+            for _ in 0..3 {
+                assert_eq!(credit.lease(&b, now, 3_000), Admission::Admitted);
+            }
+            if enforcing {
+                assert_eq!(credit.left_ns(), lease, "one lease kept, the rest given back");
+                assert_eq!(b.ahead(now), LEASE_WALL_NS + 3 * 3_000 * 2, "the lease kept and the three launches charged (wall at 50 %)");
+            } else {
+                assert_eq!(credit.left_ns(), lease - 3_000, "topped up to one lease, less the launch");
+                assert_eq!(b.ahead(now), 0, "nothing charged while idle");
+            }
+        }
     }
 
     #[test]

@@ -277,6 +277,8 @@ fn fast_charge(credit: &Credit, key: u64, stream: CUstream, per_thread: bool, de
     if admitted && !launch.timed {
         return Some(call());
     }
+    // A refusal means the bucket was enforcing, whatever the first read said: the launch waits.
+    let enforcing = enforcing || !admitted;
     Some(continued(Charge { device: 0, key, launch, default_ns, started, enforcing, admitted }, named_stream(stream, per_thread), call))
 }
 
