@@ -20,7 +20,7 @@ src="$here/src"
 how="${1:?usage: check_cu.sh --nvcc|--syntax OUT_DIR}"
 out="${2:?usage: check_cu.sh --nvcc|--syntax OUT_DIR}"
 mkdir -p "$out"
-programs=(vector_add matmul open_loop big_sync graph_replay)
+programs=(vector_add matmul open_loop big_sync graph_replay timeslice)
 
 finish() { # status mode detail...
     echo "cu_check status=$1 mode=$2 files=${#programs[@]} ${*:3}"

@@ -553,6 +553,8 @@ class Harness:
         mg = steps.get("mem_get_info", {})
         s.check("no shim: mem_get_info total is the physical card", inum(mg, "total", 0) > QUOTA, total=mg.get("total"))
         s.check("no shim: quota + 1 GiB allocates", past.get("ok") == "1", error=past.get("error"), stderr=None if steps.get("done") else tail(base.err))
+        s.check("no shim: a CUDA graph allocating quota + 1 GiB runs", steps.get("graph_past", {}).get("ok") == "1",
+                error=steps.get("graph_past", {}).get("error"))
         for name, conf in variants:
             extra = {"PYTORCH_CUDA_ALLOC_CONF": conf} if conf else None
             r = s.run([self.python, script, "--quota", str(QUOTA)], self.env(shim=True, quota_mib=QUOTA_MIB, extra=extra), 120)
@@ -571,10 +573,236 @@ class Harness:
             s.check(f"{name}: chunks stop at the quota with OutOfMemoryError", chunks.get("stopped_by") == "OutOfMemoryError" and inum(chunks, "held", QUOTA + 1) <= QUOTA,
                     held=chunks.get("held"), reserved=chunks.get("reserved"), stopped_by=chunks.get("stopped_by"))
             s.check(f"{name}: after freeing, half the quota allocates again", rec.get("ok") == "1", error=rec.get("error"), free=rec.get("free"))
+            graph, graph_past = st.get("graph", {}), st.get("graph_past", {})
+            s.check(f"{name}: a CUDA graph allocating a quarter of the quota captures and replays", graph.get("ok") == "1", error=graph.get("error"))
+            s.check(f"{name}: a CUDA graph allocating quota + 1 GiB does not run", graph_past.get("ok") == "0", error=graph_past.get("error"))
             if name == "cudaMallocAsync":
                 # Else the variant silently measured the default allocator.
                 backend = st.get("init", {}).get("backend")
                 s.check(f"{name}: PyTorch used the cudaMallocAsync backend", backend == "cudaMallocAsync", backend=backend)
+
+    # ---- module globals and the malloc heap (tests/c/probe.c) ----
+
+    def probe(self):
+        return os.path.join(self.cbin, "probe") if self.cbin else ""
+
+    def quota_modules(self, s):
+        probe = self.probe()
+        mods = ["module=1g"] * 5
+        heap = ["limit=heap:1g", "limit=heap:6g"]
+        ops = ["init", "ctx"] + mods + ["info", "module_unload", "info"] + heap + ["info"]
+        runs = {}
+        for label, shim in (("no_shim", False), ("shim", True)):
+            r = s.run([probe] + ops, self.env(shim=shim, quota_mib=QUOTA_MIB), 60)
+            recs = records(r.out, "op")
+            runs[label] = {"rc": r.rc, "lines": [x for x in recs if x.get("op") in ("module", "module_unload", "limit", "info")]}
+            if not any(x.get("op") == "info" for x in recs):
+                s.check(f"{label}: the probe ran", False, rc=r.rc, stdout=tail(r.out), stderr=tail(r.err))
+        s.data["runs"] = runs
+        for label in ("no_shim", "shim"):
+            lines = runs[label]["lines"]
+            loads = [inum(x, "rc", -1) for x in lines if x.get("op") == "module"]
+            heaps = [x for x in lines if x.get("op") == "limit"]
+            infos = [x for x in lines if x.get("op") == "info"]
+            if label == "no_shim":
+                s.check("no shim: five 1 GiB module globals load (the card has room)", loads == [0] * 5, rcs=loads)
+                s.data["no_shim_heap_6g_rc"] = inum(heaps[1], "rc") if len(heaps) > 1 else None  # what the driver says: a finding
+                continue
+            loaded = sum(1 for rc in loads if rc == 0)
+            refused = [rc for rc in loads if rc != 0]
+            first_refusal = next((i for i, rc in enumerate(loads) if rc != 0), len(loads))
+            s.check("module globals: some load, then CUDA_ERROR_OUT_OF_MEMORY (2), none loading after a refusal",
+                    loaded >= 1 and refused and all(rc == 2 for rc in refused) and loaded == first_refusal, rcs=loads)
+            s.check("module globals: never past the quota", loaded * GIB <= QUOTA, loaded_gib=loaded)
+            mod_lines = [x for x in lines if x.get("op") == "module"]
+            s.check("module globals: total is the quota on every line", all(inum(x, "total") == QUOTA for x in mod_lines),
+                    totals=sorted({x.get("total") for x in mod_lines}))
+            if len(infos) >= 2:
+                back = inum(infos[1], "free", 0) - inum(infos[0], "free", 0)
+                s.check("module globals: unloading one gives its 1 GiB back", back >= GIB - 64 * MIB, returned=back)
+            if len(heaps) == 2:
+                ok1, past = heaps
+                s.check("malloc heap: 1 GiB within the quota is set", inum(ok1, "rc") == 0 and inum(ok1, "value", 0) >= GIB,
+                        rc=ok1.get("rc"), value=ok1.get("value"))
+                s.check("malloc heap: 6 GiB past the quota is refused with CUDA_ERROR_OUT_OF_MEMORY (2)", inum(past, "rc") == 2, rc=past.get("rc"))
+            if infos:
+                last = infos[-1]
+                s.check("after it all: cuMemGetInfo total is the quota, 0 <= free", inum(last, "total") == QUOTA and inum(last, "free", -1) >= 0,
+                        total=last.get("total"), free=last.get("free"))
+
+    # ---- calibration: what simgpu models, measured on this driver (no shim) ----
+
+    def hooked_names(self):
+        """The driver functions the shim exports (nm -D), one per line in a file; None without nm."""
+        if not self.shim or not shutil.which("nm"):
+            return None
+        r = self.run(["nm", "-D", "--defined-only", self.shim], self.base_env(), 20)
+        names = sorted({p[2] for p in (ln.split() for ln in r.out.splitlines()) if len(p) == 3 and p[1] == "T" and p[2].startswith("cu")})
+        if not names:
+            return None
+        path = os.path.join(self.work, "hooked-names.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(names) + "\n")
+        return path
+
+    def calibration(self, s):
+        cal = {"source": "simgpu (dry mode: checks the measurement against simgpu's own defaults)" if self.dry else "this GPU and driver"}
+        s.data["calibration"] = cal
+        self.report["calibration"] = cal
+        probe = self.probe()
+        names = self.hooked_names()
+        ops = ["init", "ctx", "procs", "module=256m", "procs", "limit=heap:512m", "launch=1", "procs", "gpa=cuNoSuchFunction_vgpu", "nvml"]
+        if names:
+            ops.append(f"gpa_cmp={names}")
+        r = s.run([probe] + ops, self.env(), 60)
+        recs = records(r.out, "op")
+        # Each `procs` op prints `api=self pid=`, then one line per NVML API: one reading per
+        # op, from the newest API that answered.
+        groups = []
+        for x in recs:
+            if x.get("op") == "procs" and x.get("api") == "self":
+                groups.append({"self": x.get("pid")})
+            elif x.get("op") == "procs" and groups:
+                groups[-1][x.get("api")] = x
+        bytes_at, first_api = [], None
+        for g in groups:
+            api = next((a for a in ("v3", "v2", "v1") if inum(g.get(a, {}), "rc") == 0), None)
+            used = None
+            if api:
+                first_api = first_api or api
+                entries = (e.split(":", 1) for e in g[api].get("list", "").split(",") if ":" in e)
+                used = next((int(b) for pid, b in entries if pid == g["self"]), 0)
+            bytes_at.append(used)
+        if len(bytes_at) >= 3 and None not in bytes_at[:3]:
+            cal["context_bytes"] = bytes_at[0]
+            cal["module_global_256m_bytes"] = bytes_at[1] - bytes_at[0]
+            cal["malloc_heap_512m_bytes"] = bytes_at[2] - bytes_at[1]
+            cal["nvml_process_api"] = first_api
+        s.check("context, module global and malloc heap memory measured (NVML, this process)", "context_bytes" in cal,
+                readings=bytes_at, stdout=None if "context_bytes" in cal else tail(r.out), stderr=None if "context_bytes" in cal else tail(r.err))
+        if self.dry and "context_bytes" in cal:
+            s.check("dry: the context is simgpu's 64 MiB", cal["context_bytes"] == 64 * MIB, measured=cal["context_bytes"])
+            s.check("dry: the module global is its 256 MiB", cal["module_global_256m_bytes"] == 256 * MIB, measured=cal["module_global_256m_bytes"])
+        gpa = next((x for x in recs if x.get("op") == "gpa"), {})
+        cal["gpa_unknown"] = {k: gpa.get(k) for k in ("rc", "status", "pfn")}
+        s.check("cuGetProcAddress of an unknown symbol answered", bool(gpa), answer=cal["gpa_unknown"])
+        cmp_rows = [x for x in recs if x.get("op") == "gpa_cmp" and "name" in x]
+        if cmp_rows:
+            # Where the driver answered a name with that very export: is it dlsym's address?
+            direct = [x for x in cmp_rows if x.get("gpa", "").split("!", 1)[-1] == x["name"]]
+            cal["gpa_vs_dlsym"] = {
+                "names": len(cmp_rows),
+                "found": sum(1 for x in cmp_rows if inum(x, "rc") == 0 and x.get("gpa") != "NULL"),
+                "exact_export": sum(1 for x in cmp_rows if x.get("exact") == "1"),
+                "answered_with_that_export": len(direct),
+                "same_as_dlsym": sum(1 for x in direct if x.get("same") == "1"),
+                "differing": [f"{x['name']}: gpa={x.get('gpa')} exact={x.get('exact')} dlsym={x.get('dlsym')}" for x in cmp_rows
+                              if x.get("exact") != "1" or (x in direct and x.get("same") != "1")][:40],
+            }
+            s.check("cuGetProcAddress beside dlsym logged for every hooked name", True, **{k: v for k, v in cal["gpa_vs_dlsym"].items() if k != "differing"})
+        else:
+            s.check("cuGetProcAddress beside dlsym logged for every hooked name", None, reason="no nm to list the shim's exports" if not names else tail(r.out))
+        # NVML's sampling, under a steady load of our own.
+        if not self.dry and not (self.cubin and os.path.isdir(self.cubin)):
+            s.check("NVML's sampling period and lag measured", None, reason="no nvcc: no CUDA load program")
+            s.check("time slice between two contexts measured", None, reason="no nvcc: no timeslice program")
+            return
+        workloads, _ = self.sm_workloads()
+        load = workloads[1]  # the big kernel + sync loop keeps the device busy
+        seconds = 2.5 if not self.dry else 1.6
+        lib = os.path.join(self.simlib, "libnvidia-ml.so.1") if self.dry else "libnvidia-ml.so.1"
+        spawned = time.time_ns() // 1000
+        t = s.timeout(seconds + 30)
+        p = subprocess.Popen(load["argv"] + [load["dur"], str(seconds)], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        poll = s.run([sys.executable, os.path.join(self.here, "nvml_sampling.py"), "--pid", str(p.pid), "--seconds", str(seconds - 0.2),
+                      "--spawned-us", str(spawned), "--lib", lib], self.env(), seconds + 20)
+        try:
+            p.communicate(timeout=self.left(min(t, 15)))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+        try:
+            samp = json.loads(poll.out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            samp = {"ok": False, "error": tail(poll.err or poll.out)}
+        cal["nvml_sampling"] = samp
+        s.check("NVML's sampling period and lag measured", samp.get("ok"), period_ms=samp.get("period_ms"), age_ms=samp.get("age_ms"),
+                first_busy_ms=samp.get("first_busy_ms"), error=samp.get("error"))
+        if self.dry and samp.get("ok"):
+            s.check("dry: the period is simgpu's 1/6 s", abs((samp.get("period_ms") or 0) - 1000 / 6) < 5, period_ms=samp.get("period_ms"))
+        # The time slice between two busy contexts (a GPU only: simgpu runs no kernel code).
+        if self.dry:
+            s.check("time slice between two contexts measured", None, reason="needs a GPU (a kernel watching %globaltimer)")
+            return
+        prog = os.path.join(self.cubin, "timeslice")
+        t = s.timeout(30)
+        procs = [subprocess.Popen([prog, "--seconds", "1.5"], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL, start_new_session=True, text=True) for _ in range(2)]
+        outs = []
+        for q in procs:
+            try:
+                o, _ = q.communicate(timeout=t)
+            except subprocess.TimeoutExpired:
+                os.killpg(q.pid, signal.SIGKILL)
+                o, _ = q.communicate()
+            outs.append(next(iter(records(o or "", "program")), {}))
+        cal["timeslice"] = outs
+        ok = all(x.get("program") == "timeslice" for x in outs)
+        s.check("time slice between two contexts measured", ok, gap_p50_us=[x.get("gap_p50_us") for x in outs],
+                run_p50_us=[x.get("run_p50_us") for x in outs], gaps=[x.get("gaps") for x in outs])
+
+    # ---- JAX, CuPy, Triton ----
+
+    def frameworks_skip(self):
+        if self.dry:
+            return "no JAX, CuPy or Triton (dry mode: cudart cannot run on simgpu)"
+        code = "import importlib.util as u; print(' '.join(m for m in ('jax', 'cupy', 'triton') if u.find_spec(m)))"
+        r = self.run([self.python, "-c", code], self.base_env(), 30)
+        self.frameworks_found = r.out.split() if r.rc == 0 else []
+        return None if self.frameworks_found else "none of JAX, CuPy, Triton is installed"
+
+    def frameworks(self, s):
+        script = os.path.join(self.here, "frameworks.py")
+        found = getattr(self, "frameworks_found", [])
+        s.data["found"] = found
+        s.data["runs"] = {}
+        sm = 30
+
+        def steps_of(which, shim):
+            r = s.run([self.python, script, "--which", which, "--quota", str(QUOTA)], self.env(shim=shim, quota_mib=QUOTA_MIB, sm=sm if shim else None), 60)
+            st = {x["step"]: x for x in records(r.out, "step")}
+            s.data["runs"][f"{which} {'shim' if shim else 'no shim'}"] = st
+            if "done" not in st:
+                s.check(f"{which}{'' if shim else ' (no shim)'}: script ran to the end", False, rc=r.rc, timed_out=r.timed_out, stdout=tail(r.out), stderr=tail(r.err))
+            return st
+
+        for which in ("jax", "cupy", "triton"):
+            if which not in found:
+                s.check(f"{which}: installed", None, reason=f"{which} is not installed")
+                continue
+            if which == "jax":
+                base = steps_of("jax", False)
+                st = steps_of("jax", True)
+                card, under = inum(base.get("limit", {}), "bytes_limit"), inum(st.get("limit", {}), "bytes_limit")
+                s.check("jax (no shim): preallocates past the quota (a fraction of the card)", card is not None and card > QUOTA, bytes_limit=card)
+                s.check("jax: preallocates a fraction of the quota, not of the card", under is not None and 0 < under <= QUOTA, bytes_limit=under)
+                s.check("jax: a matmul runs under the quota and the SM limit", st.get("compute", {}).get("ok") == "1")
+                s.check("jax: an array of quota + 1 GiB fails", st.get("past", {}).get("ok") == "0", error=st.get("past", {}).get("error"))
+            elif which == "cupy":
+                st = steps_of("cupy", True)
+                mem, chunks, rec = st.get("mem", {}), st.get("chunks", {}), st.get("recover", {})
+                s.check("cupy: memGetInfo total is the quota", inum(mem, "total") == QUOTA, total=mem.get("total"))
+                s.check("cupy: the memory pool stops at the quota with OutOfMemoryError",
+                        chunks.get("stopped_by") == "OutOfMemoryError" and inum(chunks, "held", QUOTA + 1) <= QUOTA, held=chunks.get("held"),
+                        stopped_by=chunks.get("stopped_by"))
+                s.check("cupy: after free_all_blocks, half the quota allocates again", rec.get("ok") == "1", error=rec.get("error"))
+            else:
+                st = steps_of("triton", True)
+                s.check("triton: the kernel computes the right sums under the quota and the SM limit", st.get("compute", {}).get("ok") == "1")
+                s.check("triton: its launches run (throttled, not refused) for 1 s", inum(st.get("loop", {}), "launches", 0) > 0,
+                        launches=st.get("loop", {}).get("launches"), per_s=st.get("loop", {}).get("per_s"))
+                s.check("triton: a tensor of quota + 1 GiB fails", st.get("past", {}).get("ok") == "0", error=st.get("past", {}).get("error"))
 
     # ---- cudart samples: vector add, matmul ----
 
@@ -863,20 +1091,30 @@ class Harness:
         cu_ok = bool(self.cubin) and os.path.isdir(self.cubin)
         no_nvcc = "no nvcc" + (" (dry mode)" if self.dry else "") if not cu_ok else None
         dry = self.dry
+        no_probe = None if self.probe() and os.access(self.probe(), os.X_OK) else "no probe (tests/c/probe.c did not build)"
+        # Most valuable first: a run cut short still answers the biggest questions. The budgets
+        # add up to 300 s; each is a cap, and the run's own deadline bounds them all.
         self.section("quota_driver_api", "Quota through the driver API (examples/c alloc_families, every family and path)",
-                     40, self.quota_driver, skip=no_shim)
+                     35, self.quota_driver, skip=no_shim)
+        self.section("quota_modules", "Quota for module globals and the device malloc heap (tests/c/probe.c)", 10, self.quota_modules,
+                     skip=no_shim or no_probe)
         nvml_skip = no_shim or (None if self.nvml_client and os.access(self.nvml_client, os.X_OK) else "no nvml_client (cargo build -p vgpu-cudarc-client)")
         self.section("quota_nvml", "Quota in NVML's view (nvml_client, nvml-wrapper) while a process holds 1 GiB", 15, self.quota_nvml, skip=nvml_skip)
         smi_skip = "no nvidia-smi (dry mode)" if dry else ("no nvidia-smi" if not shutil.which("nvidia-smi") else no_shim)
-        self.section("quota_nvidia_smi", "Quota in nvidia-smi's memory line while a process holds 1 GiB", 20, self.quota_nvidia_smi, skip=smi_skip)
+        self.section("quota_nvidia_smi", "Quota in nvidia-smi's memory line while a process holds 1 GiB", 15, self.quota_nvidia_smi, skip=smi_skip)
         torch_skip = self.torch_skip() or no_shim
-        self.section("quota_torch", "Quota in PyTorch: mem_get_info, OutOfMemoryError, expandable_segments, cudaMallocAsync", 70,
+        self.section("quota_torch", "Quota in PyTorch: mem_get_info, OutOfMemoryError, expandable_segments, cudaMallocAsync (and a CUDA graph)", 55,
                      self.quota_torch, skip=torch_skip)
+        self.section("calibration", "What simgpu models, measured on this driver: context, module global and heap memory, "
+                     "cuGetProcAddress beside dlsym, NVML's sampling, the time slice", 25, self.calibration,
+                     skip=no_probe)
         sm_skip = (None if dry else no_nvcc) or no_shim
         self.section("sm_accuracy", "SM share accuracy at 10/30/50/70/90 % (open loop, big kernel + sync, graph replay)",
-                     40 if dry else 85, self.sm_accuracy, skip=sm_skip)
-        self.section("cuda_samples", "cudart programs under the shim (vector add, matmul loop)", 30, self.cuda_samples, skip=no_nvcc or no_shim)
-        self.section("overhead_torch", "End-to-end overhead at 100 % limits (PyTorch training step and inference loops)", 40,
+                     40 if dry else 60, self.sm_accuracy, skip=sm_skip)
+        self.section("cuda_samples", "cudart programs under the shim (vector add, matmul loop)", 20, self.cuda_samples, skip=no_nvcc or no_shim)
+        self.section("frameworks", "JAX, CuPy and Triton under a 4 GiB quota and a 30 % SM limit", 40, self.frameworks,
+                     skip=no_shim or self.frameworks_skip())
+        self.section("overhead_torch", "End-to-end overhead at 100 % limits (PyTorch training step and inference loops)", 25,
                      self.overhead_torch, skip=torch_skip)
         self.targets()
         return self.write()
@@ -947,6 +1185,25 @@ def markdown(rep):
         out.append("\n## End-to-end overhead (PyTorch, 100 % limits)\n\n")
         out.append(table(["loop", "step ms without shim", "step ms with shim", "ratio", "overhead %"],
                          [[p, ov[p]["step_ms_no_shim"], ov[p]["step_ms_shim"], ov[p]["ratio"], ov[p]["overhead_pct"]] for p in ("train", "infer") if p in ov]))
+    cal = rep.get("calibration") or {}
+    if len(cal) > 1:
+        # The rows of simgpu/CALIBRATION.md, measured: copy them into its "measured" column.
+        samp, ts, gv = cal.get("nvml_sampling") or {}, cal.get("timeslice") or [], cal.get("gpa_vs_dlsym") or {}
+        mib = lambda b: f"{b / MIB:.1f} MiB" if isinstance(b, int) else "–"  # noqa: E731
+        out.append(f"\n## Calibration ({cal.get('source')})\n\n")
+        out.append(table(["value (simgpu/CALIBRATION.md)", "measured"], [
+            ["time slice between two contexts (gap p50 / own run p50, us)",
+             "; ".join(f"{x.get('gap_p50_us')} / {x.get('run_p50_us')} ({x.get('gaps')} gaps)" for x in ts) or "–"],
+            ["NVML sample period (ms, p10-p90)", f"{fmt(samp.get('period_ms'))} ({fmt(samp.get('period_p10_ms'))}-{fmt(samp.get('period_p90_ms'))})"],
+            ["NVML newest sample's age when read (ms, median / max)", f"{fmt(samp.get('age_ms'))} / {fmt(samp.get('age_max_ms'))}"],
+            ["device memory a context takes (NVML, process)", mib(cal.get("context_bytes"))],
+            ["a 256 MiB module global (NVML growth)", mib(cal.get("module_global_256m_bytes"))],
+            ["the malloc heap raised to 512 MiB, after a launch (NVML growth)", mib(cal.get("malloc_heap_512m_bytes"))],
+            ["cuGetProcAddress_v2 of an unknown symbol", json.dumps(cal.get("gpa_unknown"))],
+            ["cuGetProcAddress beside dlsym (hooked names)",
+             f"{gv.get('names')} names, {gv.get('exact_export')} answered with an exported symbol, "
+             f"{gv.get('same_as_dlsym')}/{gv.get('answered_with_that_export')} the same address as dlsym" if gv else "–"],
+        ]))
     cs = rep["sections"].get("cuda_samples", {})
     if cs.get("programs"):
         out.append("\n## cudart programs\n\n")

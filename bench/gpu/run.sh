@@ -165,6 +165,19 @@ else
     cbin=""
 fi
 
+# The probe (tests/c/probe.c): module globals, the malloc heap, NVML's per-process view and
+# cuGetProcAddress beside dlsym, for the quota_modules and calibration sections.
+if [[ -n "$cbin" ]]; then
+    t="$(now)"
+    werror=()
+    ((dry)) && werror=(-Werror)
+    if "${CC:-gcc}" -std=gnu11 -O2 -Wall "${werror[@]}" -o "$cbin/probe" "$repo/tests/c/probe.c" -ldl >"$work/probe.log" 2>&1; then
+        step probe pass "$t" "gcc tests/c/probe.c: $cbin/probe"
+    else
+        step probe fail "$t" "$(last_line "$work/probe.log")"
+    fi
+fi
+
 # ---- 3. the CUDA programs ----------------------------------------------------------------
 t="$(now)"
 cubin=""

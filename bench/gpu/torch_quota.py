@@ -16,6 +16,11 @@ configuration comes from PYTORCH_CUDA_ALLOC_CONF, as in any PyTorch program. Ste
     step=chunks      --chunk-mib tensors until an OOM or quota + 1 GiB allocated: the caching
                      allocator's free-and-retry path; the bytes held when it stopped
     step=recover     everything freed, empty_cache(), then half the quota again: must succeed
+    step=graph       a CUDA graph whose capture allocates a quarter of the quota and fills it,
+                     replayed once: must succeed (with backend:cudaMallocAsync the allocation is
+                     graph memory, reserved when the graph first runs)
+    step=graph_past  the same graph allocating quota + 1 GiB: under the shim it must not run
+                     (refused at capture or at its first replay), ok=0 with the error
     step=done        ok=1 when the script itself ran to the end
 
 Only the standard library and torch are used.
@@ -54,6 +59,30 @@ def attempt(torch, nbytes, device):
         return None, type(e).__name__
     except RuntimeError as e:
         return None, type(e).__name__ + ":" + str(e).split("\n")[0][:80].replace(" ", "_")
+
+
+def graph_run(torch, nbytes, device):
+    """Captures a graph that allocates nbytes and fills them, replays it once; (ok, error)."""
+    err = ""
+    try:
+        g = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            with torch.cuda.graph(g):
+                t = torch.empty(nbytes, dtype=torch.uint8, device=device)
+                t.fill_(1)
+        g.replay()
+        torch.cuda.synchronize(device)
+        del t, g
+    except Exception as e:  # noqa: BLE001 - any refusal is the result
+        err = type(e).__name__ + ":" + str(e).split("\n")[0][:80].replace(" ", "_")
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001
+        err = err or ("after:" + type(e).__name__)
+    return not err, err
 
 
 def main():
@@ -115,6 +144,13 @@ def main():
     free_r, total_r = torch.cuda.mem_get_info(dev)
     emit("recover", bytes=q // 2, ok=int(t is not None), error=err or "-", free=free_r, total=total_r)
     del t
+    torch.cuda.empty_cache()
+
+    # Last: a failed capture must not disturb the steps above.
+    ok, err = graph_run(torch, q // 4, dev)
+    emit("graph", bytes=q // 4, ok=int(ok), error=err or "-")
+    ok, err = graph_run(torch, q + GIB, dev)
+    emit("graph_past", bytes=q + GIB, ok=int(ok), error=err or "-")
     emit("done", ok=1)
     return 0
 

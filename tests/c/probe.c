@@ -67,6 +67,13 @@
  *                       op=procs api=util rc= n= list=PID:SMUTIL,... ; op=procs api=rates rc= gpu= mem=;
  *                       op=procs api=self pid=<getpid()>
  *   resolve             op=resolved fn=<name> at=<file>!<symbol> for the main entry points
+ *   gpa_cmp=FILE        for each name in FILE (one per line: an exported driver function,
+ *                       e.g. cuMemAlloc_v2 or cuLaunchKernel_ptsz), cuGetProcAddress_v2 of its
+ *                       base name (no _vN, _ptsz or _ptds; the per-thread flag for the latter
+ *                       two) at the driver's own version, beside dlsym of the name:
+ *                       op=gpa_cmp name= base= rc= status= gpa=<file>!<symbol> exact=<the
+ *                       answer is exactly an exported symbol's address> dlsym=<file>!<symbol>
+ *                       same=<the two addresses are equal>
  *   gpa=NAME[@VERSION]  cuGetProcAddress_v2(NAME, VERSION (default 12000), flags 0):
  *                       op=gpa sym= version= rc= status= pfn=<file>!<symbol>|NULL
  *   hooked              calls hooked functions with harmless arguments, one line per call
@@ -869,6 +876,44 @@ static void op_gpa(const char *arg) {
     printf("op=gpa who=%s sym=%s version=%d rc=%d status=%d pfn=%s\n", who, name, version, (int)rc, status, where);
 }
 
+static void op_gpa_cmp(const char *file) {
+    FILE *f = fopen(file, "r");
+    int (*version_of)(int *) = (int (*)(int *))dlsym(lookup_handle, "cuDriverGetVersion");
+    int version = 0;
+    if (!f || !version_of || version_of(&version) != 0 || !D.cuGetProcAddress_v2) {
+        printf("op=gpa_cmp who=%s rc=-1 file_ok=%d\n", who, f != NULL);
+        if (f) fclose(f);
+        return;
+    }
+    char line[160];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n \t")] = 0;
+        if (!line[0]) continue;
+        char base[160];
+        snprintf(base, sizeof base, "%s", line);
+        unsigned long long flags = 0;
+        size_t n = strlen(base);
+        if (n > 5 && (strcmp(base + n - 5, "_ptsz") == 0 || strcmp(base + n - 5, "_ptds") == 0)) {
+            base[n - 5] = 0;
+            flags = 2; /* CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM */
+        }
+        char *v = strrchr(base, '_');
+        if (v && v[1] == 'v' && v[2] && strspn(v + 2, "0123456789") == strlen(v + 2)) *v = 0;
+        void *p = NULL;
+        int status = -1;
+        CUresult rc = D.cuGetProcAddress_v2(base, &p, version, flags, &status);
+        void *d = dlsym(lookup_handle, line);
+        Dl_info info;
+        int exact = p && dladdr(p, &info) && info.dli_sname && info.dli_saddr == p;
+        char gw[256], dw[256];
+        describe(p, gw, sizeof gw);
+        describe(d, dw, sizeof dw);
+        printf("op=gpa_cmp who=%s name=%s base=%s version=%d rc=%d status=%d gpa=%s exact=%d dlsym=%s same=%d\n", who, line, base,
+               version, (int)rc, status, gw, exact, dw, p != NULL && p == d);
+    }
+    fclose(f);
+}
+
 static void op_resolve(void) {
     char where[512];
     for (size_t i = 0; i < N_ENTRIES; i++) {
@@ -1007,6 +1052,8 @@ int main(int argc, char **argv) {
             op_gpa(arg);
         } else if (IS("procs")) {
             op_procs();
+        } else if (IS("gpa_cmp") && arg) {
+            op_gpa_cmp(arg);
         } else if (IS("resolve")) {
             op_resolve();
         } else if (IS("hooked")) {

@@ -74,6 +74,22 @@ fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones()
         assert_eq!(nvml, "skipped");
     }
 
+    // Module globals and the malloc heap (tests/c/probe.c) against the quota: refused with
+    // CUDA_ERROR_OUT_OF_MEMORY past it, on simgpu as on a GPU.
+    assert_eq!(status(&report, "quota_modules"), "pass", "{:#}\n{ctx}", section(&report, "quota_modules"));
+    // The calibration measures simgpu's own defaults back: the measurement itself is checked.
+    assert_eq!(status(&report, "calibration"), "pass", "{:#}\n{ctx}", section(&report, "calibration"));
+    let cal = &report["calibration"];
+    assert_eq!(cal["context_bytes"], 64 << 20, "{cal:#}");
+    assert_eq!(cal["module_global_256m_bytes"], 256 << 20, "{cal:#}");
+    let period = cal["nvml_sampling"]["period_ms"].as_f64().unwrap_or_else(|| panic!("no NVML period: {cal:#}"));
+    assert!((period - 1000.0 / 6.0).abs() < 5.0, "NVML period {period} ms, simgpu samples every 1/6 s");
+    assert_eq!(cal["gpa_unknown"]["pfn"], "NULL", "{cal:#}");
+    let gv = &cal["gpa_vs_dlsym"];
+    assert!(gv["names"].as_u64().unwrap_or(0) >= 60, "the shim's hooked names were listed: {gv}");
+    assert_eq!(gv["same_as_dlsym"], gv["answered_with_that_export"], "{gv}");
+    assert!(md.contains("## Calibration"), "report.md lacks the calibration table:\n{md}");
+
     // SM accuracy on simgpu: loose bounds, stable on a loaded two-core machine.
     let sm = section(&report, "sm_accuracy");
     assert!(matches!(sm["status"].as_str(), Some("pass" | "fail")), "sm_accuracy did not run: {sm:#}\n{ctx}");
@@ -104,6 +120,7 @@ fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones()
         ("quota_torch", "no PyTorch"),
         ("overhead_torch", "no PyTorch"),
         ("quota_nvidia_smi", "no nvidia-smi"),
+        ("frameworks", "no JAX, CuPy or Triton"),
     ] {
         let s = section(&report, key);
         assert_eq!(s["status"], "skipped", "{key}: {s}");
@@ -115,7 +132,7 @@ fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones()
     let verdict = report["verdict"].as_str().unwrap_or_else(|| panic!("no verdict in the report\n{ctx}"));
     if report["ok"] == true {
         assert!(verdict.starts_with("PASS with"), "{verdict}");
-        for key in ["cuda_samples", "quota_torch", "overhead_torch", "quota_nvidia_smi"] {
+        for key in ["cuda_samples", "quota_torch", "overhead_torch", "quota_nvidia_smi", "frameworks"] {
             assert!(verdict.contains(key) && report["skipped"][key].is_string(), "{key} missing from the verdict: {verdict}");
         }
     }

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""How NVML samples a process's utilisation: its sampling period and how old its newest sample
+is when read (what simgpu's `SIMGPU_NVML_PERIOD` models, and what vgpu's SM controller reads).
+
+    nvml_sampling.py --pid PID --seconds S [--spawned-us T] [--poll-ms 10] [--lib PATH]
+
+Polls `nvmlDeviceGetProcessUtilization` of device 0 every --poll-ms while process PID runs a
+steady load, and prints one JSON line:
+
+    {"ok": true, "polls": n, "samples": n, "period_ms": median spacing of PID's distinct sample
+     timestamps, "period_p10_ms": .., "period_p90_ms": .., "age_ms": median over polls of (the
+     poll's time - the newest timestamp of PID it returned), "age_max_ms": ..,
+     "first_busy_ms": first sample of PID with smUtil > 0, after --spawned-us (when given),
+     "sm_util_p50": .., "error": null}
+
+Only the standard library (ctypes). Timestamps are NVML's (microseconds, CLOCK_REALTIME).
+"""
+
+import argparse
+import ctypes
+import json
+import statistics
+import sys
+import time
+
+NVML_SUCCESS = 0
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_NOT_FOUND = 6
+
+
+class Sample(ctypes.Structure):
+    """nvmlProcessUtilizationSample_t."""
+
+    _fields_ = [
+        ("pid", ctypes.c_uint),
+        ("timeStamp", ctypes.c_ulonglong),
+        ("smUtil", ctypes.c_uint),
+        ("memUtil", ctypes.c_uint),
+        ("encUtil", ctypes.c_uint),
+        ("decUtil", ctypes.c_uint),
+    ]
+
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    return v[int(p * (len(v) - 1))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--spawned-us", type=int, default=0)
+    ap.add_argument("--poll-ms", type=float, default=10.0)
+    ap.add_argument("--lib", default="libnvidia-ml.so.1")
+    a = ap.parse_args()
+    out = {"ok": False, "polls": 0, "samples": 0, "error": None}
+    try:
+        nvml = ctypes.CDLL(a.lib)
+    except OSError as e:
+        out["error"] = f"load {a.lib}: {e}"
+        print(json.dumps(out))
+        return 0
+    get = nvml.nvmlDeviceGetProcessUtilization
+    get.argtypes = [ctypes.c_void_p, ctypes.POINTER(Sample), ctypes.POINTER(ctypes.c_uint), ctypes.c_ulonglong]
+    rc = nvml.nvmlInit_v2()
+    if rc != NVML_SUCCESS:
+        out["error"] = f"nvmlInit_v2 rc={rc}"
+        print(json.dumps(out))
+        return 0
+    dev = ctypes.c_void_p()
+    rc = nvml.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(dev))
+    if rc != NVML_SUCCESS:
+        out["error"] = f"nvmlDeviceGetHandleByIndex_v2 rc={rc}"
+        print(json.dumps(out))
+        return 0
+    seen = {}  # timestamp -> smUtil, for --pid
+    ages = []
+    errors = {}
+    end = time.monotonic() + a.seconds
+    buf = (Sample * 256)()
+    while time.monotonic() < end:
+        count = ctypes.c_uint(len(buf))
+        rc = get(dev, buf, ctypes.byref(count), 0)
+        now_us = time.time_ns() // 1000
+        out["polls"] += 1
+        if rc == NVML_SUCCESS:
+            newest = None
+            for s in buf[: count.value]:
+                if s.pid == a.pid:
+                    seen[s.timeStamp] = s.smUtil
+                    newest = s.timeStamp if newest is None else max(newest, s.timeStamp)
+            if newest is not None:
+                ages.append((now_us - newest) / 1e3)
+        elif rc != NVML_ERROR_NOT_FOUND:  # NOT_FOUND: no samples yet
+            errors[rc] = errors.get(rc, 0) + 1
+        time.sleep(a.poll_ms / 1e3)
+    nvml.nvmlShutdown()
+    stamps = sorted(seen)
+    gaps = [(b - x) / 1e3 for x, b in zip(stamps, stamps[1:])]
+    busy = [t for t in stamps if seen[t] > 0]
+    out.update({
+        "samples": len(stamps),
+        "period_ms": statistics.median(gaps) if gaps else None,
+        "period_p10_ms": pct(gaps, 0.1),
+        "period_p90_ms": pct(gaps, 0.9),
+        "age_ms": statistics.median(ages) if ages else None,
+        "age_max_ms": max(ages) if ages else None,
+        "first_busy_ms": (busy[0] - a.spawned_us) / 1e3 if busy and a.spawned_us else None,
+        "sm_util_p50": statistics.median([seen[t] for t in stamps]) if stamps else None,
+        "errors": {str(k): v for k, v in errors.items()},
+    })
+    out["ok"] = len(gaps) >= 2
+    if not out["ok"]:
+        out["error"] = f"too few samples of pid {a.pid}: {len(stamps)} (errors {errors})"
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
