@@ -992,9 +992,18 @@ class Harness:
                 s.check(f"{phase}: measured with and without the shim", False)
                 continue
             ratio = min(b) / min(a)
+            # The run-to-run noise of the same configuration (A/A): the resolution of this
+            # measurement. A 1 % mark below it cannot be decided by this run.
+            noise = max((max(x) / min(x) - 1.0 for x in (a, b) if len(x) > 1), default=None)
             s.data[phase] = {"step_ms_no_shim": round(min(a), 5), "step_ms_shim": round(min(b), 5), "ratio": round(ratio, 4),
-                             "overhead_pct": round(100.0 * (ratio - 1.0), 2)}
-            s.check(f"{phase}: overhead <= 1 % at 100 % limits", ratio <= 1.01, ratio=round(ratio, 4))
+                             "overhead_pct": round(100.0 * (ratio - 1.0), 2),
+                             "noise_pct": None if noise is None else round(100.0 * noise, 2)}
+            name = f"{phase}: overhead <= 1 % at 100 % limits"
+            if noise is None or noise > 0.01:
+                why = "one run per configuration" if noise is None else f"the same configuration's runs differ by {100 * noise:.2f} %"
+                s.check(name, None, ratio=round(ratio, 4), reason=f"inconclusive: {why}, more than the 1 % mark")
+            else:
+                s.check(name, ratio <= 1.01, ratio=round(ratio, 4), noise_pct=round(100.0 * noise, 2))
 
     # ---- targets ----
 
@@ -1043,12 +1052,13 @@ class Harness:
         ov = sec.get("overhead_torch", {})
         ovm = {p: ov[p]["overhead_pct"] for p in ("train", "infer") if isinstance(ov.get(p), dict)}
         out.append({"id": "overhead", "what": "end-to-end overhead at 100 % limits (PyTorch MLP training step, inference)",
-                    "design": "<= 1 % (peers.md goal 2)", "peer": "GaiaGPU 1.015 %; HAMi ~23 % before its 2026 fixes",
+                    "design": "<= 1 % (README, Targets)", "peer": "GaiaGPU 1.015 %; HAMi ~23 % before its 2026 fixes",
                     "measured": ", ".join(f"{p} {v:+.2f} %" for p, v in ovm.items()) or None,
-                    "met": all(v <= 1.0 for v in ovm.values()) if ovm else None})
+                    # An inconclusive check (noise above the mark) leaves the target undecided.
+                    "met": (all(v <= 1.0 for v in ovm.values()) if all(c["pass"] is not None for c in ov.get("checks", [])) else None) if ovm else None})
         tq = sec.get("quota_torch", {})
         out.append({"id": "torch", "what": "PyTorch default / expandable_segments / cudaMallocAsync: quota seen and enforced",
-                    "design": "all pass (peers.md goal 13)", "peer": "HAMi: cudaMallocAsync counting error (fixed 2025-04)",
+                    "design": "all pass (README, Targets)", "peer": "HAMi: cudaMallocAsync counting error (fixed 2025-04)",
                     "measured": tq.get("status"), "met": (tq.get("status") == "pass") if ran("quota_torch") else None})
         self.report["targets"] = out
 
@@ -1163,7 +1173,7 @@ def markdown(rep):
         status = s["status"] + (f": {s['reason']}" if s["status"] == "skipped" else "")
         rows.append([key, status if s["status"] == "skipped" else s["status"], s.get("seconds"), "" if s["status"] == "skipped" else note])
     out.append(table(["section", "status", "seconds", "note"], rows))
-    out.append("\n## Targets (DESIGN.md, research/peers.md §8)\n\n")
+    out.append("\n## Targets (the top-level README's \"Targets\")\n\n")
     out.append(table(["what", "target", "measured", "met", "best peer"],
                      [[t["what"], t["design"], t["measured"], t["met"], t["peer"]] for t in rep["targets"]]))
     sm = rep["sections"].get("sm_accuracy", {})
