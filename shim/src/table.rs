@@ -83,7 +83,7 @@ macro_rules! export_body {
                 unsafe { FromCaller::from_caller($arg) }
             ),*)
         };
-        if !p.is_null() && (crate::hooks::fast::forward_at_once() || paid()) {
+        if !p.is_null() && paid() {
             // SAFETY: the slot holds the real library's symbol of this name, which has this C
             // signature.
             let real = unsafe { std::mem::transmute::<*mut c_void, pfn!($lib, $name)>(p) };
@@ -249,8 +249,8 @@ hook_table! {
         Cuda fn cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult => launch::launch_kernel_ex::<true>, fast launch::paid_kernel_ex::<true>, launch::fast_kernel_ex::<true>;
         Cuda fn cuLaunchCooperativeKernel(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<false>, fast launch::paid_cooperative::<false>, launch::fast_cooperative::<false>;
         Cuda fn cuLaunchCooperativeKernel_ptsz(f: CUfunction, gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint, stream: CUstream, params: *mut *mut c_void) -> CUresult => launch::launch_cooperative::<true>, fast launch::paid_cooperative::<true>, launch::fast_cooperative::<true>;
-        Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<false>;
-        Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<true>;
+        Cuda fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<false>, fast launch::paid_graph, launch::fast_graph;
+        Cuda fn cuGraphLaunch_ptsz(exec: CUgraphExec, stream: CUstream) -> CUresult => launch::graph_launch::<true>, fast launch::paid_graph, launch::fast_graph;
         Cuda fn cuCtxSynchronize() -> CUresult => priority::ctx_synchronize;
         Cuda fn cuStreamSynchronize(stream: CUstream) -> CUresult => priority::stream_synchronize::<false>;
         Cuda fn cuStreamSynchronize_ptsz(stream: CUstream) -> CUresult => priority::stream_synchronize::<true>;

@@ -375,6 +375,27 @@ fn graph_memory_is_charged_when_its_graph_first_runs_and_refused_past_the_quota(
 }
 
 #[test]
+fn graph_memory_is_charged_even_once_launches_are_forwarded_at_once() {
+    // Kernel launches first (the launch fast path arms: graph launches too are forwarded
+    // without the whole path), then graphs with graph memory: their first launch must still
+    // map it through the quota.
+    let sim = Sim::with_64m_contexts();
+    let quota = 1024 * MIB;
+    let probe = build_c_helper("probe", false);
+    let ops = ["init", "ctx", "module=1m", "launch=3", "graph=512m", "gnode=512m", "info"];
+    let shimmed = run(sim.shimmed(&probe).env("CUDA_DEVICE_MEMORY_LIMIT", "1g").args(ops), Duration::from_secs(30));
+    let stdout = text(&shimmed.stdout);
+    assert!(shimmed.status.success(), "{stdout}\n{}", text(&shimmed.stderr));
+    let recs = records(&stdout, "op");
+    let op = |name: &str| -> &Rec { recs.iter().find(|r| field(r, "op") == name).unwrap_or_else(|| panic!("no {name}: {stdout}")) };
+    assert_eq!(field(op("launch"), "rc"), "0", "{stdout}");
+    let graph = op("graph");
+    assert_eq!((field(graph, "rc"), u(graph, "free")), ("0", quota - CONTEXT - MIB - 512 * MIB), "charged at launch: {stdout}");
+    let gnode = op("gnode");
+    assert_eq!((field(gnode, "rc"), field(gnode, "step")), ("2", "launch"), "OUT_OF_MEMORY at its launch: {stdout}");
+}
+
+#[test]
 fn a_raised_context_limit_is_charged_and_refused_past_the_quota() {
     // The stack limit is reserved for every resident thread (simgpu: 132 SMs × 2048), so each
     // KiB of stack is 264 MiB; the heap is its own size. Charged above what the context had.

@@ -1,7 +1,8 @@
 //! The launch fast path. With no SM limit and no high-priority work on the process's devices,
 //! a launch hook decides nothing: it only forwards. Once a first launch has gone the whole
 //! way (the mode, region, limits and priority sections are known), the kernel-launch exports
-//! check one process-local word and each device's priority hint on the board, and forward.
+//! check one process-local word and each device's priority hint on the board, and forward;
+//! so do the graph-launch exports while the process has declared no graph memory.
 //! With an SM limit on the one device a process sees, a launch of the shape launched last is
 //! paid from the process's prepaid GPU time ([`Credit`], leases taken from the container's
 //! bucket), in the same line; another shape, a new lease, a wait, a timed launch, finished
@@ -62,6 +63,9 @@ struct Fast {
     state: AtomicU8,
     /// The hints are this process's sections' (the SM-limited path checks them too).
     known: AtomicBool,
+    /// This process has declared graph memory: a graph's first launch maps it, so graph
+    /// launches take the whole path.
+    graph_memory: AtomicBool,
     credit: Credit,
     hints: OnceLock<Hints>,
     sm: OnceLock<SmFast>,
@@ -70,13 +74,34 @@ struct Fast {
 // What a launch of the cached shape reads is in the first line.
 const _: () = assert!(std::mem::offset_of!(Fast, sm) <= 64);
 
-static FAST: Fast =
-    Fast { state: AtomicU8::new(OFF), known: AtomicBool::new(false), credit: Credit::new(), hints: OnceLock::new(), sm: OnceLock::new() };
+static FAST: Fast = Fast {
+    state: AtomicU8::new(OFF),
+    known: AtomicBool::new(false),
+    graph_memory: AtomicBool::new(false),
+    credit: Credit::new(),
+    hints: OnceLock::new(),
+    sm: OnceLock::new(),
+};
 
 /// Whether a kernel launch may be forwarded at once (the exports' first check).
 #[inline(always)]
 pub fn forward_at_once() -> bool {
     FAST.state.load(Acquire) == ARMED && hints_quiet()
+}
+
+/// Whether a graph launch may be forwarded at once: no SM limit, every hint quiet, and no
+/// graph memory declared in this process (else its first launch maps it: the whole path).
+#[inline(always)]
+pub fn forward_graph() -> bool {
+    forward_at_once() && !FAST.graph_memory.load(Acquire)
+}
+
+/// Graph memory was declared (an allocation node, or a graph that maps some): from now on
+/// graph launches take the whole path. Set before the graph hooks record it, so a graph
+/// launched after its allocation nodes were made always finds it (never cleared: a child
+/// after `fork` keeps its graph launches on the whole path too).
+pub(super) fn graph_memory_seen() {
+    FAST.graph_memory.store(true, SeqCst);
 }
 
 /// The process's prepaid GPU time, when a launch may be paid from it on the fast path.

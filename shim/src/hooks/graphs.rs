@@ -48,6 +48,7 @@ impl GraphMemory {
 
     /// Records an allocation node of `bytes` on `device` in `graph`.
     pub fn allocation_node(&self, graph: u64, device: usize, bytes: u64) {
+        super::fast::graph_memory_seen();
         self.any.store(true, Relaxed);
         self.seen[device].store(true, Relaxed);
         self.book.lock().allocation_node(graph, device, bytes);
@@ -120,6 +121,7 @@ pub fn mapping<D: Driver>(e: &Enforce<D>, need: &PerDevice, forward: impl FnOnce
     let mut reservations = Vec::with_capacity(need.len());
     for &(device, bytes) in need {
         g.seen[device].store(true, Relaxed);
+        super::fast::graph_memory_seen();
         g.any.store(true, Relaxed);
         let _ = resync(e, device);
         let reserved = attribute(e, device, GA::CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT).unwrap_or(0);

@@ -241,10 +241,11 @@ fn fast_launch(key: impl FnOnce() -> u64, stream: CUstream, per_thread: bool, de
     fast_charge(credit, key(), stream, per_thread, default_ns, call)
 }
 
-/// Whether a launch of `key` is paid from the process's credit (the fast path's first part).
+/// Whether a launch of `key` may be forwarded now (the fast path's first part): no SM limit
+/// and every hint quiet, or paid from the process's credit.
 #[inline(always)]
 fn paid(key: impl FnOnce() -> u64) -> bool {
-    super::fast::credit().is_some_and(|c| c.spend(key()))
+    super::fast::forward_at_once() || super::fast::credit().is_some_and(|c| c.spend(key()))
 }
 
 /// The SM-limited fast path past the credit: the cost model's estimate paid from the credit,
@@ -449,6 +450,20 @@ pub fn launch_kernel_ex<const PER_THREAD: bool>(
     };
     let key = || kernel(f, [c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
     throttled(e, c.hStream, PER_THREAD, key, sm::DEFAULT_KERNEL_NS, call)
+}
+
+/// `cuGraphLaunch`'s fast check, and `_ptsz`'s: forwarded at once with no SM limit, every
+/// hint quiet and no graph memory in the process.
+#[inline(always)]
+pub fn paid_graph(_exec: CUgraphExec, _stream: CUstream) -> bool {
+    super::fast::forward_graph()
+}
+
+/// `cuGraphLaunch`'s fast path past [`paid_graph`]: none (graphs under an SM limit, or mapping
+/// graph memory, take the whole path).
+#[inline(always)]
+pub fn fast_graph(_call: impl FnOnce() -> R, _exec: CUgraphExec, _stream: CUstream) -> Option<R> {
+    None
 }
 
 /// `cuGraphLaunch`, and `_ptsz`: a graph is charged as one unit of learned cost.
