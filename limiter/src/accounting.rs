@@ -176,6 +176,8 @@ fn add_to(v: &mut PerDevice, device: usize, bytes: u64) {
 pub struct GraphBook {
     graphs: HashMap<u64, PerDevice>,
     execs: HashMap<u64, (PerDevice, bool)>,
+    /// Executable graphs whose memory is not mapped now (their next launch maps it).
+    unmapped: usize,
 }
 
 impl GraphBook {
@@ -198,7 +200,10 @@ impl GraphBook {
     pub fn instantiated(&mut self, graph: u64, exec: u64) {
         let need = self.graph_need(graph);
         if !need.is_empty() {
-            self.execs.insert(exec, (need, false));
+            self.unmapped += 1;
+            if let Some((_, false)) = self.execs.insert(exec, (need, false)) {
+                self.unmapped -= 1; // the driver reused a handle it had destroyed
+            }
         }
     }
 
@@ -213,22 +218,32 @@ impl GraphBook {
 
     /// `exec`'s memory is mapped (it was uploaded or launched).
     pub fn mapped(&mut self, exec: u64) {
-        if let Some((_, m)) = self.execs.get_mut(&exec) {
+        if let Some((_, m @ false)) = self.execs.get_mut(&exec) {
             *m = true;
+            self.unmapped -= 1;
         }
     }
 
     /// Executable graph `exec` was destroyed.
     pub fn exec_destroyed(&mut self, exec: u64) {
-        self.execs.remove(&exec);
+        if let Some((_, false)) = self.execs.remove(&exec) {
+            self.unmapped -= 1;
+        }
+    }
+
+    /// How many executable graphs would map memory at their next launch (0: every launch
+    /// only forwards).
+    pub fn unmapped(&self) -> usize {
+        self.unmapped
     }
 
     /// A trim of `device`'s graph memory may have unmapped any executable graph using it: the
     /// next launch of each must find room again.
     pub fn trimmed(&mut self, device: usize) {
         for (need, m) in self.execs.values_mut() {
-            if need.iter().any(|(d, _)| *d == device) {
+            if *m && need.iter().any(|(d, _)| *d == device) {
                 *m = false;
+                self.unmapped += 1;
             }
         }
     }
@@ -434,16 +449,23 @@ mod tests {
         b.instantiated(7, 17); // a graph without memory nodes: nothing to map
         assert_eq!(b.to_map(17), vec![]);
         assert_eq!(b.to_map(11), vec![(0, 150), (2, 10)]);
+        assert_eq!(b.unmapped(), 1);
+        b.mapped(11);
         b.mapped(11);
         assert_eq!(b.to_map(11), vec![], "a relaunch reuses its mapping");
+        assert_eq!(b.unmapped(), 0, "every launch only forwards now");
         b.graph_destroyed(1);
         assert_eq!(b.to_map(11), vec![], "the executable graph outlives its graph");
         b.trimmed(1);
         assert_eq!(b.to_map(11), vec![], "a trim of another device changes nothing");
+        assert_eq!(b.unmapped(), 0);
+        b.trimmed(2);
         b.trimmed(2);
         assert_eq!(b.to_map(11), vec![(0, 150), (2, 10)], "after a trim the next launch maps again");
+        assert_eq!(b.unmapped(), 1);
         b.exec_destroyed(11);
         assert_eq!(b.to_map(11), vec![]);
+        assert_eq!(b.unmapped(), 0);
         assert!(b.is_empty());
     }
 

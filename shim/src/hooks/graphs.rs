@@ -14,7 +14,7 @@
 //! this process has declared graph memory before, and reconciliation (`reconcile`) otherwise;
 //! the next allocation past the quota is then refused.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 use cuda_sys::driver::{CUgraphMem_attribute as GA, CUresult};
 use vgpu_limiter::accounting::{self, GraphBook, PerDevice};
@@ -33,6 +33,9 @@ pub struct GraphMemory {
     pub book: parking_lot::Mutex<GraphBook>,
     /// Set once any graph memory is seen; until then no graph hook takes the lock.
     any: AtomicBool,
+    /// The book's count of executable graphs whose next launch maps memory, published after
+    /// each change under the lock: while it is 0 a graph launch takes no lock.
+    unmapped: AtomicUsize,
     /// Bytes of each device's graph allocator charged to the container.
     charged: [AtomicU64; MAX_DEVICES],
     /// Devices whose graph allocator this process has used.
@@ -54,6 +57,15 @@ impl GraphMemory {
         self.book.lock().allocation_node(graph, device, bytes);
     }
 
+    /// Changes the book under its lock, and publishes how many executable graphs are left to
+    /// map.
+    fn edit<T>(&self, change: impl FnOnce(&mut GraphBook) -> T) -> T {
+        let mut book = self.book.lock();
+        let out = change(&mut book);
+        self.unmapped.store(book.unmapped(), Release);
+        out
+    }
+
     /// Forgets everything (a child after `fork` holds none of its parent's graphs).
     pub fn clear(&self) {
         if self.book.is_locked() {
@@ -64,7 +76,7 @@ impl GraphMemory {
                 self.book.force_unlock()
             };
         }
-        *self.book.lock() = GraphBook::default();
+        self.edit(|book| *book = GraphBook::default());
         self.any.store(false, Relaxed);
         for d in 0..MAX_DEVICES {
             self.charged[d].store(0, Relaxed);
@@ -203,11 +215,12 @@ fn instantiate<D: Driver>(
     if rc == R::CUDA_SUCCESS
         && let Some(x) = exec.written()
     {
-        let mut book = g.book.lock();
-        book.instantiated(graph as u64, x as u64);
-        if uploads {
-            book.mapped(x as u64);
-        }
+        g.edit(|book| {
+            book.instantiated(graph as u64, x as u64);
+            if uploads {
+                book.mapped(x as u64);
+            }
+        });
     }
     rc
 }
@@ -239,7 +252,10 @@ pub fn instantiate_with_params<D: Driver>(
 /// Runs a launch or upload of `exec`: its first one maps its graph memory (see [`mapping`]).
 pub fn launching<D: Driver>(e: &Enforce<D>, exec: cuda_sys::driver::CUgraphExec, forward: impl FnOnce() -> R) -> R {
     let g = &e.shim.graphs;
-    if !g.any() {
+    // Every known graph mapped: a replay takes no lock (the usual case, graphs replayed many
+    // times). An instantiation or trim that made one unmapped was published before the
+    // program could launch what it made.
+    if !g.any() || g.unmapped.load(Acquire) == 0 {
         return forward();
     }
     let need = g.book.lock().to_map(exec as u64);
@@ -248,7 +264,7 @@ pub fn launching<D: Driver>(e: &Enforce<D>, exec: cuda_sys::driver::CUgraphExec,
     }
     let rc = mapping(e, &need, forward);
     if rc == R::CUDA_SUCCESS {
-        g.book.lock().mapped(exec as u64);
+        g.edit(|book| book.mapped(exec as u64));
     }
     rc
 }
@@ -268,7 +284,7 @@ pub fn upload<D: Driver>(
 pub fn exec_destroy<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, exec: cuda_sys::driver::CUgraphExec) -> R {
     let rc = call();
     if rc == R::CUDA_SUCCESS && e.shim.graphs.any() {
-        e.shim.graphs.book.lock().exec_destroyed(exec as u64);
+        e.shim.graphs.edit(|book| book.exec_destroyed(exec as u64));
         let _ = resync_all(e);
     }
     rc
@@ -290,7 +306,7 @@ pub fn trim<D: Driver>(e: &Enforce<D>, call: impl FnOnce() -> R, device: cuda_sy
     if let Ok(d) = super::device_index(device)
         && e.shim.graphs.any()
     {
-        e.shim.graphs.book.lock().trimmed(d);
+        e.shim.graphs.edit(|book| book.trimmed(d));
         let _ = resync(e, d);
     }
     rc
