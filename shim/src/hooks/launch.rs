@@ -295,7 +295,8 @@ fn continued(c: Charge, stream: CUstream, call: impl FnOnce() -> R) -> R {
     })
 }
 
-/// `cuLaunchKernel`'s first fast check, and `_ptsz`'s: paid from the credit.
+/// `cuLaunchKernel`'s first fast check, and `_ptsz`'s: forwarded now (no SM limit) or paid
+/// from the credit.
 #[inline(always)]
 pub fn paid_kernel<const PER_THREAD: bool>(
     f: CUfunction,
