@@ -176,8 +176,6 @@ fn add_to(v: &mut PerDevice, device: usize, bytes: u64) {
 pub struct GraphBook {
     graphs: HashMap<u64, PerDevice>,
     execs: HashMap<u64, (PerDevice, bool)>,
-    /// Executable graphs whose memory is not mapped now (their next launch maps it).
-    unmapped: usize,
 }
 
 impl GraphBook {
@@ -200,10 +198,7 @@ impl GraphBook {
     pub fn instantiated(&mut self, graph: u64, exec: u64) {
         let need = self.graph_need(graph);
         if !need.is_empty() {
-            self.unmapped += 1;
-            if let Some((_, false)) = self.execs.insert(exec, (need, false)) {
-                self.unmapped -= 1; // the driver reused a handle it had destroyed
-            }
+            self.execs.insert(exec, (need, false));
         }
     }
 
@@ -218,32 +213,28 @@ impl GraphBook {
 
     /// `exec`'s memory is mapped (it was uploaded or launched).
     pub fn mapped(&mut self, exec: u64) {
-        if let Some((_, m @ false)) = self.execs.get_mut(&exec) {
+        if let Some((_, m)) = self.execs.get_mut(&exec) {
             *m = true;
-            self.unmapped -= 1;
         }
     }
 
     /// Executable graph `exec` was destroyed.
     pub fn exec_destroyed(&mut self, exec: u64) {
-        if let Some((_, false)) = self.execs.remove(&exec) {
-            self.unmapped -= 1;
-        }
+        self.execs.remove(&exec);
     }
 
     /// How many executable graphs would map memory at their next launch (0: every launch
     /// only forwards).
     pub fn unmapped(&self) -> usize {
-        self.unmapped
+        self.execs.values().filter(|(_, m)| !m).count()
     }
 
     /// A trim of `device`'s graph memory may have unmapped any executable graph using it: the
     /// next launch of each must find room again.
     pub fn trimmed(&mut self, device: usize) {
         for (need, m) in self.execs.values_mut() {
-            if *m && need.iter().any(|(d, _)| *d == device) {
+            if need.iter().any(|(d, _)| *d == device) {
                 *m = false;
-                self.unmapped += 1;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! a launch hook decides nothing: it only forwards. Once a first launch has gone the whole
 //! way (the mode, region, limits and priority sections are known), the kernel-launch exports
 //! check one process-local word and each device's priority hint on the board, and forward;
-//! so do the graph-launch exports while the process has declared no graph memory.
+//! so do the graph-launch exports while no executable graph is left to map graph memory.
 //! With an SM limit on the one device a process sees, a launch of the shape launched last is
 //! paid from the process's prepaid GPU time ([`Credit`], leases taken from the container's
 //! bucket), in the same line; another shape, a new lease, a wait, a timed launch, finished
@@ -22,7 +22,7 @@
 //! whose parent had kept a bucket (in the parent's region) stays on the whole path.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::*};
 
 use vgpu_limiter::config::{MAX_DEVICES, Priority};
 use vgpu_limiter::priority::board::Hint;
@@ -63,9 +63,10 @@ struct Fast {
     state: AtomicU8,
     /// The hints are this process's sections' (the SM-limited path checks them too).
     known: AtomicBool,
-    /// This process has declared graph memory: a graph's first launch maps it, so graph
+    /// How many of this process's executable graphs would map graph memory at their next
+    /// launch (published by the graph hooks after each change): while any would, graph
     /// launches take the whole path.
-    graph_memory: AtomicBool,
+    graphs_to_map: AtomicU32,
     credit: Credit,
     hints: OnceLock<Hints>,
     sm: OnceLock<SmFast>,
@@ -77,7 +78,7 @@ const _: () = assert!(std::mem::offset_of!(Fast, sm) <= 64);
 static FAST: Fast = Fast {
     state: AtomicU8::new(OFF),
     known: AtomicBool::new(false),
-    graph_memory: AtomicBool::new(false),
+    graphs_to_map: AtomicU32::new(0),
     credit: Credit::new(),
     hints: OnceLock::new(),
     sm: OnceLock::new(),
@@ -90,18 +91,23 @@ pub fn forward_at_once() -> bool {
 }
 
 /// Whether a graph launch may be forwarded at once: no SM limit, every hint quiet, and no
-/// graph memory declared in this process (else its first launch maps it: the whole path).
+/// executable graph of this process left to map graph memory (else the whole path maps it).
 #[inline(always)]
 pub fn forward_graph() -> bool {
-    forward_at_once() && !FAST.graph_memory.load(Acquire)
+    forward_at_once() && graphs_to_map() == 0
 }
 
-/// Graph memory was declared (an allocation node, or a graph that maps some): from now on
-/// graph launches take the whole path. Set before the graph hooks record it, so a graph
-/// launched after its allocation nodes were made always finds it (never cleared: a child
-/// after `fork` keeps its graph launches on the whole path too).
-pub(super) fn graph_memory_seen() {
-    FAST.graph_memory.store(true, SeqCst);
+/// How many executable graphs would map graph memory at their next launch.
+#[inline(always)]
+pub(super) fn graphs_to_map() -> u32 {
+    FAST.graphs_to_map.load(Acquire)
+}
+
+/// Publishes the graph book's count of executable graphs left to map (after each change, under
+/// the book's lock: an instantiation or a trim is published before the program can launch
+/// what it made or trimmed).
+pub(super) fn set_graphs_to_map(n: usize) {
+    FAST.graphs_to_map.store(u32::try_from(n).unwrap_or(u32::MAX), Release);
 }
 
 /// The process's prepaid GPU time, when a launch may be paid from it on the fast path.

@@ -14,7 +14,7 @@
 //! this process has declared graph memory before, and reconciliation (`reconcile`) otherwise;
 //! the next allocation past the quota is then refused.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
 use cuda_sys::driver::{CUgraphMem_attribute as GA, CUresult};
 use vgpu_limiter::accounting::{self, GraphBook, PerDevice};
@@ -33,9 +33,6 @@ pub struct GraphMemory {
     pub book: parking_lot::Mutex<GraphBook>,
     /// Set once any graph memory is seen; until then no graph hook takes the lock.
     any: AtomicBool,
-    /// The book's count of executable graphs whose next launch maps memory, published after
-    /// each change under the lock: while it is 0 a graph launch takes no lock.
-    unmapped: AtomicUsize,
     /// Bytes of each device's graph allocator charged to the container.
     charged: [AtomicU64; MAX_DEVICES],
     /// Devices whose graph allocator this process has used.
@@ -51,18 +48,17 @@ impl GraphMemory {
 
     /// Records an allocation node of `bytes` on `device` in `graph`.
     pub fn allocation_node(&self, graph: u64, device: usize, bytes: u64) {
-        super::fast::graph_memory_seen();
         self.any.store(true, Relaxed);
         self.seen[device].store(true, Relaxed);
         self.book.lock().allocation_node(graph, device, bytes);
     }
 
     /// Changes the book under its lock, and publishes how many executable graphs are left to
-    /// map.
+    /// map (to the launch fast path, which graph launches read first).
     fn edit<T>(&self, change: impl FnOnce(&mut GraphBook) -> T) -> T {
         let mut book = self.book.lock();
         let out = change(&mut book);
-        self.unmapped.store(book.unmapped(), Release);
+        super::fast::set_graphs_to_map(book.unmapped());
         out
     }
 
@@ -133,7 +129,6 @@ pub fn mapping<D: Driver>(e: &Enforce<D>, need: &PerDevice, forward: impl FnOnce
     let mut reservations = Vec::with_capacity(need.len());
     for &(device, bytes) in need {
         g.seen[device].store(true, Relaxed);
-        super::fast::graph_memory_seen();
         g.any.store(true, Relaxed);
         let _ = resync(e, device);
         let reserved = attribute(e, device, GA::CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT).unwrap_or(0);
@@ -253,9 +248,8 @@ pub fn instantiate_with_params<D: Driver>(
 pub fn launching<D: Driver>(e: &Enforce<D>, exec: cuda_sys::driver::CUgraphExec, forward: impl FnOnce() -> R) -> R {
     let g = &e.shim.graphs;
     // Every known graph mapped: a replay takes no lock (the usual case, graphs replayed many
-    // times). An instantiation or trim that made one unmapped was published before the
-    // program could launch what it made.
-    if !g.any() || g.unmapped.load(Acquire) == 0 {
+    // times; the fast path forwards those before the gate when nothing is throttled).
+    if !g.any() || super::fast::graphs_to_map() == 0 {
         return forward();
     }
     let need = g.book.lock().to_map(exec as u64);

@@ -454,7 +454,7 @@ pub fn launch_kernel_ex<const PER_THREAD: bool>(
 }
 
 /// `cuGraphLaunch`'s fast check, and `_ptsz`'s: forwarded at once with no SM limit, every
-/// hint quiet and no graph memory in the process.
+/// hint quiet and no executable graph left to map graph memory.
 #[inline(always)]
 pub fn paid_graph(_exec: CUgraphExec, _stream: CUstream) -> bool {
     super::fast::forward_graph()
