@@ -1072,7 +1072,19 @@ class Harness:
         skipped = {k: v.get("reason", "") for k, v in self.report["sections"].items() if v.get("status") == "skipped"}
         self.report["skipped"] = skipped
         if not self.report["ok"]:
-            self.report["verdict"] = "FAIL"
+            # Name what failed, with the first line of why, so a one-line verdict is enough to act on.
+            def why(v):
+                first = next((c for c in v.get("checks", []) if c.get("pass") is False), None)
+                # The first failed check, with its short measured values (mean_abs_error=4.1).
+                shown = first and ", ".join(f"{k}={w}" for k, w in first.items()
+                                            if k not in ("name", "pass") and isinstance(w, (int, float, str)) and len(str(w)) < 60)
+                text = v.get("reason") or (first and first["name"] + (f": {shown}" if shown else ""))
+                return f" ({str(text).splitlines()[0][:160]})" if text else ""
+            failed = [f"{k} {v.get('status')}{why(v)}" for k, v in self.report["sections"].items()
+                      if v.get("status") in ("fail", "error", "timeout")]
+            if self.shim_problem:
+                failed.append(f"shim ({str(self.shim_problem).splitlines()[0][:160]})")
+            self.report["verdict"] = "FAIL: " + "; ".join(failed)
         elif skipped:
             self.report["verdict"] = f"PASS with {len(skipped)} section(s) skipped: " + "; ".join(f"{k} ({r})" for k, r in skipped.items())
         else:

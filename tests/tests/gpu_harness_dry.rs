@@ -14,12 +14,17 @@ fn section<'a>(report: &'a Value, key: &str) -> &'a Value {
     s
 }
 
+/// The two tests run the harness one at a time: both time the SM share, and two at once on a
+/// two-core machine would each see the other's load.
+static ONE_HARNESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn status(report: &Value, key: &str) -> String {
     section(report, key)["status"].as_str().unwrap_or("?").to_string()
 }
 
 #[test]
 fn dry_run_writes_the_report_with_quota_and_sm_sections_and_skips_the_gpu_ones() {
+    let _one = ONE_HARNESS.lock().unwrap_or_else(|e| e.into_inner());
     shim_path(); // fails with "build the workspace first" when libvgpu.so is missing
     let out = std::env::temp_dir().join(format!("vgpu-gpu-harness-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -157,6 +162,7 @@ fn remove(dir: &Path) {
 /// 16 MiB a file may be), and a one-line verdict that names what was skipped.
 #[test]
 fn the_device_check_runs_dry_and_leaves_at_most_eight_files() {
+    let _one = ONE_HARNESS.lock().unwrap_or_else(|e| e.into_inner());
     shim_path();
     let out = std::env::temp_dir().join(format!("vgpu-device-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -187,7 +193,16 @@ fn the_device_check_runs_dry_and_leaves_at_most_eight_files() {
     for check in ["ofd_lock", "link", "memfd", "shared_mmap", "futex"] {
         assert_eq!(sandbox[check]["ok"], true, "{check}: {}", sandbox[check]);
     }
+    // The verdict is one line that names what failed. What this test checks is the script's
+    // plumbing; the SM share is timed, so on a loaded machine sm_accuracy may miss the harness's
+    // own tolerance (the test above holds it to loose bounds): that, and only that, may fail.
     let verdict = std::fs::read_to_string(out.join("verdict.txt")).expect("verdict.txt");
-    assert!(verdict.starts_with("PASS with") && verdict.contains("skipped") && verdict.contains("sandbox ok"), "{verdict}");
+    assert!(verdict.trim_end().ends_with("; sandbox ok") && verdict.lines().count() == 1, "{verdict}");
+    if let Some(failed) = verdict.strip_prefix("FAIL: ") {
+        let failed = failed.trim_end().trim_end_matches("; sandbox ok");
+        assert!(failed.starts_with("sm_accuracy fail") && !failed.contains("; "), "only a timed section may fail: {verdict}");
+    } else {
+        assert!(verdict.starts_with("PASS with") && verdict.contains("skipped"), "{verdict}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }
