@@ -23,6 +23,9 @@
  * --duration S runs until S seconds of wall time have passed instead of --count iterations.
  * --inflight D (open mode) keeps at most D launches in flight: a saturating neighbour with a
  *   bounded queue, as frameworks keep one (each launch waits for the one D before it).
+ * --shapes N (open and sync modes) cycles through N kernel shapes: launch i has a grid of
+ *   --grid x (1 + i mod N) blocks, so with --grid at the SM count, 1 to N waves (a program
+ *   cycling through its kernels, each with its own cost).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -50,14 +53,14 @@ static struct {
     int coop_attr;
     const char *ptx_file;
     int path, ptsz, device, ctx_create, resolve_all;
-    unsigned request_kernels, think_us, gap_us, inflight;
+    unsigned request_kernels, think_us, gap_us, inflight, shapes;
     const char *latencies;
 } O;
 
 static void usage(FILE *f) {
     fprintf(f, "usage: launch [--mode open|sync|graph|coop|ex|request] [--count N] [--graph-kernels N]\n"
                "              [--request-kernels N] [--think-us N] [--gap-us N] [--latencies FILE]\n"
-               "              [--inflight D]\n"
+               "              [--inflight D] [--shapes N]\n"
                "              [--kernel NAME] [--grid N] [--block N] [--duration S]\n"
                "              [--stream default|created] [--coop-attr] [--ptx FILE]\n"
                "              [--path linked|dlopen|gpa] [--ptsz] [--device I] [--ctx-create]\n"
@@ -87,6 +90,7 @@ static void parse_args(int argc, char **argv) {
     O.created_stream = 1;
     O.path = drv_default_path();
     O.request_kernels = 4;
+    O.shapes = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -130,6 +134,13 @@ static void parse_args(int argc, char **argv) {
             O.inflight = parse_uint(a, v);
             if (O.inflight > MAX_INFLIGHT) {
                 fprintf(stderr, "error: --inflight is at most %d\n", MAX_INFLIGHT);
+                exit(2);
+            }
+        } else if (strcmp(a, "--shapes") == 0) {
+            NEED_VALUE();
+            O.shapes = parse_uint(a, v);
+            if (O.shapes < 1) {
+                fprintf(stderr, "error: --shapes is at least 1\n");
                 exit(2);
             }
         } else if (strcmp(a, "--kernel") == 0) {
@@ -187,6 +198,10 @@ static void parse_args(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
+    if (O.shapes > 1 && O.mode != M_OPEN && O.mode != M_SYNC) {
+        fprintf(stderr, "error: --shapes is for --mode open and sync\n");
+        exit(2);
+    }
 }
 
 static char *read_file(const char *path) {
@@ -227,10 +242,15 @@ static CUresult fatal(const char *what, CUresult rc) {
 static CUfunction fn;
 static CUstream stream;
 static CUdeviceptr counter;
+/* Launches made and their blocks (with --shapes, grids differ from one launch to the next). */
+static unsigned long long launches_made, blocks_made;
 
 /* One launch through the path of the selected mode (open/sync/coop/ex; graph capture too). */
 static CUresult launch_one(CUstream s) {
     void *params[] = {&counter};
+    unsigned grid = O.grid * (1 + (unsigned)(launches_made++ % O.shapes));
+    blocks_made += grid;
+    if (O.shapes > 1) return CU(cuLaunchKernel, fn, grid, 1, 1, O.block, 1, 1, 0, s, params, NULL);
     switch (O.mode) {
     case M_COOP: return CU(cuLaunchCooperativeKernel, fn, O.grid, 1, 1, O.block, 1, 1, 0, s, params);
     case M_EX: {
@@ -413,7 +433,7 @@ int main(int argc, char **argv) {
     printf("mode=%s kernels=%llu wall_ms=%.3f gpu_ms=%.3f rc=%d kernel=%s grid=%u block=%u stream=%s sms=%d "
            "counter=%llu blocks=%llu",
            MODE_NAMES[O.mode], kernels, wall_ms, (double)gpu_ms, first, O.kernel, O.grid, O.block,
-           O.created_stream ? "created" : "default", sms, done, kernels * O.grid);
+           O.created_stream ? "created" : "default", sms, done, O.shapes > 1 ? blocks_made : kernels * O.grid);
     if (O.mode == M_REQUEST) {
         if (O.latencies) {
             FILE *lf = fopen(O.latencies, "w");

@@ -104,6 +104,18 @@ fn a_30_percent_cap_holds_for_big_kernels_and_sync() {
 }
 
 #[test]
+fn a_30_percent_cap_holds_for_kernels_of_many_shapes_launched_in_turn() {
+    // Twelve shapes of 1 to 12 waves (100 µs to 1.2 ms) in turn: each launch is of another
+    // shape than the last, so the fast path pays from its table of shapes (what it keeps there
+    // is the limiter's unit tests'; a cost kept wrong is corrected by the NVML-fed controller
+    // over time, so the share alone would not show it).
+    let sim = Sim::new();
+    let args = ["--mode", "open", "--kernel", "spin_100us", "--grid", "132", "--shapes", "12"];
+    let s = share(&sim, vec![launch_cmd(&sim, Some(30), &args, 2.5)], 2.5);
+    assert!((20.0..=40.0).contains(&s), "open-loop kernels of twelve shapes at a 30 % cap took {s:.1} %");
+}
+
+#[test]
 fn a_10_percent_cap_holds_for_graph_replays() {
     let sim = Sim::new();
     let s = share(&sim, vec![launch_cmd(&sim, Some(10), GRAPH, 2.5)], 2.5);

@@ -6,7 +6,9 @@
 //! about [`LEASE_WALL_NS`] of wall time at its share, and spends it launch by launch from
 //! [`Credit`], a few words its launch path keeps in one line with the rest of its state. The
 //! cost of the last kernel shape launched is kept there too, so a launch of the same shape
-//! reads nothing else.
+//! reads nothing else; the costs of [`SHAPES`] more shapes follow in a table read one word at
+//! a time (one more cache line), so a program cycling through dozens of kernels (a training
+//! step, a decoder layer) pays most launches from the credit too.
 //!
 //! What a lease changes: a process is charged up to one lease before it launches, so the
 //! container may run one lease per process ahead of its share, on top of the bucket's
@@ -24,12 +26,16 @@ use super::{Admission, Bucket, TIME_ONE_IN};
 
 /// Wall time (at the container's share) one lease buys.
 pub const LEASE_WALL_NS: u64 = 1_000_000;
-/// The longest kernel whose cost the one-entry cache keeps (its cost word is 32 bits).
+/// The longest kernel whose cost the cache keeps (its cost word is 32 bits).
 const CACHE_MAX_NS: u64 = u32::MAX as u64;
+/// How many shapes' costs the table beside the last one keeps (direct-mapped by the key's
+/// high bits; a shape evicts another that maps to its word).
+pub const SHAPES: usize = 256;
 
-/// A process's prepaid GPU time and its last launched shape's cost. Plain words, meant to
-/// sit in one cache line with the rest of a launch path's state.
-#[derive(Debug, Default)]
+/// A process's prepaid GPU time, its last launched shape's cost and a table of more shapes'.
+/// The first words ([`Credit::HEAD`] bytes) are meant to sit in one cache line with the rest of
+/// a launch path's state; the table follows.
+#[derive(Debug)]
 #[repr(C)]
 pub struct Credit {
     /// How many reasons launches must take the whole path now (streams being captured,
@@ -43,9 +49,26 @@ pub struct Credit {
     gpu_ns: AtomicI64,
     /// The last shape's key (high 32 bits) and cost in ns (low 32); 0: none.
     cached: AtomicU64,
+    /// More shapes' words, as `cached`, each at the index its key's high bits give.
+    shapes: [AtomicU64; SHAPES],
+}
+
+impl Default for Credit {
+    fn default() -> Credit {
+        Credit::new()
+    }
+}
+
+/// The table's index of a key.
+#[inline(always)]
+fn index(key: u64) -> usize {
+    (key >> 32) as usize % SHAPES
 }
 
 impl Credit {
+    /// The bytes before the table: what a launch of the last shape reads.
+    pub const HEAD: usize = std::mem::offset_of!(Credit, shapes);
+
     /// A credit with nothing prepaid.
     pub const fn new() -> Credit {
         Credit {
@@ -54,17 +77,26 @@ impl Credit {
             due: AtomicBool::new(false),
             gpu_ns: AtomicI64::new(0),
             cached: AtomicU64::new(0),
+            shapes: [const { AtomicU64::new(0) }; SHAPES],
         }
     }
 
-    /// A launch of `key`: `true` when it was paid from the credit (the cached shape, enough
-    /// left, nothing diverting, not the one launch in [`TIME_ONE_IN`] to time). Touches only
-    /// this struct. Otherwise nothing was charged: the launch goes to [`Credit::charge`] or
-    /// the bucket, and is timed if [`Credit::timing_due`] says so.
+    /// A launch of `key`: `true` when it was paid from the credit (a shape whose cost is kept,
+    /// enough left, nothing diverting, not the one launch in [`TIME_ONE_IN`] to time). Touches
+    /// only this struct: its head for the last shape, one word of the table for another.
+    /// Otherwise nothing was charged: the launch goes to [`Credit::charge`] or the bucket, and
+    /// is timed if [`Credit::timing_due`] says so.
     #[inline(always)]
     pub fn spend(&self, key: u64) -> bool {
-        let c = self.cached.load(Relaxed);
-        if c == 0 || c >> 32 != key >> 32 || self.divert.load(Relaxed) != 0 {
+        let mut c = self.cached.load(Relaxed);
+        if c == 0 || c >> 32 != key >> 32 {
+            c = self.shapes[index(key)].load(Relaxed);
+            if c == 0 || c >> 32 != key >> 32 {
+                return false;
+            }
+            self.cached.store(c, Relaxed);
+        }
+        if self.divert.load(Relaxed) != 0 {
             return false;
         }
         // A plain load and store: two threads racing may count one launch, which only moves
@@ -74,6 +106,7 @@ impl Credit {
         if u32::from(n).is_multiple_of(TIME_ONE_IN) {
             // Timed past the credit; its timing may lower the estimate: look it up again.
             self.cached.store(0, Relaxed);
+            self.shapes[index(key)].store(0, Relaxed);
             self.due.store(true, Relaxed);
             return false;
         }
@@ -100,10 +133,12 @@ impl Credit {
         false
     }
 
-    /// Keeps `cost` as the cost of `key`'s shape (a learned estimate, not a default).
+    /// Keeps `cost` as the cost of `key`'s shape (a learned estimate, not a default): the
+    /// last shape's, and in the table.
     pub fn remember(&self, key: u64, cost: u64) {
         let word = if (1..=CACHE_MAX_NS).contains(&cost) { (key >> 32) << 32 | cost } else { 0 };
         self.cached.store(word, Relaxed);
+        self.shapes[index(key)].store(word, Relaxed);
     }
 
     /// Charges a launch costing `cost` GPU ns at `now`: from the credit if enough is left,
@@ -166,6 +201,9 @@ impl Credit {
     pub fn reset(&self) {
         self.gpu_ns.store(0, Relaxed);
         self.cached.store(0, Relaxed);
+        for w in &self.shapes {
+            w.store(0, Relaxed);
+        }
     }
 }
 
@@ -181,7 +219,7 @@ mod tests {
         line
     }
 
-    /// One process launching `cost_ns` kernels through the credit (the cached shape, as the
+    /// One process launching `cost_ns` kernels through the credit (one kept shape, as the
     /// launch path does) for `wall_ns`: the GPU time launched.
     fn drive(credits: &[&Credit], b: Bucket<'_>, clock: &FakeClock, cost_ns: u64, wall_ns: u64) -> u64 {
         let key = 0xABCD_0000_0000_0001;
@@ -254,6 +292,63 @@ mod tests {
         assert!(!credit.spend(key), "the lease is spent");
         assert!(!credit.timing_due());
         assert!(!credit.spend(0x9999_0000_0000_0001), "another shape");
+    }
+
+    #[test]
+    fn shapes_launched_in_turn_are_paid_from_the_table() {
+        let line = line(50);
+        let b = Bucket::new(&line);
+        let credit = Credit::new();
+        // Forty kernels, as a training step cycles through them; keys as kernel_key makes them,
+        // one per word of the table (what shares a word is the next test's).
+        let mut words = std::collections::HashSet::new();
+        let keys: Vec<u64> = (0..40u64)
+            .map(|f| super::super::kernel_key(0x7f00_0000 + f * 64, [f as u32 + 1, 1, 1], [256, 1, 1]))
+            .filter(|&k| words.insert(index(k)))
+            .collect();
+        assert!(keys.len() >= 30, "the key's high bits spread forty shapes over the table: {}", keys.len());
+        assert_eq!(credit.charge(&b, 1_000_000, 1_000), Admission::Admitted);
+        for &k in &keys {
+            assert!(!credit.spend(k), "not known yet");
+            credit.remember(k, 1_000);
+        }
+        let tat = line.words[word::TAT].load(Relaxed);
+        let (mut paid, mut timed, n) = (0, 0, 5 * keys.len());
+        for &k in keys.iter().cycle().take(n) {
+            if credit.spend(k) {
+                paid += 1;
+            } else if credit.timing_due() {
+                timed += 1; // the launch path times it on the bucket, and does not keep its cost
+            } else {
+                credit.remember(k, 1_000); // looked up again in the model
+            }
+        }
+        assert_eq!(timed, n / TIME_ONE_IN as usize, "one in so many is timed");
+        assert!(paid >= n - 2 * timed, "every launch but the timed ones and the look-ups after them: {paid} of {n}");
+        assert_eq!(line.words[word::TAT].load(Relaxed), tat, "the bucket was not touched");
+    }
+
+    #[test]
+    fn a_shape_evicts_the_one_at_its_word_and_a_timed_shape_is_looked_up_again() {
+        let line = line(100);
+        let b = Bucket::new(&line);
+        let credit = Credit::new();
+        assert_eq!(credit.charge(&b, 1_000_000, 1), Admission::Admitted);
+        let (a, same_word, other) = (0x0000_0005_0000_0001, 0x0000_0105_0000_0001, 0x0000_0006_0000_0001);
+        assert_eq!(index(a), index(same_word));
+        credit.remember(a, 7);
+        credit.remember(other, 9);
+        assert!(credit.spend(a), "from the table");
+        assert_eq!(credit.left_ns(), b.gpu_worth(LEASE_WALL_NS) as i64 - 1 - 7);
+        credit.remember(same_word, 8);
+        credit.remember(other, 9);
+        assert!(!credit.spend(a), "its word was taken");
+        assert!(credit.spend(same_word));
+        // Drive the count to the launch to time: it was of `other`, whose word is cleared.
+        while credit.spend(other) {}
+        assert!(credit.timing_due());
+        assert!(!credit.spend(other), "a timed shape's cost is looked up again");
+        assert!(credit.spend(same_word), "the others' stay");
     }
 
     #[test]

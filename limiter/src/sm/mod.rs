@@ -542,7 +542,7 @@ mod tests {
         let k = kernel_key(0x1234, [132, 1, 1], [256, 1, 1]);
         assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
         // Every dimension and the function count, in the high half too (the launch path's
-        // one-entry cache compares it).
+        // cache of shapes compares it, and indexes its table by it).
         let shapes = [
             ([132, 1, 1], [256, 1, 1]),
             ([1, 132, 1], [256, 1, 1]),

@@ -3,17 +3,18 @@
 //! way (the mode, region, limits and priority sections are known), the kernel-launch exports
 //! check one process-local word and each device's priority hint on the board, and forward;
 //! so do the graph-launch exports while no executable graph is left to map graph memory.
-//! With an SM limit on the one device a process sees, a launch of the shape launched last is
-//! paid from the process's prepaid GPU time ([`Credit`], leases taken from the container's
-//! bucket), in the same line; another shape, a new lease, a wait, a timed launch, finished
-//! timings to read, or a stream being captured take the kept bucket's path (`hooks::launch`)
-//! or the whole one.
+//! With an SM limit on the one device a process sees, a launch of a shape whose cost is kept
+//! is paid from the process's prepaid GPU time ([`Credit`], leases taken from the container's
+//! bucket): the last shape's in the same line, others' one word of the credit's table away;
+//! a shape not kept, a new lease, a wait, a timed launch, finished timings to read, or a
+//! stream being captured take the kept bucket's path (`hooks::launch`) or the whole one.
 //!
 //! Why it exists: measured as a whole process (a program preloaded or not, each launch timed),
 //! every cache line and branch the hook touches is cold again by the next launch, because the
 //! driver's own launch work evicts it; the full path touched about twenty lines across the
 //! shim's state for what is, in this case, a plain call. This path touches two: the first
-//! line of [`FAST`] (with the credit) and the hint word.
+//! line of [`FAST`] (with the credit) and the hint word; three for a kept shape other than
+//! the last (one word of the credit's table).
 //!
 //! Armed only from the whole path, by a low-priority (default) process; never in a
 //! high-priority one (its launches publish on the board). Disarmed for good when a device's
@@ -56,8 +57,9 @@ struct Hints {
     rest: &'static [Hint<'static>],
 }
 
-/// The fast path's state: whether it is armed, the prepaid GPU time and the hint words (the
-/// first line), then the kept bucket.
+/// The fast path's state: whether it is armed, the hint words and the prepaid GPU time with
+/// the last shape's cost (the first line), then the credit's table of shapes, then the kept
+/// bucket.
 #[repr(C, align(64))]
 struct Fast {
     state: AtomicU8,
@@ -67,20 +69,21 @@ struct Fast {
     /// launch (published by the graph hooks after each change): while any would, graph
     /// launches take the whole path.
     graphs_to_map: AtomicU32,
-    credit: Credit,
     hints: OnceLock<Hints>,
+    credit: Credit,
     sm: OnceLock<SmFast>,
 }
 
-// What a launch of the cached shape reads is in the first line.
-const _: () = assert!(std::mem::offset_of!(Fast, sm) <= 64);
+// What a launch of the last shape reads is in the first line (a launch of another kept shape
+// reads one word of the credit's table besides).
+const _: () = assert!(std::mem::offset_of!(Fast, credit) + Credit::HEAD <= 64);
 
 static FAST: Fast = Fast {
     state: AtomicU8::new(OFF),
     known: AtomicBool::new(false),
     graphs_to_map: AtomicU32::new(0),
-    credit: Credit::new(),
     hints: OnceLock::new(),
+    credit: Credit::new(),
     sm: OnceLock::new(),
 };
 
