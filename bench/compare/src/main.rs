@@ -11,7 +11,7 @@
 //! | contention p99 | 8 `alloc_cost` processes of one container at once: the worst process's p99 |
 //! | killed during start-up | a process SIGKILLed 0-15 ms into its start-up (`cuInit`, context, a first allocation), then another starts: the slowest follower, and how many waited more than 20 s |
 //! | views past the quota | three processes hold contexts of 257 MiB, a fourth makes one (1028 MiB of a 1 GiB quota): what `cuMemGetInfo` and NVML tell it |
-//! | SM share at 30 % | `launch --mode open` of 1 ms kernels at `CUDA_DEVICE_SM_LIMIT=30`, policy force: the device timeline's share over the steady part; and `--mode graph` (graphs of ten 1 ms kernels) |
+//! | SM share at 30 % | `launch --mode open` of 1 ms kernels (one wave of 132 blocks) at `CUDA_DEVICE_SM_LIMIT=30`, policy force: the device timeline's share over the steady part; `--mode graph` (graphs of ten 1 ms kernels); and, once for 20 s, 1 ms kernels of 100 waves of 10 µs blocks (a limiter that counts blocks sees 100× as many) |
 //! | allocation families | `alloc_families`: each of nine families asks for 6 × 256 MiB under a 1 GiB quota; held when it got no more than the quota |
 //!
 //! ```text
@@ -290,9 +290,20 @@ fn pair_cost(env: &Env, config: &Config, count: &str) -> Option<f64> {
     (field(line, "rc") == Some("0")).then(|| field(line, "pair_p50_ns")?.parse().ok()).flatten()
 }
 
-/// The device share of an open loop of 1 ms kernels (or graph replays of ten) at a 30 % SM
-/// limit.
-fn sm_share(env: &Env, config: &Config, seconds: f64, graph: bool) -> Option<f64> {
+/// What an SM-share row launches.
+#[derive(Clone, Copy)]
+enum Load {
+    /// An open loop of 1 ms kernels of one wave (132 blocks of 1 ms), 4 in flight.
+    Open,
+    /// Graph replays of ten such kernels.
+    Graph,
+    /// An open loop of 1 ms kernels of 100 waves of 10 µs blocks (13 200 blocks), 4 in flight:
+    /// a limiter that charges per block, not per unit of GPU time, sees 100× the blocks.
+    ShortBlocks,
+}
+
+/// The device share of `load` at a 30 % SM limit.
+fn sm_share(env: &Env, config: &Config, seconds: f64, load: Load) -> Option<f64> {
     let dir = env.fresh();
     let cfg = simgpu::config::from_lookup(|k| match k {
         "SIMGPU_STATE" => Some(dir.join("machine").display().to_string()),
@@ -304,12 +315,12 @@ fn sm_share(env: &Env, config: &Config, seconds: f64, graph: bool) -> Option<f64
     let vars = [("CUDA_DEVICE_SM_LIMIT", "30".to_string()), ("GPU_CORE_UTILIZATION_POLICY", "force".to_string())];
     let t0 = simgpu::now_ns();
     let mut cmd = env.command(&dir, config, "launch", &vars);
-    cmd.args(["--kernel", "spin_1000us", "--grid", "132", "--duration", &seconds.to_string()]);
-    if graph {
-        cmd.args(["--mode", "graph", "--graph-kernels", "10"]);
-    } else {
-        cmd.args(["--mode", "open", "--inflight", "4"]);
-    }
+    cmd.args(["--duration", &seconds.to_string()]);
+    match load {
+        Load::Open => cmd.args(["--kernel", "spin_1000us", "--grid", "132", "--mode", "open", "--inflight", "4"]),
+        Load::Graph => cmd.args(["--kernel", "spin_1000us", "--grid", "132", "--mode", "graph", "--graph-kernels", "10"]),
+        Load::ShortBlocks => cmd.args(["--kernel", "spin_10us", "--grid", "13200", "--mode", "open", "--inflight", "4"]),
+    };
     let out = cmd.output().ok()?;
     let t1 = simgpu::now_ns();
     if !out.status.success() {
@@ -413,10 +424,16 @@ fn main() {
     for r in 0..(if quick { 1 } else { 2 }) {
         eprintln!("compare: SM share, round {}", r + 1);
         for (i, c) in configs.iter().enumerate() {
-            share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }, false));
-            graph_share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }, true));
+            share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }, Load::Open));
+            graph_share[i].extend(sm_share(&env, c, if quick { 2.5 } else { 5.0 }, Load::Graph));
         }
     }
+    // Once, and longer: a limiter that settles slowly (HAMi-core's token bank refills by the
+    // block and is first filled for about 6 s of one-wave 1 ms kernels) shows where it settles.
+    let short_seconds = if quick { 2.5 } else { 20.0 };
+    eprintln!("compare: SM share, short blocks, {short_seconds} s each");
+    let short_share: Vec<Vec<f64>> =
+        configs.iter().map(|c| sm_share(&env, c, short_seconds, Load::ShortBlocks).into_iter().collect()).collect();
     eprintln!("compare: allocation families");
     let families: Vec<Option<Vec<&str>>> = configs.iter().map(|c| families_over(&env, c)).collect();
     let base_launch = median(&mut launch[0].clone());
@@ -495,6 +512,10 @@ fn main() {
     };
     md += &row("SM share at a 30 % cap, open loop of 1 ms kernels", (0..k).map(|i| pct(&mut share[i])).collect());
     md += &row("SM share at a 30 % cap, graph replays (ten 1 ms kernels each)", (0..k).map(|i| pct(&mut graph_share[i])).collect());
+    md += &row(
+        &format!("SM share at a 30 % cap, open loop of 1 ms kernels of 13 200 short blocks, {short_seconds} s"),
+        (0..k).map(|i| pct(&mut short_share[i].clone())).collect(),
+    );
     md += &row(
         "allocation families held to the quota (of 9; those that were not)",
         (0..k)
