@@ -11,7 +11,14 @@ steady load, and prints one JSON line:
      timestamps, "period_p10_ms": .., "period_p90_ms": .., "age_ms": median over polls of (the
      poll's time - the newest timestamp of PID it returned), "age_max_ms": ..,
      "first_busy_ms": first sample of PID with smUtil > 0, after --spawned-us (when given),
-     "sm_util_p50": .., "error": null}
+     "sm_util_p50": .., "window": {...}, "error": null}
+
+Every other poll asks instead for the last second (lastSeenTimeStamp = now - 1 s, as HAMi-core
+asks), to see how the driver answers for several periods at once: "window" gives the most
+entries PID had in one answer ("entries_max": 1 when the driver gives one entry per process, more
+when it gives one per period), and, from the first answer with PID busy, how long until PID's
+utilisation reached 90 % of the most it showed ("ramp_ms": about one period when the driver
+answers with the newest period, about the window when it averages the periods, as simgpu does).
 
 Only the standard library (ctypes). Timestamps are NVML's (microseconds, CLOCK_REALTIME).
 """
@@ -79,13 +86,25 @@ def main():
     seen = {}  # timestamp -> smUtil, for --pid
     ages = []
     errors = {}
+    window = []  # (poll time in µs, PID's entries' smUtil) for the last-second queries
     end = time.monotonic() + a.seconds
     buf = (Sample * 256)()
     while time.monotonic() < end:
         count = ctypes.c_uint(len(buf))
+        out["polls"] += 1
+        if out["polls"] % 2 == 0:
+            asked_us = time.time_ns() // 1000
+            rc = get(dev, buf, ctypes.byref(count), asked_us - 1_000_000)
+            if rc == NVML_SUCCESS:
+                window.append((asked_us, [s.smUtil for s in buf[: count.value] if s.pid == a.pid]))
+            elif rc == NVML_ERROR_NOT_FOUND:
+                window.append((asked_us, []))
+            else:
+                errors[rc] = errors.get(rc, 0) + 1
+            time.sleep(a.poll_ms / 1e3)
+            continue
         rc = get(dev, buf, ctypes.byref(count), 0)
         now_us = time.time_ns() // 1000
-        out["polls"] += 1
         if rc == NVML_SUCCESS:
             newest = None
             for s in buf[: count.value]:
@@ -112,6 +131,16 @@ def main():
         "sm_util_p50": statistics.median([seen[t] for t in stamps]) if stamps else None,
         "errors": {str(k): v for k, v in errors.items()},
     })
+    # The last-second answers: how many entries PID had, and how fast its figure rose.
+    top = max((max(u) for _, u in window if u), default=0)
+    busy_at = next((t for t, u in window if u and max(u) > 0), None)
+    full_at = next((t for t, u in window if u and top and max(u) >= 0.9 * top), None)
+    out["window"] = {
+        "polls": len(window),
+        "entries_max": max((len(u) for _, u in window), default=0),
+        "top_util": top,
+        "ramp_ms": (full_at - busy_at) / 1e3 if busy_at is not None and full_at is not None else None,
+    }
     out["ok"] = len(gaps) >= 2
     if not out["ok"]:
         out["error"] = f"too few samples of pid {a.pid}: {len(stamps)} (errors {errors})"
