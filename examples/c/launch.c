@@ -202,6 +202,10 @@ static void parse_args(int argc, char **argv) {
         fprintf(stderr, "error: --shapes is for --mode open and sync\n");
         exit(2);
     }
+    if ((unsigned long long)O.grid * O.shapes > 0x7fffffffull) {
+        fprintf(stderr, "error: --grid x --shapes is more than a grid's 2^31 - 1 blocks\n");
+        exit(2);
+    }
 }
 
 static char *read_file(const char *path) {
@@ -248,9 +252,12 @@ static unsigned long long launches_made, blocks_made;
 /* One launch through the path of the selected mode (open/sync/coop/ex; graph capture too). */
 static CUresult launch_one(CUstream s) {
     void *params[] = {&counter};
-    unsigned grid = O.grid * (1 + (unsigned)(launches_made++ % O.shapes));
-    blocks_made += grid;
-    if (O.shapes > 1) return CU(cuLaunchKernel, fn, grid, 1, 1, O.block, 1, 1, 0, s, params, NULL);
+    if (O.shapes > 1) {
+        unsigned grid = O.grid * (1 + (unsigned)(launches_made++ % O.shapes));
+        CUresult rc = CU(cuLaunchKernel, fn, grid, 1, 1, O.block, 1, 1, 0, s, params, NULL);
+        if (rc == CUDA_SUCCESS) blocks_made += grid;
+        return rc;
+    }
     switch (O.mode) {
     case M_COOP: return CU(cuLaunchCooperativeKernel, fn, O.grid, 1, 1, O.block, 1, 1, 0, s, params);
     case M_EX: {

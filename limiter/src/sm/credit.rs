@@ -29,7 +29,7 @@ pub const LEASE_WALL_NS: u64 = 1_000_000;
 /// The longest kernel whose cost the cache keeps (its cost word is 32 bits).
 const CACHE_MAX_NS: u64 = u32::MAX as u64;
 /// How many shapes' costs the table beside the last one keeps (direct-mapped by the key's
-/// high bits; a shape evicts another that maps to its word).
+/// bits below its tag; a shape evicts another that maps to its word).
 pub const SHAPES: usize = 256;
 
 /// A process's prepaid GPU time, its last launched shape's cost and a table of more shapes'.
@@ -49,7 +49,7 @@ pub struct Credit {
     gpu_ns: AtomicI64,
     /// The last shape's key (high 32 bits) and cost in ns (low 32); 0: none.
     cached: AtomicU64,
-    /// More shapes' words, as `cached`, each at the index its key's high bits give.
+    /// More shapes' words, as `cached`, each at the index [`index`] gives its key.
     shapes: [AtomicU64; SHAPES],
 }
 
@@ -59,10 +59,11 @@ impl Default for Credit {
     }
 }
 
-/// The table's index of a key.
+/// The table's index of a key: bits the 32-bit tag does not hold (bit 0 is always set), so
+/// two shapes are taken for one only when 40 bits of their keys match.
 #[inline(always)]
 fn index(key: u64) -> usize {
-    (key >> 32) as usize % SHAPES
+    (key >> 1) as usize % SHAPES
 }
 
 impl Credit {
@@ -306,7 +307,7 @@ mod tests {
             .map(|f| super::super::kernel_key(0x7f00_0000 + f * 64, [f as u32 + 1, 1, 1], [256, 1, 1]))
             .filter(|&k| words.insert(index(k)))
             .collect();
-        assert!(keys.len() >= 30, "the key's high bits spread forty shapes over the table: {}", keys.len());
+        assert!(keys.len() >= 30, "the key's bits spread forty shapes over the table: {}", keys.len());
         assert_eq!(credit.charge(&b, 1_000_000, 1_000), Admission::Admitted);
         for &k in &keys {
             assert!(!credit.spend(k), "not known yet");
@@ -334,8 +335,9 @@ mod tests {
         let b = Bucket::new(&line);
         let credit = Credit::new();
         assert_eq!(credit.charge(&b, 1_000_000, 1), Admission::Admitted);
-        let (a, same_word, other) = (0x0000_0005_0000_0001, 0x0000_0105_0000_0001, 0x0000_0006_0000_0001);
+        let (a, same_word, other) = (0x0000_0005_0000_0001, 0x0000_0105_0000_0001, 0x0000_0006_0000_0003);
         assert_eq!(index(a), index(same_word));
+        assert_ne!(index(a), index(other));
         credit.remember(a, 7);
         credit.remember(other, 9);
         assert!(credit.spend(a), "from the table");
@@ -425,6 +427,9 @@ mod tests {
         credit.remember(key, 10);
         credit.divert(true);
         assert!(!credit.spend(key), "a stream is being captured");
+        let other = 0x4321_0000_0000_0003;
+        credit.remember(other, 10);
+        assert!(!credit.spend(key), "a shape from the table neither, while diverted");
         credit.divert(false);
         assert!(credit.spend(key));
         credit.remember(key, 0);

@@ -378,7 +378,9 @@ impl CostModel {
     /// One probe of the table.
     pub fn launch(&self, key: u64, default: u64) -> Launch {
         let Some(s) = self.slot(key, true) else {
-            return Launch { cost: default, defaulted: false, timed: false };
+            // No slot (its neighbourhood of the table is full): the default, never measured
+            // or corrected, and never kept as a learned cost by the launch path's cache.
+            return Launch { cost: default, defaulted: true, timed: false };
         };
         // The first four launches of a key are counted exactly (and timed); after that a
         // process-wide counter picks one in TIME_ONE_IN, sparing the launch a shared
@@ -542,7 +544,7 @@ mod tests {
         let k = kernel_key(0x1234, [132, 1, 1], [256, 1, 1]);
         assert_ne!(k, kernel_key(0x1234, [264, 1, 1], [256, 1, 1]));
         // Every dimension and the function count, in the high half too (the launch path's
-        // cache of shapes compares it, and indexes its table by it).
+        // cache of shapes compares it).
         let shapes = [
             ([132, 1, 1], [256, 1, 1]),
             ([1, 132, 1], [256, 1, 1]),
