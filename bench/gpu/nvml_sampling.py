@@ -2,7 +2,10 @@
 """How NVML samples a process's utilisation: its sampling period and how old its newest sample
 is when read (what simgpu's `SIMGPU_NVML_PERIOD` models, and what vgpu's SM controller reads).
 
-    nvml_sampling.py --pid PID --seconds S [--spawned-us T] [--poll-ms 10] [--lib PATH]
+    nvml_sampling.py --pid PID|stdin --seconds S [--spawned-us T] [--poll-ms 10] [--lib PATH]
+
+--pid stdin: once NVML answers, prints "ready" and reads "PID [SPAWNED_US]" from stdin (the
+caller starts the load then), so the polls see the device before the load.
 
 Polls `nvmlDeviceGetProcessUtilization` of device 0 every --poll-ms while process PID runs a
 steady load, and prints one JSON line:
@@ -57,7 +60,7 @@ def pct(values, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--pid", required=True, help="a pid, or stdin")
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--spawned-us", type=int, default=0)
     ap.add_argument("--poll-ms", type=float, default=10.0)
@@ -83,6 +86,18 @@ def main():
         out["error"] = f"nvmlDeviceGetHandleByIndex_v2 rc={rc}"
         print(json.dumps(out))
         return 0
+    if a.pid == "stdin":
+        print("ready", flush=True)
+        words = sys.stdin.readline().split()
+        if not words:
+            out["error"] = "no pid on stdin"
+            print(json.dumps(out))
+            return 0
+        a.pid = int(words[0])
+        if len(words) > 1:
+            a.spawned_us = int(words[1])
+    else:
+        a.pid = int(a.pid)
     seen = {}  # timestamp -> smUtil, for --pid
     ages = []
     errors = {}
@@ -132,13 +147,18 @@ def main():
         "errors": {str(k): v for k, v in errors.items()},
     })
     # The last-second answers: how many entries PID had, and how fast its figure rose.
+    # The rise is timed only when an answer saw PID idle first (else it started before the
+    # first answer, and part of the rise was missed: null).
     top = max((max(u) for _, u in window if u), default=0)
-    busy_at = next((t for t, u in window if u and max(u) > 0), None)
+    first_busy = next((i for i, (_, u) in enumerate(window) if u and max(u) > 0), None)
+    idle_first = first_busy is not None and first_busy > 0
+    busy_at = window[first_busy][0] if idle_first else None
     full_at = next((t for t, u in window if u and top and max(u) >= 0.9 * top), None)
     out["window"] = {
         "polls": len(window),
         "entries_max": max((len(u) for _, u in window), default=0),
         "top_util": top,
+        "seen_idle_first": idle_first,
         "ramp_ms": (full_at - busy_at) / 1e3 if busy_at is not None and full_at is not None else None,
     }
     out["ok"] = len(gaps) >= 2
