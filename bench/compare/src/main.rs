@@ -432,7 +432,7 @@ fn main() {
     // block and is first filled for about 6 s of one-wave 1 ms kernels) shows where it settles.
     let short_seconds = if quick { 2.5 } else { 20.0 };
     eprintln!("compare: SM share, short blocks, {short_seconds} s each");
-    let short_share: Vec<Vec<f64>> =
+    let mut short_share: Vec<Vec<f64>> =
         configs.iter().map(|c| sm_share(&env, c, short_seconds, Load::ShortBlocks).into_iter().collect()).collect();
     eprintln!("compare: allocation families");
     let families: Vec<Option<Vec<&str>>> = configs.iter().map(|c| families_over(&env, c)).collect();
@@ -514,7 +514,7 @@ fn main() {
     md += &row("SM share at a 30 % cap, graph replays (ten 1 ms kernels each)", (0..k).map(|i| pct(&mut graph_share[i])).collect());
     md += &row(
         &format!("SM share at a 30 % cap, open loop of 1 ms kernels of 13 200 short blocks, {short_seconds} s"),
-        (0..k).map(|i| pct(&mut short_share[i].clone())).collect(),
+        (0..k).map(|i| pct(&mut short_share[i])).collect(),
     );
     md += &row(
         "allocation families held to the quota (of 9; those that were not)",

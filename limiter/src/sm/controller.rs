@@ -35,11 +35,10 @@ pub const SAME_PERIOD_US: u64 = 50_000;
 pub const WANTED_MORE_ONE_IN: u64 = 4;
 /// After enforcement turns on again (policy `default`: another container appeared while this
 /// one burst), readings are measured but not acted on for as long as it was off, up to this
-/// long. They still show the
-/// burst (NVML is a period behind) and then the device queue it filled draining at the time
-/// slice's pace, both of which read as overshoot: acting on them raised the factor to ~1.3
-/// and held a 30 % container near 23 % for seconds after (measured on simgpu, four-axes'
-/// burst scenario).
+/// long. They still show the burst (NVML is a period behind) and then the device queue it
+/// filled draining at the time slice's pace, both of which read as overshoot: acting on them
+/// raised the factor to ~1.3 and held a 30 % container near 23 % for seconds after (measured
+/// on simgpu, four-axes' burst scenario).
 pub const SETTLE_NS: u64 = 1_000_000_000;
 
 /// One entry of `nvmlDeviceGetProcessUtilization`, as plain values.
