@@ -139,7 +139,7 @@ echo "$floor_report" >&2
 lib_floor=$(sed -n 's/^lib\/libvgpu\.so: \(GLIBC_[0-9.]*\).*/\1/p' <<<"$floor_report")
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | head -1)
+dirty=$(git status --porcelain --untracked-files=no 2>/dev/null || true)   # only tested for non-empty
 cat >"$pkg/BUILDINFO" <<EOF
 name: vgpu
 version: $version

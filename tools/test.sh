@@ -41,7 +41,9 @@ cargo test -p vgpu-bench --benches --locked
 step "header conformance"
 cargo test -p cuda-sys --test conformance --locked -- --nocapture conformance_with_nvidia_headers
 step "C examples' header (examples/c/cuda_min.h) against NVIDIA's cuda.h"
-if cuda_inc=$(tools/nvidia-headers.sh | head -n 1) && [[ -n $cuda_inc ]]; then
+# The script prints two lines; take the first after it has finished (`| head -n 1` under
+# pipefail can kill it with SIGPIPE before its second line, which failed CI once).
+if headers=$(tools/nvidia-headers.sh) && cuda_inc=${headers%%$'\n'*} && [[ -n $cuda_inc ]]; then
     bash examples/c/check_layouts.sh "$cuda_inc"
 elif [[ "${CI:-}" == "true" ]]; then
     echo "tools/test.sh: NVIDIA's headers could not be fetched; in CI this check may not be skipped" >&2
