@@ -14,7 +14,12 @@
 //! * a container under its share **wanted more** only if its launches waited for tokens a
 //!   quarter of the time the read covers (a single wait after one big kernel does not count,
 //!   nor does a wait before the last read);
-//! * one second of samples corrects 70 % of the relative error ([`next_scale`]), up or down.
+//! * one second of samples corrects 70 % of the relative error ([`next_scale`]), up or down;
+//!   readings that keep asking for the same direction count for more (up to [`MAX_BOOST`]
+//!   times their time, never more than a second's worth each): an estimate that is off by a
+//!   steady factor (timings under time slicing include the neighbours' slices) is corrected
+//!   in about a second rather than several, while noise, which flips direction, keeps the
+//!   plain gain.
 //!
 //! Everything here is a pure function of plain values: the shim's controller thread reads NVML
 //! and the bucket each tick, calls [`Controller::step`], and writes back what it says.
@@ -40,6 +45,9 @@ pub const WANTED_MORE_ONE_IN: u64 = 4;
 /// raised the factor to ~1.3 and held a 30 % container near 23 % for seconds after (measured
 /// on simgpu, four-axes' burst scenario).
 pub const SETTLE_NS: u64 = 1_000_000_000;
+/// Most times its covered time a reading counts for: the third reading in a row that asks for a
+/// correction the same way counts twice, the fourth and later this many times.
+pub const MAX_BOOST: u32 = 4;
 
 /// One entry of `nvmlDeviceGetProcessUtilization`, as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +131,8 @@ pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -
 
 /// The next factor by which estimates are charged, from the target and the measured share
 /// (fractions of the device) over a reading that counts `weight` (0..=1, its covered time over
-/// [`HORIZON_US`]), and whether launches waited for tokens in it (the container wanted more
-/// than it got).
+/// [`HORIZON_US`]) `boost` times (1..=[`MAX_BOOST`]; never more than one full reading), and
+/// whether launches waited for tokens in it (the container wanted more than it got).
 ///
 /// Above target the factor rises in proportion to the overshoot; below target it falls only if
 /// the container was throttled (a container that has no more work must not be handed a cheaper
@@ -132,7 +140,7 @@ pub fn container_share(entries: &[UtilEntry], ours: &[u32], last_seen_us: u64) -
 /// reading corrects 70 % of the relative error, and moves the factor at most ×2 or ÷2. The
 /// gain is the same both ways: whole-percent readings are noisy, and a loop that rose faster
 /// than it fell would drift towards under-delivery on that noise.
-pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weight: f64) -> f64 {
+pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weight: f64, boost: u32) -> f64 {
     const DEAD_BAND: f64 = 0.005;
     const GAIN: f64 = 0.7;
     /// Largest factor by which one full-weight reading raises or lowers the price.
@@ -142,7 +150,7 @@ pub fn next_scale(scale: f64, target: f64, achieved: f64, throttled: bool, weigh
     if target <= 0.0 || !achieved.is_finite() || !weight.is_finite() {
         return scale;
     }
-    let w = weight.clamp(0.0, 1.0);
+    let w = (weight.clamp(0.0, 1.0) * f64::from(boost.clamp(1, MAX_BOOST))).min(1.0);
     let err = achieved - target;
     if !(err > DEAD_BAND || (err < -DEAD_BAND && throttled)) {
         return scale;
@@ -221,6 +229,9 @@ pub struct Controller {
     off_since_ns: Option<u64>,
     /// Readings before this (ns) are not acted on: enforcement began again ([`SETTLE_NS`]).
     settle_until_ns: u64,
+    /// The corrections in a row that went one way: positive raised the factor, negative
+    /// lowered it (0: the last reading acted on changed nothing).
+    run: i32,
 }
 
 impl Controller {
@@ -293,23 +304,36 @@ impl Controller {
         let wanted_more = waited.saturating_mul(WANTED_MORE_ONE_IN) >= s.covered_us.saturating_mul(1000) && waited > 0;
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
+        self.run = if enforce && i.now_ns >= self.settle_until_ns { self.run } else { 0 };
         if s.covered_us == 0 || s.covered_us > STALE_NS / 1000 {
             // The first read covers time before this controller ran (and one after a long
             // silence reaches back only as far as the driver's buffer): a baseline. The next one
             // covers the period in which the container started (part of it idle, its first
             // launches charged defaults): measured, not acted on, as for a change of target.
             self.limit = 0;
+            self.run = 0;
             return d;
         }
         if self.limit != limit {
             // A new target (an operator's change): these samples straddle it and say nothing
             // about the estimates' error under the new one.
             self.limit = limit;
+            self.run = 0;
             return d;
         }
         if enforce && i.now_ns >= self.settle_until_ns {
             let weight = s.covered_us as f64 / HORIZON_US as f64;
-            let next = next_scale(i.scale, limit as f64 / 1000.0, s.share, wanted_more, weight);
+            let target = limit as f64 / 1000.0;
+            let plain = next_scale(i.scale, target, s.share, wanted_more, weight, 1);
+            let way = match plain.partial_cmp(&i.scale) {
+                Some(std::cmp::Ordering::Greater) => 1,
+                Some(std::cmp::Ordering::Less) => -1,
+                _ => 0,
+            };
+            self.run = if way != 0 && way == self.run.signum() { (self.run + way).clamp(-4, 4) } else { way };
+            // 1, 1, 2, 4, 4, ...: the third reading in a row asking the same way counts twice.
+            let boost = 1 << self.run.unsigned_abs().saturating_sub(2).min(2);
+            let next = if boost > 1 { next_scale(i.scale, target, s.share, wanted_more, weight, boost) } else { plain };
             if next != i.scale {
                 d.scale = Some(next);
             }
@@ -356,23 +380,73 @@ mod tests {
 
     #[test]
     fn the_controller_corrects_both_ways_in_proportion_to_the_time_covered() {
-        let s = next_scale(1.0, 0.3, 0.36, false, 1.0);
+        let s = next_scale(1.0, 0.3, 0.36, false, 1.0, 1);
         assert!((s - 1.14).abs() < 1e-9, "overshoot raises the price in proportion: {s}");
-        let s = next_scale(1.0, 0.3, 0.24, true, 1.0);
+        let s = next_scale(1.0, 0.3, 0.24, true, 1.0, 1);
         assert!((s - 0.86).abs() < 1e-9, "throttled under-delivery lowers it as much: {s}");
-        let short = next_scale(1.0, 0.3, 0.36, false, 0.1);
+        let short = next_scale(1.0, 0.3, 0.36, false, 0.1, 1);
         assert!((short - 1.014).abs() < 1e-9, "a tenth of the time, a tenth of the step: {short}");
-        assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0), 2.0, "one reading raises it at most ×2");
-        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0), 0.5, "or lowers it at most ÷2");
-        assert!((next_scale(1.0, 0.3, 0.97, false, 0.1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
+        assert_eq!(next_scale(1.0, 0.3, 0.97, false, 1.0, 1), 2.0, "one reading raises it at most ×2");
+        assert_eq!(next_scale(1.0, 0.3, 0.0, true, 1.0, 1), 0.5, "or lowers it at most ÷2");
+        assert!((next_scale(1.0, 0.3, 0.97, false, 0.1, 1) - 2f64.powf(0.1)).abs() < 1e-9, "less for a shorter reading");
         for i in 0..=100 {
             let w = f64::from(i) / 100.0;
             assert!((super::two_to_the(w) - 2f64.powf(w)).abs() < 1e-9, "2^{w}");
         }
-        assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0), 1.0, "an idle container keeps its price");
-        assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0), 1.0, "dead band");
-        assert_eq!(next_scale(7.9, 0.1, 0.9, false, 1.0), 8.0, "clamped");
-        assert_eq!(next_scale(1.0, 0.3, f64::NAN, false, 1.0), 1.0);
+        assert_eq!(next_scale(1.0, 0.3, 0.1, false, 1.0, 1), 1.0, "an idle container keeps its price");
+        assert_eq!(next_scale(1.0, 0.3, 0.302, true, 1.0, 1), 1.0, "dead band");
+        assert_eq!(next_scale(7.9, 0.1, 0.9, false, 1.0, 1), 8.0, "clamped");
+        assert_eq!(next_scale(1.0, 0.3, f64::NAN, false, 1.0, 1), 1.0);
+        // A boosted reading counts as if it covered `boost` times its time, up to one second.
+        let boosted = next_scale(1.0, 0.3, 0.36, false, 0.1, 4);
+        assert!((boosted - 1.056).abs() < 1e-9, "{boosted}");
+        assert_eq!(next_scale(1.0, 0.3, 0.36, false, 0.5, 4), next_scale(1.0, 0.3, 0.36, false, 1.0, 1), "at most a second's worth");
+        assert_eq!(next_scale(1.0, 0.3, 0.36, false, 0.1, 99), boosted, "boost clamped to MAX_BOOST");
+        assert_eq!(next_scale(1.0, 0.3, 0.36, false, 0.1, 0), short, "boost 0 reads as 1");
+    }
+
+    /// A tick every 1/6 s with a reading of that period.
+    fn sixth(k: u64, share: f64, scale: f64, throttled_ns: u64) -> Inputs {
+        Inputs { scale, ..inputs(k * 166_666_667, news(share, 1_000 + k * 166_667, if k == 0 { 0 } else { 166_667 }), throttled_ns) }
+    }
+
+    #[test]
+    fn readings_that_keep_asking_one_way_count_for_more_and_a_reversal_resets_them() {
+        let mut c = Controller::default();
+        c.step(sixth(0, 0.3, 1.0, 0)); // baseline
+        c.step(sixth(1, 0.3, 1.0, 0)); // the period the container started in
+        // Overcharged: it gets 0.6 of its 30 % and waits for tokens throughout.
+        let mut scale = 1.0;
+        let mut steps = vec![];
+        for k in 2..6 {
+            let d = c.step(sixth(k, 0.18, scale, k * 100_000_000));
+            let next = d.scale.unwrap();
+            steps.push(scale / next);
+            scale = next;
+        }
+        let plain = 1.0 / (1.0 - 0.7 * 0.166_667 * 0.4);
+        assert!((steps[0] - plain).abs() < 1e-4 && (steps[1] - plain).abs() < 1e-4, "the first two at the plain gain: {steps:?}");
+        assert!(steps[2] > steps[1] * 1.05, "the third in a row counts twice: {steps:?}");
+        assert!(steps[3] > steps[2] * 1.05, "then four times: {steps:?}");
+        // Four readings in a row (2/3 s) went as far as the plain gain goes in eight (4/3 s).
+        assert!(scale < (1.0 - 0.7 * 0.166_667 * 0.4f64).powi(8), "{scale}");
+        // A reading the other way is taken at the plain gain, and starts a new run.
+        let d = c.step(sixth(6, 0.33, scale, 6 * 100_000_000));
+        let up = d.scale.unwrap() / scale;
+        assert!((up - (1.0 + 0.7 * 0.166_667 * 0.1)).abs() < 1e-4, "{up}");
+        scale = d.scale.unwrap();
+        // Noise that flips each reading never builds a boost.
+        for k in 7..13 {
+            let share = if k % 2 == 0 { 0.33 } else { 0.27 };
+            let d = c.step(sixth(k, share, scale, k * 100_000_000));
+            let step = d.scale.unwrap() / scale;
+            assert!((step - 1.0).abs() < 0.7 * 0.166_667 * 0.1 + 1e-4, "reading {k}: {step}");
+            scale = d.scale.unwrap();
+        }
+        // Within the dead band: the run ends.
+        assert_eq!(c.step(sixth(13, 0.3, scale, 14 * 100_000_000)).scale, None);
+        let d = c.step(sixth(14, 0.33, scale, 15 * 100_000_000));
+        assert!((d.scale.unwrap() / scale - (1.0 + 0.7 * 0.166_667 * 0.1)).abs() < 1e-4);
     }
 
     fn inputs(now_ns: u64, reading: Reading, throttled_total_ns: u64) -> Inputs {

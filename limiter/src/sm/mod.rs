@@ -533,7 +533,7 @@ mod tests {
                 }
             }
             last = busy as f64 / 100e6;
-            b.set_scale(next_scale(b.scale(), 0.3, last, throttled, 0.1));
+            b.set_scale(next_scale(b.scale(), 0.3, last, throttled, 0.1, 1));
         }
         assert!((last - 0.3).abs() < 0.02, "settled at {last}");
     }
