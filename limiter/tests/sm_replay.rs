@@ -205,7 +205,7 @@ fn replay(tenants: &[Tenant], period: u64, style: Style, seconds: u64) -> Vec<f6
                     None => Reading::NoNews,
                     Some(entries) => Reading::Samples(container_share(&entries, &ours, last_seen).expect("entries")),
                 };
-                c.tick(bucket, now, reading, UtilizationPolicy::Force, tenants.len() > 1);
+                c.tick(bucket, now, (now + WALL_OFFSET_NS) / US, reading, UtilizationPolicy::Force, tenants.len() > 1);
             }
         }
     }

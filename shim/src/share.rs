@@ -194,7 +194,7 @@ fn controller(shim: &'static crate::state::Shim) {
                 continue;
             }
             let Some((reading, others)) = measure(d as i32, &pids, ctl.last_seen_us()) else { continue };
-            let decision = ctl.tick(bucket, clock.now_ns(), reading, shim.sm.policy, others);
+            let decision = ctl.tick(bucket, clock.now_ns(), wall_us(), reading, shim.sm.policy, others);
             if let Reading::Samples(s) = reading {
                 log::debug(format_args!(
                     "device {d}: share {:.1}% over {} ms, target {:.1}%, factor {:.3}, enforcing {}",
@@ -207,6 +207,11 @@ fn controller(shim: &'static crate::state::Shim) {
             }
         }
     }
+}
+
+/// Now on NVML's clock: its stamps are the wall clock's microseconds (0 if before 1970).
+fn wall_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Reads NVML for device `dev`: the container's share since `last_seen_us` (processes `pids`),

@@ -187,6 +187,8 @@ fn two_to_the(w: f64) -> f64 {
 pub struct Inputs {
     /// Now (ns, the bucket's clock).
     pub now_ns: u64,
+    /// Now on NVML's clock (its stamps: the wall clock, µs); 0 when unknown.
+    pub wall_us: u64,
     /// This tick's read of NVML.
     pub reading: Reading,
     /// The bucket's total time launches waited for tokens.
@@ -232,6 +234,9 @@ pub struct Controller {
     /// The corrections in a row that went one way: positive raised the factor, negative
     /// lowered it (0: the last reading acted on changed nothing).
     run: i32,
+    /// Whether this controller has stepped: its first step asks NVML only for periods that end
+    /// after it, not for the driver's whole buffer.
+    began: bool,
 }
 
 impl Controller {
@@ -242,9 +247,19 @@ impl Controller {
 
     /// One tick against a container's `bucket`: reads its counters, decides with
     /// [`Controller::step`], and writes the decision back (enforcement, measured share, factor).
-    pub fn tick(&mut self, bucket: Bucket<'_>, now_ns: u64, reading: Reading, policy: UtilizationPolicy, others: bool) -> Decision {
+    /// `wall_us` is now on NVML's clock (the wall clock, µs; 0 when unknown).
+    pub fn tick(
+        &mut self,
+        bucket: Bucket<'_>,
+        now_ns: u64,
+        wall_us: u64,
+        reading: Reading,
+        policy: UtilizationPolicy,
+        others: bool,
+    ) -> Decision {
         let d = self.step(Inputs {
             now_ns,
+            wall_us,
             reading,
             throttled_total_ns: bucket.throttled_ns(),
             limit_permille: bucket.limit_permille(),
@@ -265,6 +280,14 @@ impl Controller {
     /// One tick: what to write back.
     pub fn step(&mut self, i: Inputs) -> Decision {
         let others = i.others || matches!(i.reading, Reading::Samples(s) if s.others);
+        if !self.began {
+            // This controller begins now (the process's first throttled launch, or it took the
+            // lead): what the driver buffered before (other processes, earlier containers) is
+            // not asked for. The first read then covers part of the period it began in:
+            // measured only (below, as for a change of target).
+            self.began = true;
+            self.last_seen_us = i.wall_us;
+        }
         let enforce = match i.policy {
             UtilizationPolicy::Force => true,
             UtilizationPolicy::Default => others,
@@ -306,10 +329,11 @@ impl Controller {
         d.achieved = Some(s.share);
         self.run = if enforce && i.now_ns >= self.settle_until_ns { self.run } else { 0 };
         if s.covered_us == 0 || s.covered_us > STALE_NS / 1000 {
-            // The first read covers time before this controller ran (and one after a long
-            // silence reaches back only as far as the driver's buffer): a baseline. The next one
-            // covers the period in which the container started (part of it idle, its first
-            // launches charged defaults): measured, not acted on, as for a change of target.
+            // A read of the driver's whole buffer (the first with NVML's clock unknown, or one
+            // after a long silence, which reaches back only as far as the buffer): a baseline.
+            // The next one covers the period in which the container started (part of it idle,
+            // its first launches charged defaults): measured, not acted on, as for a change of
+            // target.
             self.limit = 0;
             self.run = 0;
             return d;
@@ -452,6 +476,7 @@ mod tests {
     fn inputs(now_ns: u64, reading: Reading, throttled_total_ns: u64) -> Inputs {
         Inputs {
             now_ns,
+            wall_us: 0,
             reading,
             throttled_total_ns,
             limit_permille: Some(300),
@@ -496,6 +521,34 @@ mod tests {
         assert_eq!(c.step(inputs(2, news(0.9, 61_001_000, 60_000_000), 0)).scale, None);
         assert!(c.step(inputs(3, news(0.9, 62_001_000, 1_000_000), 0)).scale.is_none(), "the period after it is measured only");
         assert!(c.step(inputs(4, news(0.9, 63_001_000, 1_000_000), 0)).scale.unwrap() > 1.0);
+    }
+
+    #[test]
+    fn the_first_read_asks_only_for_periods_since_the_controller_began() {
+        let at = |now_ns: u64, wall_us: u64, reading: Reading| Inputs { wall_us, ..inputs(now_ns, reading, now_ns / 2) };
+        // The first step reads from now on NVML's clock, not the driver's whole buffer.
+        let mut c = Controller::default();
+        assert_eq!(c.last_seen_us(), 0);
+        assert_eq!(c.step(at(1, 5_000_000, Reading::NoNews)).scale, None);
+        assert_eq!(c.last_seen_us(), 5_000_000, "the next read asks for periods after the start");
+        // The period the container started in: measured only; the next one is acted on.
+        let d = c.step(at(2, 5_100_000, news(0.1, 5_050_000, 50_000)));
+        assert_eq!((d.scale, d.achieved), (None, Some(0.1)));
+        assert!(c.step(at(3, 5_300_000, news(0.5, 5_216_667, 166_667))).scale.unwrap() > 1.0, "acted on");
+        // After a silence the driver's buffer is read whole again: a baseline, then a read
+        // measured only, then acted on.
+        let stale = 4 * STALE_NS;
+        assert_eq!(c.step(at(stale, 20_000_000, Reading::NoNews)).achieved, Some(0.0), "idle");
+        assert_eq!(c.last_seen_us(), 0);
+        assert_eq!(c.step(at(stale + 1, 20_100_000, news(0.3, 20_050_000, 0))).scale, None, "baseline");
+        assert_eq!(c.step(at(stale + 2, 20_300_000, news(0.5, 20_216_667, 166_667))).scale, None, "measured only");
+        assert!(c.step(at(stale + 3, 20_400_000, news(0.5, 20_383_333, 166_667))).scale.is_some());
+        // NVML's clock unknown (0): the first read is of the whole buffer, a baseline.
+        let mut c = Controller::default();
+        c.step(at(1, 0, Reading::NoNews));
+        assert_eq!(c.last_seen_us(), 0);
+        c.step(at(2, 0, news(0.1, 5_050_000, 0)));
+        assert_eq!(c.step(at(3, 0, news(0.5, 5_216_667, 166_667))).scale, None, "measured only");
     }
 
     #[test]
