@@ -200,12 +200,12 @@ fn replay(tenants: &[Tenant], period: u64, style: Style, seconds: u64) -> Vec<f6
                 let bucket = Bucket::new(&lines[i]);
                 let ours: Vec<u32> = procs.iter().filter(|p| p.tenant == i).map(|p| p.pid).collect();
                 let c = &mut controllers[i];
-                let last_seen = c.last_seen_us();
+                let last_seen = c.read_since(now, (now + WALL_OFFSET_NS) / US);
                 let reading = match nvml.query(last_seen) {
                     None => Reading::NoNews,
                     Some(entries) => Reading::Samples(container_share(&entries, &ours, last_seen).expect("entries")),
                 };
-                c.tick(bucket, now, (now + WALL_OFFSET_NS) / US, reading, UtilizationPolicy::Force, tenants.len() > 1);
+                c.tick(bucket, now, reading, UtilizationPolicy::Force, tenants.len() > 1);
             }
         }
     }

@@ -193,8 +193,9 @@ fn controller(shim: &'static crate::state::Shim) {
             if pids.is_empty() {
                 continue;
             }
-            let Some((reading, others)) = measure(d as i32, &pids, ctl.last_seen_us()) else { continue };
-            let decision = ctl.tick(bucket, clock.now_ns(), wall_us(), reading, shim.sm.policy, others);
+            let since = ctl.read_since(clock.now_ns(), wall_us());
+            let Some((reading, others)) = measure(d as i32, &pids, since) else { continue };
+            let decision = ctl.tick(bucket, clock.now_ns(), reading, shim.sm.policy, others);
             if let Reading::Samples(s) = reading {
                 log::debug(format_args!(
                     "device {d}: share {:.1}% over {} ms, target {:.1}%, factor {:.3}, enforcing {}",

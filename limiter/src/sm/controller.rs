@@ -16,10 +16,11 @@
 //!   nor does a wait before the last read);
 //! * one second of samples corrects 70 % of the relative error ([`next_scale`]), up or down;
 //!   readings that keep asking for the same direction count for more (up to [`MAX_BOOST`]
-//!   times their time, never more than a second's worth each): an estimate that is off by a
-//!   steady factor (timings under time slicing include the neighbours' slices) is corrected
-//!   in about a second rather than several, while noise, which flips direction, keeps the
-//!   plain gain.
+//!   times their time, never more than a second's worth each), and the reading after a
+//!   boosted correction is only measured: an estimate that is off by a steady factor (timings
+//!   under time slicing include the neighbours' slices) is corrected about twice as fast,
+//!   noise, which flips direction, keeps the plain gain, and a share that shows a change late
+//!   (up to half a second) still settles rather than swings.
 //!
 //! Everything here is a pure function of plain values: the shim's controller thread reads NVML
 //! and the bucket each tick, calls [`Controller::step`], and writes back what it says.
@@ -45,9 +46,14 @@ pub const WANTED_MORE_ONE_IN: u64 = 4;
 /// raised the factor to ~1.3 and held a 30 % container near 23 % for seconds after (measured
 /// on simgpu, four-axes' burst scenario).
 pub const SETTLE_NS: u64 = 1_000_000_000;
-/// Most times its covered time a reading counts for: the third reading in a row that asks for a
-/// correction the same way counts twice, the fourth and later this many times.
+/// Most times its covered time a reading counts for (a power of two): the third reading in a
+/// row that asks for a correction the same way counts twice, each next one twice as much up to
+/// this. The reading after a boosted correction is measured, not acted on: it still partly
+/// shows the factor before, and acting on it as well is how a lagging loop overshoots.
 pub const MAX_BOOST: u32 = 4;
+const _: () = assert!(MAX_BOOST.is_power_of_two());
+/// The longest run of same-way readings counted: the one whose boost reaches [`MAX_BOOST`].
+const MAX_RUN: i32 = 2 + MAX_BOOST.trailing_zeros() as i32;
 
 /// One entry of `nvmlDeviceGetProcessUtilization`, as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +193,6 @@ fn two_to_the(w: f64) -> f64 {
 pub struct Inputs {
     /// Now (ns, the bucket's clock).
     pub now_ns: u64,
-    /// Now on NVML's clock (its stamps: the wall clock, µs); 0 when unknown.
-    pub wall_us: u64,
     /// This tick's read of NVML.
     pub reading: Reading,
     /// The bucket's total time launches waited for tokens.
@@ -232,34 +236,45 @@ pub struct Controller {
     /// Readings before this (ns) are not acted on: enforcement began again ([`SETTLE_NS`]).
     settle_until_ns: u64,
     /// The corrections in a row that went one way: positive raised the factor, negative
-    /// lowered it (0: the last reading acted on changed nothing).
+    /// lowered it; 0 after a reading that changed nothing, and whenever readings are not acted
+    /// on (a baseline, a new target, enforcement off or settling).
     run: i32,
-    /// Whether this controller has stepped: its first step asks NVML only for periods that end
-    /// after it, not for the driver's whole buffer.
+    /// Whether [`Controller::read_since`] has set the first `lastSeenTimeStamp` (once).
     began: bool,
+    /// The last correction was boosted: the next reading, which still partly shows the factor
+    /// before it, is measured, not acted on.
+    hold: bool,
 }
 
 impl Controller {
-    /// The `lastSeenTimeStamp` for this tick's read.
+    /// The `lastSeenTimeStamp` for this tick's read, `wall_us` being now on NVML's clock (the
+    /// wall clock, µs; 0 when unknown) and `now_ns` on the bucket's.
+    ///
+    /// A controller that begins (the process's first throttled launch, it took the lead, or
+    /// the container was idle past [`STALE_NS`]) asks only for periods that end from now on:
+    /// what the driver buffered before is other processes' history. Its first read then covers
+    /// part of the period it began in: measured, not acted on. If no period ever comes (NVML's
+    /// clock behind ours), the silence reads as stale after [`STALE_NS`] and the next read,
+    /// asking from 0, takes the driver's whole buffer as a baseline.
+    pub fn read_since(&mut self, now_ns: u64, wall_us: u64) -> u64 {
+        if !self.began && wall_us > 0 {
+            self.began = true;
+            self.last_seen_us = wall_us;
+            self.last_news_ns = now_ns.max(1);
+        }
+        self.last_seen_us
+    }
+
+    /// The `lastSeenTimeStamp` the last read left (0: none yet, or starting over).
     pub fn last_seen_us(&self) -> u64 {
         self.last_seen_us
     }
 
     /// One tick against a container's `bucket`: reads its counters, decides with
     /// [`Controller::step`], and writes the decision back (enforcement, measured share, factor).
-    /// `wall_us` is now on NVML's clock (the wall clock, µs; 0 when unknown).
-    pub fn tick(
-        &mut self,
-        bucket: Bucket<'_>,
-        now_ns: u64,
-        wall_us: u64,
-        reading: Reading,
-        policy: UtilizationPolicy,
-        others: bool,
-    ) -> Decision {
+    pub fn tick(&mut self, bucket: Bucket<'_>, now_ns: u64, reading: Reading, policy: UtilizationPolicy, others: bool) -> Decision {
         let d = self.step(Inputs {
             now_ns,
-            wall_us,
             reading,
             throttled_total_ns: bucket.throttled_ns(),
             limit_permille: bucket.limit_permille(),
@@ -280,14 +295,6 @@ impl Controller {
     /// One tick: what to write back.
     pub fn step(&mut self, i: Inputs) -> Decision {
         let others = i.others || matches!(i.reading, Reading::Samples(s) if s.others);
-        if !self.began {
-            // This controller begins now (the process's first throttled launch, or it took the
-            // lead): what the driver buffered before (other processes, earlier containers) is
-            // not asked for. The first read then covers part of the period it began in:
-            // measured only (below, as for a change of target).
-            self.began = true;
-            self.last_seen_us = i.wall_us;
-        }
         let enforce = match i.policy {
             UtilizationPolicy::Force => true,
             UtilizationPolicy::Default => others,
@@ -327,7 +334,9 @@ impl Controller {
         let wanted_more = waited.saturating_mul(WANTED_MORE_ONE_IN) >= s.covered_us.saturating_mul(1000) && waited > 0;
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
-        self.run = if enforce && i.now_ns >= self.settle_until_ns { self.run } else { 0 };
+        if !enforce || i.now_ns < self.settle_until_ns {
+            (self.run, self.hold) = (0, false);
+        }
         if s.covered_us == 0 || s.covered_us > STALE_NS / 1000 {
             // A read of the driver's whole buffer (the first with NVML's clock unknown, or one
             // after a long silence, which reaches back only as far as the buffer): a baseline.
@@ -335,15 +344,18 @@ impl Controller {
             // its first launches charged defaults): measured, not acted on, as for a change of
             // target.
             self.limit = 0;
-            self.run = 0;
+            (self.run, self.hold) = (0, false);
             return d;
         }
         if self.limit != limit {
             // A new target (an operator's change): these samples straddle it and say nothing
             // about the estimates' error under the new one.
             self.limit = limit;
-            self.run = 0;
+            (self.run, self.hold) = (0, false);
             return d;
+        }
+        if enforce && i.now_ns >= self.settle_until_ns && std::mem::take(&mut self.hold) {
+            return d; // after a boosted correction: measured only
         }
         if enforce && i.now_ns >= self.settle_until_ns {
             let weight = s.covered_us as f64 / HORIZON_US as f64;
@@ -354,10 +366,12 @@ impl Controller {
                 Some(std::cmp::Ordering::Less) => -1,
                 _ => 0,
             };
-            self.run = if way != 0 && way == self.run.signum() { (self.run + way).clamp(-4, 4) } else { way };
+            self.run = if way != 0 && way == self.run.signum() { (self.run + way).clamp(-MAX_RUN, MAX_RUN) } else { way };
             // 1, 1, 2, 4, 4, ...: the third reading in a row asking the same way counts twice.
-            let boost = 1 << self.run.unsigned_abs().saturating_sub(2).min(2);
+            let boost = 1 << self.run.unsigned_abs().saturating_sub(2);
             let next = if boost > 1 { next_scale(i.scale, target, s.share, wanted_more, weight, boost) } else { plain };
+            // Hold only when the boost went further (a reading of a second already counts fully).
+            self.hold = next != plain;
             if next != i.scale {
                 d.scale = Some(next);
             }
@@ -442,41 +456,93 @@ mod tests {
         // Overcharged: it gets 0.6 of its 30 % and waits for tokens throughout.
         let mut scale = 1.0;
         let mut steps = vec![];
-        for k in 2..6 {
+        for k in 2..8 {
             let d = c.step(sixth(k, 0.18, scale, k * 100_000_000));
-            let next = d.scale.unwrap();
+            let next = d.scale.unwrap_or(scale);
             steps.push(scale / next);
             scale = next;
         }
         let plain = 1.0 / (1.0 - 0.7 * 0.166_667 * 0.4);
-        assert!((steps[0] - plain).abs() < 1e-4 && (steps[1] - plain).abs() < 1e-4, "the first two at the plain gain: {steps:?}");
-        assert!(steps[2] > steps[1] * 1.05, "the third in a row counts twice: {steps:?}");
-        assert!(steps[3] > steps[2] * 1.05, "then four times: {steps:?}");
-        // Four readings in a row (2/3 s) went as far as the plain gain goes in eight (4/3 s).
+        let twice = 1.0 / (1.0 - 0.7 * 0.333_333 * 0.4);
+        let four = 1.0 / (1.0 - 0.7 * 0.666_667 * 0.4);
+        let want = [plain, plain, twice, 1.0, four, 1.0];
+        for (got, want) in steps.iter().zip(want) {
+            assert!((got - want).abs() < 1e-4, "plain, plain, twice, held, four times, held: {steps:?}");
+        }
+        // Six readings (1 s) went as far as the plain gain goes in eight (4/3 s).
         assert!(scale < (1.0 - 0.7 * 0.166_667 * 0.4f64).powi(8), "{scale}");
         // A reading the other way is taken at the plain gain, and starts a new run.
-        let d = c.step(sixth(6, 0.33, scale, 6 * 100_000_000));
+        let d = c.step(sixth(8, 0.33, scale, 8 * 100_000_000));
         let up = d.scale.unwrap() / scale;
         assert!((up - (1.0 + 0.7 * 0.166_667 * 0.1)).abs() < 1e-4, "{up}");
         scale = d.scale.unwrap();
         // Noise that flips each reading never builds a boost.
-        for k in 7..13 {
+        for k in 9..14 {
             let share = if k % 2 == 0 { 0.33 } else { 0.27 };
             let d = c.step(sixth(k, share, scale, k * 100_000_000));
             let step = d.scale.unwrap() / scale;
             assert!((step - 1.0).abs() < 0.7 * 0.166_667 * 0.1 + 1e-4, "reading {k}: {step}");
             scale = d.scale.unwrap();
         }
-        // Within the dead band: the run ends.
-        assert_eq!(c.step(sixth(13, 0.3, scale, 14 * 100_000_000)).scale, None);
-        let d = c.step(sixth(14, 0.33, scale, 15 * 100_000_000));
-        assert!((d.scale.unwrap() / scale - (1.0 + 0.7 * 0.166_667 * 0.1)).abs() < 1e-4);
+        // Two readings one way, one within the dead band: the third that way is a plain step
+        // (counted as the third in a row it would count twice).
+        for k in 14..16 {
+            scale = c.step(sixth(k, 0.33, scale, k * 100_000_000)).scale.unwrap();
+        }
+        assert_eq!(c.step(sixth(16, 0.3, scale, 16 * 100_000_000)).scale, None, "dead band");
+        let d = c.step(sixth(17, 0.33, scale, 17 * 100_000_000));
+        assert!((d.scale.unwrap() / scale - (1.0 + 0.7 * 0.166_667 * 0.1)).abs() < 1e-4, "{d:?}");
+    }
+
+    /// A container whose estimates are off by `error` and whose share shows a factor change
+    /// only `lag` readings later (a queue of work admitted at the old price, or NVML's delay):
+    /// the share it gets in each of `n` readings of `period_us`.
+    fn lagged(error: f64, lag: usize, period_us: u64, n: u64) -> Vec<f64> {
+        let mut c = Controller::default();
+        let mut scales = vec![1.0; lag + 1];
+        let mut got = vec![];
+        for k in 0..n {
+            let scale = *scales.last().unwrap();
+            let share = (0.3 * error / scales[scales.len() - 1 - lag]).min(1.0);
+            let share = (share * 100.0).round() / 100.0; // whole percents
+            let reading = news(share, 1_000 + k * period_us, if k == 0 { 0 } else { period_us });
+            let d = c.step(Inputs { scale, ..inputs(k * period_us * 1000, reading, k * period_us * 1000) });
+            scales.push(d.scale.unwrap_or(scale));
+            got.push(share);
+        }
+        got
+    }
+
+    #[test]
+    fn a_lagging_share_settles_without_swinging() {
+        // Lags of up to half a second (three readings at P = 1/6 s), and one reading at least.
+        for period_us in [166_667, 500_000, 1_000_000] {
+            for lag in 0..=(500_000usize).div_ceil(period_us as usize) {
+                for error in [0.57, 1.6, 3.0] {
+                    let got = lagged(error, lag, period_us, 120);
+                    let tail = got[90..].iter().map(|s| (s - 0.3).abs()).fold(0.0, f64::max);
+                    assert!(tail <= 0.011, "period {period_us} µs, lag {lag}, error {error}: {got:?}");
+                }
+            }
+        }
+        // At P = 1 s a reading counts fully already: a boost changes nothing and nothing is held.
+        let mut c = Controller::default();
+        let mut scale = 1.0;
+        c.step(inputs(0, news(0.3, 1_000, 0), 0));
+        c.step(inputs(1, news(0.3, 1_001_000, 1_000_000), 0));
+        for k in 2..8u64 {
+            let d = c.step(Inputs { scale, ..inputs(k, news(0.36, 1_000 + k * 1_000_000, 1_000_000), 0) });
+            scale = d.scale.unwrap_or_else(|| panic!("reading {k} acted on"));
+        }
+        // Without lag, a steady error at P = 1/6 s is within 2 points after the baseline, the
+        // period measured only and 9 more (1.5 s; the plain gain alone is at 25 % then).
+        let got = lagged(0.57, 0, 166_667, 14);
+        assert!(got[11..].iter().all(|s| (s - 0.3).abs() <= 0.02), "{got:?}");
     }
 
     fn inputs(now_ns: u64, reading: Reading, throttled_total_ns: u64) -> Inputs {
         Inputs {
             now_ns,
-            wall_us: 0,
             reading,
             throttled_total_ns,
             limit_permille: Some(300),
@@ -525,30 +591,39 @@ mod tests {
 
     #[test]
     fn the_first_read_asks_only_for_periods_since_the_controller_began() {
-        let at = |now_ns: u64, wall_us: u64, reading: Reading| Inputs { wall_us, ..inputs(now_ns, reading, now_ns / 2) };
-        // The first step reads from now on NVML's clock, not the driver's whole buffer.
+        let at = |now_ns: u64, reading: Reading| inputs(now_ns, reading, now_ns / 2);
+        // The first read asks from now on NVML's clock, not for the driver's whole buffer.
         let mut c = Controller::default();
-        assert_eq!(c.last_seen_us(), 0);
-        assert_eq!(c.step(at(1, 5_000_000, Reading::NoNews)).scale, None);
-        assert_eq!(c.last_seen_us(), 5_000_000, "the next read asks for periods after the start");
+        assert_eq!(c.read_since(1, 5_000_000), 5_000_000);
+        assert_eq!(c.read_since(2, 9_000_000), 5_000_000, "once");
+        assert_eq!(c.step(at(1, Reading::NoNews)).scale, None);
         // The period the container started in: measured only; the next one is acted on.
-        let d = c.step(at(2, 5_100_000, news(0.1, 5_050_000, 50_000)));
+        let d = c.step(at(2, news(0.1, 5_050_000, 50_000)));
         assert_eq!((d.scale, d.achieved), (None, Some(0.1)));
-        assert!(c.step(at(3, 5_300_000, news(0.5, 5_216_667, 166_667))).scale.unwrap() > 1.0, "acted on");
-        // After a silence the driver's buffer is read whole again: a baseline, then a read
-        // measured only, then acted on.
+        assert_eq!(c.read_since(3, 5_300_000), 5_050_000);
+        assert!(c.step(at(3, news(0.5, 5_216_667, 166_667))).scale.unwrap() > 1.0, "acted on");
+        // After a silence the driver's buffer is read whole: a baseline, then a read measured
+        // only, then acted on.
         let stale = 4 * STALE_NS;
-        assert_eq!(c.step(at(stale, 20_000_000, Reading::NoNews)).achieved, Some(0.0), "idle");
-        assert_eq!(c.last_seen_us(), 0);
-        assert_eq!(c.step(at(stale + 1, 20_100_000, news(0.3, 20_050_000, 0))).scale, None, "baseline");
-        assert_eq!(c.step(at(stale + 2, 20_300_000, news(0.5, 20_216_667, 166_667))).scale, None, "measured only");
-        assert!(c.step(at(stale + 3, 20_400_000, news(0.5, 20_383_333, 166_667))).scale.is_some());
+        assert_eq!(c.step(at(stale, Reading::NoNews)).achieved, Some(0.0), "idle");
+        assert_eq!(c.read_since(stale, 20_000_000), 0);
+        assert_eq!(c.step(at(stale + 1, news(0.3, 20_050_000, 0))).scale, None, "baseline");
+        assert_eq!(c.step(at(stale + 2, news(0.5, 20_216_667, 166_667))).scale, None, "measured only");
+        assert!(c.step(at(stale + 3, news(0.5, 20_383_333, 166_667))).scale.is_some());
+        // NVML's clock behind ours: no period ever ends after the start. The silence reads as
+        // stale, and the next read takes the whole buffer (it cannot freeze the controller).
+        let mut c = Controller::default();
+        assert_eq!(c.read_since(1_000, 5_000_000), 5_000_000);
+        for k in 1..=30 {
+            c.step(at(1_000 + k * 100_000_000, Reading::NoNews));
+        }
+        assert_eq!(c.step(at(1_000 + 31 * 100_000_000, Reading::NoNews)).achieved, Some(0.0));
+        assert_eq!(c.read_since(4_000_000_000, 5_000_000), 0, "the whole buffer");
         // NVML's clock unknown (0): the first read is of the whole buffer, a baseline.
         let mut c = Controller::default();
-        c.step(at(1, 0, Reading::NoNews));
-        assert_eq!(c.last_seen_us(), 0);
-        c.step(at(2, 0, news(0.1, 5_050_000, 0)));
-        assert_eq!(c.step(at(3, 0, news(0.5, 5_216_667, 166_667))).scale, None, "measured only");
+        assert_eq!(c.read_since(1, 0), 0);
+        c.step(at(2, news(0.1, 5_050_000, 0)));
+        assert_eq!(c.step(at(3, news(0.5, 5_216_667, 166_667))).scale, None, "measured only");
     }
 
     #[test]
