@@ -334,47 +334,42 @@ impl Controller {
         let wanted_more = waited.saturating_mul(WANTED_MORE_ONE_IN) >= s.covered_us.saturating_mul(1000) && waited > 0;
         let Some(limit) = i.limit_permille else { return d };
         d.achieved = Some(s.share);
-        if !enforce || i.now_ns < self.settle_until_ns {
+        // Readings acted on: enforced and settled. Any other resets the run of corrections.
+        let acting = enforce && i.now_ns >= self.settle_until_ns;
+        let baseline = s.covered_us == 0 || s.covered_us > STALE_NS / 1000;
+        if baseline || self.limit != limit || !acting {
             (self.run, self.hold) = (0, false);
         }
-        if s.covered_us == 0 || s.covered_us > STALE_NS / 1000 {
+        if baseline {
             // A read of the driver's whole buffer (the first with NVML's clock unknown, or one
             // after a long silence, which reaches back only as far as the buffer): a baseline.
             // The next one covers the period in which the container started (part of it idle,
             // its first launches charged defaults): measured, not acted on, as for a change of
             // target.
             self.limit = 0;
-            (self.run, self.hold) = (0, false);
             return d;
         }
         if self.limit != limit {
             // A new target (an operator's change): these samples straddle it and say nothing
             // about the estimates' error under the new one.
             self.limit = limit;
-            (self.run, self.hold) = (0, false);
             return d;
         }
-        if enforce && i.now_ns >= self.settle_until_ns && std::mem::take(&mut self.hold) {
-            return d; // after a boosted correction: measured only
+        if !acting || std::mem::take(&mut self.hold) {
+            return d; // not enforced, settling, or after a boosted correction: measured only
         }
-        if enforce && i.now_ns >= self.settle_until_ns {
-            let weight = s.covered_us as f64 / HORIZON_US as f64;
-            let target = limit as f64 / 1000.0;
-            let plain = next_scale(i.scale, target, s.share, wanted_more, weight, 1);
-            let way = match plain.partial_cmp(&i.scale) {
-                Some(std::cmp::Ordering::Greater) => 1,
-                Some(std::cmp::Ordering::Less) => -1,
-                _ => 0,
-            };
-            self.run = if way != 0 && way == self.run.signum() { (self.run + way).clamp(-MAX_RUN, MAX_RUN) } else { way };
-            // 1, 1, 2, 4, 4, ...: the third reading in a row asking the same way counts twice.
-            let boost = 1 << self.run.unsigned_abs().saturating_sub(2);
-            let next = if boost > 1 { next_scale(i.scale, target, s.share, wanted_more, weight, boost) } else { plain };
-            // Hold only when the boost went further (a reading of a second already counts fully).
-            self.hold = next != plain;
-            if next != i.scale {
-                d.scale = Some(next);
-            }
+        let weight = s.covered_us as f64 / HORIZON_US as f64;
+        let target = limit as f64 / 1000.0;
+        let plain = next_scale(i.scale, target, s.share, wanted_more, weight, 1);
+        let way = i32::from(plain > i.scale) - i32::from(plain < i.scale);
+        self.run = if way != 0 && way == self.run.signum() { (self.run + way).clamp(-MAX_RUN, MAX_RUN) } else { way };
+        // 1, 1, 2, 4, 4, ...: the third reading in a row asking the same way counts twice.
+        let boost = 1 << self.run.unsigned_abs().saturating_sub(2);
+        let next = if boost > 1 { next_scale(i.scale, target, s.share, wanted_more, weight, boost) } else { plain };
+        // Hold only when the boost went further (a reading of a second already counts fully).
+        self.hold = next != plain;
+        if next != i.scale {
+            d.scale = Some(next);
         }
         d
     }
